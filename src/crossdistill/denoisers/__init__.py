@@ -20,11 +20,8 @@ from .sdxl import SDXLDenoiser
 FAMILIES: dict[str, type[Denoiser]] = {c.family: c for c in (SD15Denoiser, SDXLDenoiser, SD3Denoiser, FluxDenoiser)}
 _BY_PIPELINE = {c.pipeline_class: c for c in FAMILIES.values()}
 
-# named models shipped with the project (the shapes world registers its own here)
-NAMED_MODELS: dict[str, Path] = {}
-
 __all__ = ["FAMILIES", "Conditioning", "Defaults", "Denoiser", "build_denoiser", "family_class",
-           "load_denoiser", "NAMED_MODELS"]
+           "load_denoiser"]
 
 
 def family_class(family: str) -> type[Denoiser]:
@@ -78,7 +75,9 @@ def load_denoiser(source: str | Path, family: str | None = None, dtype: torch.dt
     """
     import os
 
-    source = str(NAMED_MODELS.get(str(source), source))
+    from ..artifacts import resolve
+
+    source = resolve(source)
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     index = _read_json(source, "model_index.json", local_files_only)

@@ -41,6 +41,9 @@ class Conditioning:
     def repeat_interleave(self, n: int) -> "Conditioning":
         return self._map(lambda x: x.repeat_interleave(n, dim=0))
 
+    def index(self, idx: Tensor) -> "Conditioning":
+        return self._map(lambda x: x[idx.to(x.device)])
+
     def expand(self, n: int) -> "Conditioning":
         """A batch-1 conditioning repeated to batch n."""
         if len(self) == n:
@@ -65,6 +68,7 @@ class Defaults:
     guidance: float = 7.5
     resolution: int = 512
     max_sequence_length: int | None = None   # T5 tokens (SD3: 256, Flux: 512)
+    domain: str | None = None                # "shapes": prompts must follow the shapes grammar
 
 
 DEFAULTS_FILE = "crossdistill.json"
@@ -188,6 +192,10 @@ class Denoiser:
         `guidance` is only read by guidance-embedded networks (Flux-dev)."""
         raise NotImplementedError
 
+    def attention_sites(self) -> list:
+        """The backbone's attention layers as `attention.AttentionSite`s, in depth order."""
+        raise NotImplementedError
+
     # -- shared by all families ------------------------------------------------------
     def guided_output(self, x_t: Tensor, t: Tensor, cond: Conditioning,
                       guidance: float | None = None, uncond: Conditioning | None = None) -> Tensor:
@@ -225,9 +233,10 @@ class Denoiser:
     def sample(self, cond: Conditioning | list[str], steps: int | None = None,
                guidance: float | None = None, generator: torch.Generator | None = None,
                height: int | None = None, width: int | None = None,
-               n_per_prompt: int = 1, progress: bool = False) -> Tensor:
+               n_per_prompt: int = 1, progress: bool = False, latents: Tensor | None = None) -> Tensor:
         """Multi-step sampling as the family's diffusers pipeline does it; returns
-        normalised latents (B * n_per_prompt, C, h, w)."""
+        normalised latents (B * n_per_prompt, C, h, w). `latents`: the initial unit
+        Gaussian noise (drawn with `generator` if None)."""
         if isinstance(cond, list):
             cond = self.encode_prompt(cond)
         cond = cond.repeat_interleave(n_per_prompt)
@@ -237,9 +246,12 @@ class Denoiser:
         shape = (len(cond),) + self.latent_shape(height, width)
         scheduler = copy.deepcopy(self.scheduler)
         self._set_timesteps(scheduler, steps, shape)
-        x = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu",
-                        dtype=self.dtype).to(self.device)
-        x = x * getattr(scheduler, "init_noise_sigma", 1.0)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator, dtype=self.dtype,
+                                  device=generator.device if generator else "cpu")
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents of shape {tuple(latents.shape)}, expected {shape}")
+        x = latents.to(self.device, self.dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
         uncond = self.uncond(len(cond))
         timesteps = scheduler.timesteps
         it = enumerate(timesteps)

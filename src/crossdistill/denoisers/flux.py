@@ -25,6 +25,15 @@ class FluxDenoiser(FlowDenoiser):
         seq = t5(self._tokens(t5_tok, prompts, length).to(t5.device))[0]
         return Conditioning(seq.to(self.dtype), pooled.to(self.dtype))
 
+    def attention_sites(self):
+        from ..attention import AttentionSite
+
+        double = [AttentionSite(f"transformer_blocks.{i}.attn", b.attn, "joint_txt_first", rope=True)
+                  for i, b in enumerate(self.model.transformer_blocks)]
+        single = [AttentionSite(f"single_transformer_blocks.{i}.attn", b.attn, "single_txt_first", rope=True)
+                  for i, b in enumerate(self.model.single_transformer_blocks)]
+        return double + single
+
     @property
     def guidance_embedded(self) -> bool:
         return bool(self.model.config.guidance_embeds)

@@ -53,6 +53,16 @@ class SD3Denoiser(FlowDenoiser):
         clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))  # zero-pad CLIP to the T5 width
         return Conditioning(torch.cat([clip, t5], dim=-2), torch.cat([l_pool, g_pool], dim=-1))
 
+    def attention_sites(self):
+        from ..attention import AttentionSite
+
+        sites = []
+        for i, block in enumerate(self.model.transformer_blocks):
+            sites.append(AttentionSite(f"transformer_blocks.{i}.attn", block.attn, "joint_img_first"))
+            if getattr(block, "attn2", None) is not None:   # SD3.5 dual attention: image-only
+                sites.append(AttentionSite(f"transformer_blocks.{i}.attn2", block.attn2, "self"))
+        return sites
+
     def model_output(self, x_t, t, cond, guidance=None):
         return self.model(hidden_states=x_t, timestep=t * self.scheduler.config.num_train_timesteps,
                           encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled,

@@ -64,6 +64,15 @@ class VPDenoiser(Denoiser):
         a, b = int(round(lo * last)), int(round(hi * last))
         return torch.randint(a, b + 1, (n,), generator=generator)
 
+    def attention_sites(self):
+        from diffusers.models.attention_processor import Attention
+
+        from ..attention import AttentionSite
+
+        kinds = {"attn1": "self", "attn2": "cross"}
+        return [AttentionSite(n, m, kinds[n.rsplit(".", 1)[-1]]) for n, m in self.model.named_modules()
+                if isinstance(m, Attention) and n.rsplit(".", 1)[-1] in kinds]
+
     def _unet_kwargs(self, x_t: Tensor, cond) -> dict:
         return {}
 

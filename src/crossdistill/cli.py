@@ -1,0 +1,118 @@
+"""The `crossdistill` command: a thin layer over the library.
+
+User errors (`CrossdistillError`) print one line and exit 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import CrossdistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="One-step text-to-image Students from Teachers in a different latent space.")
+shapes_app = typer.Typer(no_args_is_help=True, help="The shapes world: data, pretraining.")
+app.add_typer(shapes_app, name="shapes")
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+@app.command()
+def presets() -> None:
+    """List the model presets (tiny test sizes, full-size architectures, shapes world)."""
+    from .presets import load_preset, preset_names
+
+    for name, path in preset_names().items():
+        p = load_preset(name)
+        print(f"{name:22s} {p['family']:5s} {path.parent.name:6s} {p.get('source', '')}")
+
+
+@shapes_app.command("export")
+def shapes_export(n: int = typer.Option(..., "--n", help="number of scenes"),
+                  size: int = typer.Option(64, help="64 or 32 (the 64 px render 2x2-averaged)"),
+                  out: Path = typer.Option(..., help="output folder (PNGs + manifest.jsonl)"),
+                  seed: int = typer.Option(0, help="scene i of a seed is always the same")) -> None:
+    """Export N shapes-world scenes as PNGs plus manifest.jsonl."""
+    from .toy.data import export
+
+    if size not in (32, 64):
+        raise CrossdistillError(f"--size must be 64 or 32, got {size}")
+    if n < 1:
+        raise CrossdistillError(f"--n must be >= 1, got {n}")
+    export(n, size, out, seed)
+    print(f"wrote {n} scenes to {out}")
+
+
+@shapes_app.command("pretrain")
+def shapes_pretrain(out: Path = typer.Option(Path("runs/pretrain"), help="run folder (stages resume here)"),
+                    stage: Optional[List[str]] = typer.Option(None, help="stage(s) to run; default all"),
+                    seed: int = typer.Option(0),
+                    threads: int = typer.Option(2),
+                    install: bool = typer.Option(False, help="copy finished models into the package's "
+                                                 "named artifacts (shapes-teacher, ...)")) -> None:
+    """Train the shapes world's VAEs, Teacher, Student base and classifier from a seed."""
+    from .toy.pretrain import PretrainConfig, install_artifacts, pretrain
+
+    pretrain(out, stage or None, PretrainConfig(seed=seed), threads=threads)
+    if install:
+        install_artifacts(out)
+
+
+@app.command()
+def generate(model: str = typer.Option(..., help="model name (shapes-teacher, ...) or diffusers folder / hub id"),
+             prompt: Optional[List[str]] = typer.Option(None, help="a prompt (repeatable)"),
+             prompts_file: Optional[Path] = typer.Option(None, help="prompts, one per line"),
+             out: Path = typer.Option(..., help="output folder"),
+             steps: Optional[int] = typer.Option(None, help="sampling steps (model default)"),
+             guidance: Optional[float] = typer.Option(None, help="CFG scale (model default)"),
+             n_per_prompt: int = typer.Option(1),
+             seed: int = typer.Option(0, help="image k uses seed + k"),
+             batch_size: int = typer.Option(16),
+             overwrite: bool = typer.Option(False, help="replace an existing non-crossdistill folder"),
+             threads: int = typer.Option(2)) -> None:
+    """Generate PNGs plus manifest.jsonl with any model the project knows."""
+    from .generate import GenerateConfig, generate as run, read_prompts
+
+    _threads(threads)
+    prompts = list(prompt or []) + (read_prompts(prompts_file) if prompts_file else [])
+    if not prompts:
+        raise CrossdistillError("no prompts given (use --prompt or --prompts-file)")
+    run(GenerateConfig(model, prompts, out, steps, guidance, n_per_prompt, seed, batch_size, overwrite=overwrite))
+    print(f"wrote {len(prompts) * n_per_prompt} images to {out}")
+
+
+@app.command("eval")
+def evaluate(folders: List[Path] = typer.Argument(..., help="generation folder(s) with manifest.jsonl"),
+             classifier: str = typer.Option("shapes-classifier", help="feature network for the domain FID"),
+             threads: int = typer.Option(2)) -> None:
+    """Score generations: prompt adherence and domain FID; writes DIR/metrics.json."""
+    from rich.console import Console
+
+    from .eval.harness import evaluate as run, table
+
+    _threads(threads)
+    rows = {str(f): run(f, classifier) for f in folders}
+    Console().print(table(rows))
+
+
+def main() -> None:
+    try:
+        app()
+    except CrossdistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

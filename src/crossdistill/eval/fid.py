@@ -1,0 +1,42 @@
+"""Frechet distance between feature distributions (Heusel et al. 2017, eq. 6).
+
+One code path for every feature network: the shapes world's classifier here, an
+Inception network at real scale. `FeatureNet` is anything mapping images in [-1, 1],
+(B, 3, H, W), to features (B, D).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from scipy import linalg
+
+FeatureNet = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def feature_stats(batches: Iterable[torch.Tensor], net: FeatureNet) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and covariance of the features of all images (float64)."""
+    feats = np.concatenate([net(x).double().cpu().numpy() for x in batches])
+    if len(feats) < 2:
+        raise ValueError("FID needs at least 2 images")
+    return feats.mean(0), np.cov(feats, rowvar=False), len(feats)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: regularise (as in pytorch-fid)
+        eps = np.eye(len(mu1)) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid(images_a: Iterable[torch.Tensor], images_b: Iterable[torch.Tensor], net: FeatureNet) -> float:
+    mu1, s1, _ = feature_stats(images_a, net)
+    mu2, s2, _ = feature_stats(images_b, net)
+    return frechet_distance(mu1, s1, mu2, s2)

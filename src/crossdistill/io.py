@@ -1,0 +1,43 @@
+"""Filesystem helpers: nothing half-written on disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import CrossdistillError
+
+RUN_MARKER = ".crossdistill"
+
+
+@contextmanager
+def atomic_dir(out: Path, overwrite: bool = False):
+    """Build a folder under a temporary name, then rename it into place.
+
+    Refuses to replace an existing folder that is not a crossdistill output unless
+    `overwrite`; on any error the temporary folder is removed and `out` is untouched.
+    """
+    out = Path(out)
+    if out.exists():
+        if not (out / RUN_MARKER).exists() and any(out.iterdir()) and not overwrite:
+            raise CrossdistillError(f"output folder {out} exists and is not a crossdistill output; "
+                                    f"choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        (tmp / RUN_MARKER).write_text("crossdistill output\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

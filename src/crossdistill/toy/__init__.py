@@ -1,0 +1,1 @@
+"""The shapes world: the embedded default domain (see TOY_SPEC.md)."""

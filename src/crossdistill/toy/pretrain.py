@@ -1,0 +1,219 @@
+"""Pretraining of the shapes world's models: both VAEs, the Teacher, the Student base
+and the metric classifier. Every stage is reproducible from the seed, shows a progress
+bar, and writes a standard diffusers folder plus `train_log.json` (command, seed, wall
+time, final losses). A finished stage is skipped when the command is rerun.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..denoisers import Conditioning, Denoiser, build_denoiser
+from ..errors import choice_error
+from ..io import atomic_dir
+from ..presets import build_component, load_preset
+from .data import scene_bank
+from .shapes import all_prompts
+
+STAGES = ("vae-student", "vae-teacher", "teacher", "student-base", "classifier")
+
+
+@dataclass
+class StageConfig:
+    steps: int
+    batch: int
+    lr: float
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    scenes: int = 20000                 # rendered training scenes (64 px), shared by all stages
+    cfg_dropout: float = 0.1            # prompt -> "" for classifier-free guidance
+    ema: float = 0.998
+    decay_frac: float = 0.3             # linear LR decay over the last part of a run
+    vae_student: StageConfig = field(default_factory=lambda: StageConfig(1500, 16, 1e-3))
+    vae_teacher: StageConfig = field(default_factory=lambda: StageConfig(1200, 16, 1e-3))
+    teacher: StageConfig = field(default_factory=lambda: StageConfig(3000, 64, 5e-4))
+    student_base: StageConfig = field(default_factory=lambda: StageConfig(1200, 64, 5e-4))
+    classifier: StageConfig = field(default_factory=lambda: StageConfig(800, 64, 2e-3))
+
+
+def lr_at(step: int, total: int, base: float, decay_frac: float, warmup: int = 50) -> float:
+    """Warm-up, constant, then linear decay to 0 over the last `decay_frac` of the run."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    start = int(total * (1 - decay_frac))
+    if step < start:
+        return base
+    return base * max(0.0, (total - step) / max(1, total - start))
+
+
+def _images(bank: np.ndarray, idx: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(bank[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return F.avg_pool2d(x, 2) if size == 32 else x
+
+
+def _log(out: Path, name: str, cfg, t0: float, losses: list[float], extra: dict | None = None) -> None:
+    tail = losses[-100:]
+    (out / "train_log.json").write_text(json.dumps({
+        "stage": name, "command": " ".join(sys.argv), "seed": cfg.seed,
+        "wall_time_s": round(time.time() - t0, 1), "final_loss_mean_last100": float(np.mean(tail)),
+        "config": asdict(cfg), **(extra or {})}, indent=1))
+
+
+# -- VAEs ----------------------------------------------------------------------------
+def train_vae(which: str, bank: np.ndarray, cfg: PretrainConfig, out: Path) -> None:
+    """Autoencoder (MSE + tiny KL), then the latent normalisation measured on the data:
+    Student space scale only (SD 1.5 style), Teacher space shift and scale (SD 3 style)."""
+    preset = load_preset("shapes-teacher" if which == "teacher" else "shapes-student-base")
+    size = preset["defaults"]["resolution"]
+    st = cfg.vae_teacher if which == "teacher" else cfg.vae_student
+    torch.manual_seed(cfg.seed)
+    vae = build_component(preset["components"]["vae"]).train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=st.lr, weight_decay=0.0)
+    rng = np.random.default_rng([cfg.seed, 1])
+    losses, t0 = [], time.time()
+    bar = tqdm(range(st.steps), desc=f"vae-{which}")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, st.steps, st.lr, cfg.decay_frac)
+        x = _images(bank, rng.integers(0, len(bank), st.batch), size)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        mse = F.mse_loss(rec, x)
+        loss = mse + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(mse.item())
+        bar.set_postfix(mse=f"{np.mean(losses[-20:]):.5f}")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        n = min(2000, len(bank))
+        z = torch.cat([vae.encode(_images(bank, np.arange(i, min(i + 250, n)), size)).latent_dist.mode()
+                       for i in range(0, n, 250)])
+    if which == "teacher":
+        vae.register_to_config(shift_factor=float(z.mean()), scaling_factor=float(1 / z.std()))
+    else:
+        vae.register_to_config(scaling_factor=float(1 / z.std()))
+    with atomic_dir(out, overwrite=True) as tmp:
+        vae.save_pretrained(tmp, safe_serialization=True)
+        _log(tmp, f"vae-{which}", cfg, t0, losses, {"final_mse": float(np.mean(losses[-100:]))})
+
+
+# -- denoisers ---------------------------------------------------------------------------
+def encode_table(den: Denoiser, prompts: list[str]) -> Conditioning:
+    """Conditioning of every prompt, plus the empty prompt as the last row."""
+    with torch.no_grad():
+        cond = den.encode_prompt(prompts)
+        return cond.cat(den.uncond(1))
+
+
+def encode_bank(den: Denoiser, bank: np.ndarray, size: int, batch: int = 250) -> torch.Tensor:
+    """Normalised latents of every bank image (cached once: encoding is the slow step)."""
+    with torch.no_grad():
+        return torch.cat([den.space.encode(_images(bank, np.arange(i, min(i + batch, len(bank))), size))
+                          for i in tqdm(range(0, len(bank), batch), desc="encoding latents")])
+
+
+def train_denoiser(which: str, bank: np.ndarray, prompts: list[str], vae_dir: Path,
+                   cfg: PretrainConfig, out: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    name = "shapes-teacher" if which == "teacher" else "shapes-student-base"
+    st = cfg.teacher if which == "teacher" else cfg.student_base
+    den = build_denoiser(name, seed=cfg.seed)
+    den.components["vae"] = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
+    den.__init__(den.components, den.defaults)
+    size = den.defaults.resolution
+    latents = encode_bank(den, bank, size)
+    grammar = all_prompts()
+    pid = torch.tensor([grammar.index(p) for p in prompts])
+    table = encode_table(den, grammar)
+    empty = len(grammar)
+
+    model = den.model.train().requires_grad_(True)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=st.lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    density = "logit_normal" if den.parameterization == "flow" else "uniform"
+    losses, t0 = [], time.time()
+    bar = tqdm(range(st.steps), desc=which)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, st.steps, st.lr, cfg.decay_frac)
+        idx = torch.randint(0, len(latents), (st.batch,), generator=gen)
+        rows = pid[idx].clone()
+        rows[torch.rand(st.batch, generator=gen) < cfg.cfg_dropout] = empty
+        loss, _ = den.loss(latents[idx], table.index(rows), gen, density=density)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    den.components[den.backbone] = ema
+    den.__init__(den.components, den.defaults)
+    with atomic_dir(out, overwrite=True) as tmp:
+        den.save_pretrained(tmp)
+        _log(tmp, which, cfg, t0, losses)
+
+
+# -- driver ----------------------------------------------------------------------------
+def pretrain(out: Path, stages: list[str] | None = None, cfg: PretrainConfig | None = None,
+             threads: int = 1) -> None:
+    cfg = cfg or PretrainConfig()
+    stages = stages or list(STAGES)
+    for s in stages:
+        if s not in STAGES:
+            raise choice_error("pretrain stage", s, STAGES)
+    torch.set_num_threads(threads)
+    out = Path(out)
+    todo = [s for s in stages if not (out / s / "train_log.json").exists()]
+    if not todo:
+        print(f"all stages done in {out}")
+        return
+    bank, prompts = scene_bank(cfg.scenes, cfg.seed)
+    for s in todo:
+        if s.startswith("vae-"):
+            train_vae(s.split("-")[1], bank, cfg, out / s)
+        elif s in ("teacher", "student-base"):
+            vae = out / ("vae-teacher" if s == "teacher" else "vae-student")
+            train_denoiser(s, bank, prompts, vae, cfg, out / s)
+        else:
+            from .classifier import train_classifier
+            train_classifier(bank, prompts, cfg, out / s)
+
+
+def install_artifacts(out: Path) -> None:
+    """Copy finished stage folders into the package's named artifacts."""
+    import shutil
+
+    from ..artifacts import NAMED
+
+    for stage, name in (("teacher", "shapes-teacher"), ("student-base", "shapes-student-base"),
+                        ("classifier", "shapes-classifier")):
+        src = Path(out) / stage
+        if not (src / "train_log.json").exists():
+            print(f"skip {name}: stage {stage} not finished in {out}")
+            continue
+        dst = NAMED[name]
+        with atomic_dir(dst, overwrite=True) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+        print(f"installed {name} -> {dst}")
