@@ -1,0 +1,147 @@
+"""The Bridge: Student latents -> Teacher latents, and the baselines it is compared to.
+
+  bridge          B(z_s) = P(D_s(z_s))  frozen Student decoder (pixels or its last
+                  feature map) + a small learned projector P (DESIGN.md, "Bridge")
+  projector_only  B(z_s) = P(z_s)       no decoder prior
+  roundtrip       B(z_s) = E_t(up(D_s(z_s)))  the Teacher's own VAE encoder; nothing learned
+  identity        B(z_s) = z_s          shared latent space (Student base as Teacher)
+
+All variants share one interface, `forward(z_s) -> z_t`, and map the Student's
+normalised latent shape to the Teacher's for any integer resolution ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import CrossdistillError, choice_error
+from ..spaces import LatentSpace
+
+KINDS = ("bridge", "projector_only", "roundtrip", "identity")
+TAPS = ("pixels", "features")
+
+
+@dataclass
+class BridgeConfig:
+    kind: str = "bridge"
+    tap: str = "pixels"      # what of the frozen decoder the projector sees
+    width: int = 64          # projector channels
+    depth: int = 2           # residual blocks after the resampling
+
+    def validate(self) -> "BridgeConfig":
+        if self.kind not in KINDS:
+            raise choice_error("bridge kind", self.kind, KINDS)
+        if self.tap not in TAPS:
+            raise choice_error("bridge tap", self.tap, TAPS)
+        if self.width < 1 or self.depth < 0:
+            raise CrossdistillError(f"bridge width must be >= 1 and depth >= 0, got {self.width}, {self.depth}")
+        return self
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        groups = next(g for g in (32, 16, 8, 4, 2, 1) if ch % g == 0)
+        self.body = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1),
+                                  nn.GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def resolution_ratio(src: int, dst: int, what: str) -> tuple[str, int]:
+    """("down", r) if src = r * dst, ("up", r) if dst = r * src; an error otherwise."""
+    if src % dst == 0:
+        return "down", src // dst
+    if dst % src == 0:
+        return "up", dst // src
+    raise CrossdistillError(f"the Bridge cannot map {what}: {src} -> {dst} px is not an integer "
+                            f"resolution ratio")
+
+
+class Projector(nn.Module):
+    """Conv in -> resample by an integer ratio (strided 'patchify' conv, or nearest
+    upsampling + conv) -> residual blocks -> conv out."""
+
+    def __init__(self, in_ch: int, out_ch: int, src: int, dst: int, width: int = 64, depth: int = 2):
+        super().__init__()
+        direction, r = resolution_ratio(src, dst, "the projector input to the Teacher latent")
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, width, 3, padding=1)]
+        if direction == "down" and r > 1:
+            layers += [nn.SiLU(), nn.Conv2d(width, width, r, stride=r)]
+        elif direction == "up" and r > 1:
+            layers += [nn.Upsample(scale_factor=r, mode="nearest"), nn.Conv2d(width, width, 3, padding=1)]
+        layers += [ResBlock(width) for _ in range(depth)]
+        groups = next(g for g in (32, 16, 8, 4, 2, 1) if width % g == 0)
+        layers += [nn.GroupNorm(groups, width), nn.SiLU(), nn.Conv2d(width, out_ch, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Bridge(nn.Module):
+    """One module for every variant; only `projector` (if any) has trainable weights."""
+
+    def __init__(self, student: LatentSpace, teacher: LatentSpace, student_res: int, teacher_res: int,
+                 cfg: BridgeConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = (cfg or BridgeConfig()).validate()
+        self.student, self.teacher = student, teacher
+        self.student_res, self.teacher_res = student_res, teacher_res
+        s_shape = student.latent_shape(student_res, student_res)
+        t_shape = teacher.latent_shape(teacher_res, teacher_res)
+        self.student_shape, self.teacher_shape = s_shape, t_shape
+        self.projector = None
+        if cfg.kind == "identity":
+            if s_shape != t_shape:
+                raise CrossdistillError(f"identity bridge needs a shared latent space; Student latent "
+                                        f"{s_shape} != Teacher latent {t_shape}")
+        elif cfg.kind == "roundtrip":
+            resolution_ratio(student_res, teacher_res, "the Student image to the Teacher image")
+        elif cfg.kind == "projector_only":
+            self.projector = Projector(s_shape[0], t_shape[0], s_shape[1], t_shape[1], cfg.width, cfg.depth)
+        else:
+            in_ch = 3 if cfg.tap == "pixels" else student.vae.config.block_out_channels[0]
+            self.projector = Projector(in_ch, t_shape[0], student_res, t_shape[1], cfg.width, cfg.depth)
+        # frozen parts are not submodules: they are never trained, saved or wrapped for DDP here
+        for vae in (student.vae, teacher.vae):
+            vae.requires_grad_(False)
+
+    @property
+    def trainable(self) -> bool:
+        return self.projector is not None
+
+    def _decoded(self, z_s: Tensor) -> Tensor:
+        if self.cfg.tap == "pixels":
+            return self.student.decode(z_s)
+        feats = {}
+        hook = self.student.vae.decoder.conv_norm_out.register_forward_hook(
+            lambda m, inp, out: feats.setdefault("x", inp[0]))
+        try:
+            self.student.decode(z_s)
+        finally:
+            hook.remove()
+        return feats["x"]
+
+    def forward(self, z_s: Tensor) -> Tensor:
+        kind = self.cfg.kind
+        if kind == "identity":
+            return z_s
+        if kind == "projector_only":
+            return self.projector(z_s)
+        if kind == "roundtrip":
+            img = self.student.decode(z_s)
+            if self.teacher_res != self.student_res:
+                img = F.interpolate(img, size=(self.teacher_res, self.teacher_res), mode="bilinear",
+                                    align_corners=False, antialias=self.teacher_res < self.student_res)
+            return self.teacher.encode(img.clamp(-1, 1))
+        return self.projector(self._decoded(z_s).to(next(self.projector.parameters()).dtype))
+
+    def state_dict_trainable(self) -> dict[str, Tensor]:
+        return {} if self.projector is None else self.projector.state_dict()

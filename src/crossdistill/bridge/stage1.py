@@ -1,0 +1,269 @@
+"""Stage 1: train the Bridge's projector (DESIGN.md, "Stage 1: train the Bridge").
+
+L = L_rec + lambda * L_attn: latent reconstruction against the Teacher VAE's encoding
+of the high-resolution image, plus attention fidelity: the frozen Teacher runs on the
+bridged and on the true latent, noised with the same noise at the same timestep, and
+its attention maps on the former are pulled towards those on the latter (reference
+without grad). Gradients reach the projector through the frozen Teacher and the
+frozen Student decoder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import AttentionCapture, CaptureSpec
+from ..denoisers import Conditioning, Denoiser, load_denoiser
+from ..errors import CrossdistillError, choice_error
+from ..train import TrainConfig, finite_or_raise, run
+from .losses import DISTANCES, attention_fidelity, latent_reconstruction
+from .model import Bridge, BridgeConfig
+
+SOURCES = ("shapes", "folder", "teacher")
+
+
+@dataclass
+class AttnConfig:
+    weight: float = 1.0                      # lambda_attn; 0 disables the Teacher passes
+    layers: tuple[int, ...] | None = None    # text-attending layers to match (None: all)
+    image_to_image: bool = False
+    pool: int = 1
+    distance: str = "l1"                     # l1 | kl
+    t_min: float = 0.02                      # Teacher timestep range, fractions of its full range
+    t_max: float = 0.98
+
+    def validate(self):
+        if self.weight < 0:
+            raise CrossdistillError(f"attn.weight must be >= 0, got {self.weight}")
+        if self.distance not in DISTANCES:
+            raise choice_error("attn.distance", self.distance, DISTANCES)
+        if not 0 <= self.t_min < self.t_max <= 1:
+            raise CrossdistillError(f"need 0 <= attn.t_min < attn.t_max <= 1, got {self.t_min}, {self.t_max}")
+        return self
+
+    def spec(self) -> CaptureSpec:
+        return CaptureSpec(layers=self.layers, image_to_image=self.image_to_image, pool=self.pool)
+
+
+@dataclass
+class DataConfig:
+    source: str = "shapes"         # shapes | folder (images + optional prompts) | teacher (data-free)
+    path: str | None = None        # folder of images (with manifest.jsonl for prompts) for "folder"
+    images: int = 4000             # images whose latents are cached for training
+    seed: int = 12345              # shapes world seed / teacher sampling seed
+
+    def validate(self):
+        if self.source not in SOURCES:
+            raise choice_error("data.source", self.source, SOURCES)
+        if self.source == "folder" and not self.path:
+            raise CrossdistillError("data.source=folder needs data.path")
+        if self.images < 1:
+            raise CrossdistillError(f"data.images must be >= 1, got {self.images}")
+        return self
+
+
+@dataclass
+class Stage1Config:
+    teacher: str = "shapes-teacher"
+    student: str = "shapes-student-base"
+    student_resolution: int | None = None    # model defaults if None
+    teacher_resolution: int | None = None
+    lr: float = 1e-3
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    attn: AttnConfig = field(default_factory=AttnConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch=32, checkpoint_every=100))
+
+    def validate(self):
+        if self.lr <= 0:
+            raise CrossdistillError(f"lr must be > 0, got {self.lr}")
+        return self
+
+
+# -- data: (student latent, teacher latent, prompt) triples ------------------------------
+@dataclass
+class PairBank:
+    z_s: torch.Tensor
+    z_t: torch.Tensor
+    prompts: list[str]
+    images: torch.Tensor | None = None     # teacher-resolution images in [-1, 1] (for evaluation)
+
+
+@torch.no_grad()
+def encode_pairs(images: torch.Tensor, prompts: list[str], student: Denoiser, teacher: Denoiser,
+                 s_res: int, t_res: int, keep_images: bool = False, batch: int = 200) -> PairBank:
+    """z_t* = E_t(x) at the Teacher's resolution, z_s = E_s(resize(x)) at the Student's."""
+    zs, zt = [], []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        x_t = x if x.shape[-1] == t_res else F.interpolate(x, size=t_res, mode="bilinear", antialias=True)
+        x_s = F.interpolate(x, size=s_res, mode="area") if x.shape[-1] != s_res else x
+        zt.append(teacher.space.encode(x_t))
+        zs.append(student.space.encode(x_s))
+    return PairBank(torch.cat(zs), torch.cat(zt), list(prompts), images if keep_images else None)
+
+
+def load_images(cfg: DataConfig, teacher: Denoiser, t_res: int, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    if cfg.source == "shapes":
+        from ..toy.data import ShapesDataset
+        from ..toy.shapes import all_prompts
+
+        ds = ShapesDataset(n, 64, seed, all_prompts())
+        items = [ds[i] for i in range(n)]
+        return torch.stack([x for x, _ in items]), [p for _, p in items]
+    if cfg.source == "folder":
+        from PIL import Image
+
+        folder = Path(cfg.path)
+        if not folder.is_dir():
+            raise CrossdistillError(f"data.path {folder} is not a folder")
+        manifest = folder / "manifest.jsonl"
+        if manifest.is_file():
+            rows = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()][:n]
+            files, prompts = [folder / r["file"] for r in rows], [r.get("prompt", "") for r in rows]
+        else:
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))[:n]
+            prompts = [""] * len(files)
+        if not files:
+            raise CrossdistillError(f"no images in {folder}")
+        ims = [torch.from_numpy(__import__("numpy").asarray(Image.open(f).convert("RGB").resize((t_res, t_res))))
+               for f in files]
+        return torch.stack(ims).permute(0, 3, 1, 2).float() / 127.5 - 1, prompts
+    # data-free: images sampled from the Teacher itself with its default sampler
+    from ..toy.shapes import all_prompts
+
+    prompts = (all_prompts() if teacher.defaults.domain == "shapes" else [""]) * (n // 90 + 1)
+    prompts = prompts[:n]
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, n, 32):
+        z = teacher.sample(prompts[i:i + 32], generator=g, height=t_res, width=t_res)
+        out.append(teacher.space.decode(z).clamp(-1, 1))
+    return torch.cat(out), prompts
+
+
+def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
+    teacher, student = load_denoiser(cfg.teacher), load_denoiser(cfg.student)
+    s_res = cfg.student_resolution or student.defaults.resolution
+    t_res = cfg.teacher_resolution or teacher.defaults.resolution
+    return teacher, student, s_res, t_res
+
+
+def teacher_maps(teacher: Denoiser, cap: AttentionCapture, z: torch.Tensor, t: torch.Tensor,
+                 noise: torch.Tensor, cond: Conditioning):
+    x_t = teacher.add_noise(z, t, noise)
+    _, maps = cap.run(lambda: teacher.model_output(x_t, t, cond), text_len=cond.embeds.shape[1],
+                      grid=_grid(teacher, z))
+    return maps
+
+
+def _grid(teacher: Denoiser, z: torch.Tensor) -> tuple[int, int]:
+    p = teacher.patch * teacher._backbone_patch()
+    return z.shape[-2] // p, z.shape[-1] // p
+
+
+class BridgeTask:
+    """Stage 1 as a `train.Task`."""
+
+    name = "bridge"
+
+    def __init__(self, cfg: Stage1Config):
+        self.cfg = cfg
+        self.teacher, self.student, self.s_res, self.t_res = make_pair(cfg)
+        self.bridge = Bridge(self.student.space, self.teacher.space, self.s_res, self.t_res, cfg.bridge)
+        if not self.bridge.trainable:
+            raise CrossdistillError(f"bridge kind {cfg.bridge.kind!r} has nothing to train; "
+                                    f"use `bridge eval` directly")
+        self.teacher.model.requires_grad_(False)
+        imgs, prompts = load_images(cfg.data, self.teacher, self.t_res, cfg.data.images, cfg.data.seed)
+        self.bank = encode_pairs(imgs, prompts, self.student, self.teacher, self.s_res, self.t_res)
+        uniq = sorted(set(prompts))
+        self._rows = torch.tensor([uniq.index(p) for p in prompts])
+        with torch.no_grad():
+            self._cond = self.teacher.encode_prompt(uniq)
+        self.opt = torch.optim.AdamW(self.bridge.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+    def setup(self, acc) -> None:
+        self.acc = acc
+        self.bridge, self.opt = acc.prepare(self.bridge, self.opt)
+
+    def modules(self):
+        return {"bridge": self.bridge}
+
+    def optimizers(self):
+        return {"bridge": self.opt}
+
+    def losses(self, idx: torch.Tensor, gen: torch.Generator):
+        cfg, teacher = self.cfg, self.teacher
+        z_s, z_t = self.bank.z_s[idx], self.bank.z_t[idx]
+        pred = self.bridge(z_s)
+        loss, logs = latent_reconstruction(pred, z_t)
+        if cfg.attn.weight > 0:
+            cond = self._cond.index(self._rows[idx])
+            t = teacher.sample_timesteps(len(idx), gen, lo=cfg.attn.t_min, hi=cfg.attn.t_max)
+            noise = torch.randn(z_t.shape, generator=gen)
+            with AttentionCapture(teacher, cfg.attn.spec()) as cap:
+                with torch.no_grad():
+                    ref = teacher_maps(teacher, cap, z_t, t, noise, cond)
+                maps = teacher_maps(teacher, cap, pred, t, noise, cond)
+            l_attn, l2 = attention_fidelity(maps, ref, cfg.attn.distance)
+            loss = loss + cfg.attn.weight * l_attn
+            logs.update(l2)
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
+        acc = self.acc
+        local = self.cfg.train.batch // acc.num_processes
+        idx = torch.randint(0, len(self.bank.z_s), (self.cfg.train.batch,), generator=gen)
+        idx = idx[acc.process_index * local:(acc.process_index + 1) * local]
+        loss, logs = self.losses(idx, gen)
+        self.opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        finite_or_raise(loss, self.bridge.parameters())
+        self.opt.step()
+        return logs
+
+    def export(self, run_dir: Path) -> None:
+        save_bridge(self.acc.unwrap_model(self.bridge), self.cfg, Path(run_dir) / "bridge")
+
+
+def save_bridge(bridge: Bridge, cfg: Stage1Config, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ..io import atomic_dir
+
+    with atomic_dir(out, overwrite=True) as tmp:
+        if bridge.projector is not None:
+            save_file({k: v.contiguous() for k, v in bridge.projector.state_dict().items()},
+                      str(tmp / "projector.safetensors"))
+        (tmp / "bridge.json").write_text(json.dumps({
+            "bridge": asdict(bridge.cfg), "teacher": cfg.teacher, "student": cfg.student,
+            "student_resolution": bridge.student_res, "teacher_resolution": bridge.teacher_res}, indent=1))
+
+
+def load_bridge(path: Path, student: Denoiser, teacher: Denoiser) -> Bridge:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / "bridge.json").is_file():
+        raise CrossdistillError(f"{path} is not a Bridge folder (no bridge.json)")
+    meta = json.loads((path / "bridge.json").read_text())
+    bridge = Bridge(student.space, teacher.space, meta["student_resolution"], meta["teacher_resolution"],
+                    BridgeConfig(**meta["bridge"]))
+    if bridge.projector is not None:
+        bridge.projector.load_state_dict(load_file(str(path / "projector.safetensors")))
+    return bridge.eval().requires_grad_(False)
+
+
+def train_bridge(cfg: Stage1Config, run_dir: Path, progress: bool = True) -> Path:
+    from ..config import to_dict
+
+    torch.manual_seed(cfg.train.seed)   # projector init
+    task = BridgeTask(cfg)
+    return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress)

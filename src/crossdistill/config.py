@@ -1,0 +1,118 @@
+"""Typed nested dataclass configs from YAML presets plus dotted overrides.
+
+`load_config(Cls, "configs/x.yaml", ["train.steps=100"])` validates every key and
+type: an unknown key is an error that suggests the closest known one; a value of the
+wrong type names the key, the value and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import CrossdistillError
+
+T = TypeVar("T")
+
+
+def _unknown(key: str, allowed, where: str) -> CrossdistillError:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return CrossdistillError(f"unknown config key '{where}{key}'{hint}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _coerce(value: Any, tp, key: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except CrossdistillError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise CrossdistillError(f"config key '{key}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise CrossdistillError(f"config key '{key}' must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not
+                                               (tp is int and isinstance(value, bool))):
+        raise CrossdistillError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        if k not in fields:
+            raise _unknown(k, fields, prefix)
+        kwargs[k] = _coerce(v, hints[k], prefix + k)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def _set_dotted(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+        if not isinstance(data, dict):
+            raise CrossdistillError(f"cannot set '{dotted}': '{k}' is not a mapping")
+    data[keys[-1]] = value
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CrossdistillError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise CrossdistillError(f"malformed YAML in {path}{where}: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise CrossdistillError(f"config {path} must be a mapping at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise CrossdistillError(f"override {item!r} must look like key.sub=value")
+        k, v = item.split("=", 1)
+        _set_dotted(data, k.strip(), yaml.safe_load(v))
+    return from_dict(cls, data)
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def write_config(obj, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -1,0 +1,109 @@
+"""One checkpoint object per step: trainable weights + optimizer state, safetensors only.
+
+A checkpoint is a folder `ckpt-0000100/` written under a temporary name and renamed
+into place (atomic), holding `state.safetensors` and `manifest.json` (step, tensor
+count, sha256 of the weights file). Resuming takes the newest checkpoint whose
+manifest verifies; a truncated or corrupted one is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+PREFIX = "ckpt-"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def flatten_state(modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                  extra: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict]:
+    """Tensors keyed `module/<name>/<param>`, `optim/<name>/<idx>/<key>`; the rest as JSON."""
+    tensors: dict[str, Tensor] = {}
+    meta: dict = {"optim": {}}
+    for name, m in modules.items():
+        for k, v in m.state_dict().items():
+            tensors[f"module/{name}/{k}"] = v.detach().contiguous().cpu()
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        for idx, st in sd["state"].items():
+            for k, v in st.items():
+                t = v if torch.is_tensor(v) else torch.tensor(v)
+                tensors[f"optim/{name}/{idx}/{k}"] = t.detach().contiguous().cpu()
+        meta["optim"][name] = sd["param_groups"]
+    for k, v in (extra or {}).items():
+        tensors[f"extra/{k}"] = v.detach().contiguous().cpu()
+    return tensors, meta
+
+
+def restore_state(tensors: dict[str, Tensor], meta: dict, modules, optimizers) -> dict[str, Tensor]:
+    for name, m in modules.items():
+        prefix = f"module/{name}/"
+        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in optimizers.items():
+        prefix = f"optim/{name}/"
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith(prefix):
+                idx, key = k[len(prefix):].split("/", 1)
+                state.setdefault(int(idx), {})[key] = v
+        opt.load_state_dict({"state": state, "param_groups": meta["optim"][name]})
+    return {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
+
+
+def save_checkpoint(run_dir: Path, step: int, modules, optimizers, extra=None, keep: int = 2) -> Path:
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    final = run_dir / f"{PREFIX}{step:07d}"
+    tmp = run_dir / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors, meta = flatten_state(modules, optimizers, extra)
+    save_file(tensors, str(tmp / "state.safetensors"))
+    manifest = {"step": step, "tensors": len(tensors), "sha256": _sha256(tmp / "state.safetensors"), **meta}
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in sorted(run_dir.glob(f"{PREFIX}*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _verified(ckpt: Path) -> dict | None:
+    try:
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+        if _sha256(ckpt / "state.safetensors") != manifest["sha256"]:
+            raise ValueError("weights do not match the manifest's sha256")
+        return manifest
+    except Exception as e:
+        warnings.warn(f"checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}); trying an older one")
+        return None
+
+
+def load_latest(run_dir: Path, modules, optimizers) -> tuple[int, dict[str, Tensor]]:
+    """Restore the newest valid checkpoint; returns (its step, its extra tensors), or (0, {})."""
+    from safetensors.torch import load_file
+
+    for ckpt in sorted(Path(run_dir).glob(f"{PREFIX}*"), reverse=True):
+        manifest = _verified(ckpt)
+        if manifest is None:
+            continue
+        tensors = load_file(str(ckpt / "state.safetensors"))
+        extra = restore_state(tensors, manifest, modules, optimizers)
+        return int(manifest["step"]), extra
+    return 0, {}

@@ -1,0 +1,150 @@
+"""The training loop both stages share, on Hugging Face Accelerate.
+
+A stage is a `Task`: it builds its models, names its trainable modules and
+optimizers, performs one update per `step(step, generator)` and exports its result.
+The loop owns everything else: the accelerator (set up here, in one place), resume
+from the newest valid checkpoint (rerun the same command), per-step generators
+derived from (seed, step, rank) so a resumed run draws exactly what an uninterrupted
+one would, non-finite-step skipping, a progress bar with live losses, tensorboard
+scalars, periodic atomic checkpoints and the resolved config in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..errors import CrossdistillError, choice_error
+from .checkpoint import load_latest, save_checkpoint
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch: int = 32                  # global batch (split across processes)
+    seed: int = 0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    mixed_precision: str = "no"      # no | bf16 | fp16
+    max_bad_steps: int = 5           # consecutive non-finite steps before stopping
+    threads: int = 0                 # torch CPU threads (0: leave torch's default)
+
+    def validate(self) -> "TrainConfig":
+        if self.mixed_precision not in PRECISIONS:
+            raise choice_error("mixed_precision", self.mixed_precision, PRECISIONS)
+        for k in ("steps", "batch", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints"):
+            if getattr(self, k) < 1:
+                raise CrossdistillError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+        return self
+
+
+class Task(Protocol):
+    name: str
+
+    def setup(self, accelerator) -> None: ...
+    def modules(self) -> dict[str, torch.nn.Module]: ...
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+    def step(self, step: int, generator: torch.Generator) -> dict[str, float]: ...
+    def export(self, run_dir: Path) -> None: ...
+
+
+class NonFiniteStep(Exception):
+    """Raised by a task when its loss or gradients are not finite (the update is skipped)."""
+
+
+def make_accelerator(cfg: TrainConfig, run_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    log_with = None
+    try:
+        import tensorboard  # noqa: F401
+        log_with = "tensorboard"
+    except ImportError:
+        pass
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, log_with=log_with,
+                      project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")))
+    if cfg.batch % acc.num_processes:
+        raise CrossdistillError(f"train.batch {cfg.batch} is not divisible by {acc.num_processes} processes")
+    return acc
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 101 + rank)
+
+
+def unwrap(acc, module: torch.nn.Module) -> torch.nn.Module:
+    return acc.unwrap_model(module)
+
+
+def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = None,
+        progress: bool = True) -> Path:
+    """Train `task` to `cfg.steps`, resuming from `run_dir` if it holds checkpoints."""
+    from tqdm.auto import tqdm
+
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    acc = make_accelerator(cfg, run_dir)
+    task.setup(acc)
+    modules = {k: unwrap(acc, m) for k, m in task.modules().items()}
+    start, _ = load_latest(run_dir, modules, task.optimizers())
+    if acc.is_main_process:
+        (run_dir / "config.json").write_text(json.dumps(config_dump or {}, indent=1, default=str))
+        if acc.log_with:
+            acc.init_trackers(task.name)
+    history_path = run_dir / "history.jsonl"
+    if start == 0 and history_path.exists():
+        history_path.unlink()
+    bad, t0 = 0, time.time()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=task.name,
+               disable=not (progress and acc.is_main_process))
+    for step in bar:
+        try:
+            logs = task.step(step, step_generator(cfg.seed, step, acc.process_index))
+            bad = 0
+        except NonFiniteStep as e:
+            bad += 1
+            acc.print(f"warning: step {step} skipped: {e} ({bad} in a row)")
+            if bad >= cfg.max_bad_steps:
+                raise CrossdistillError(f"{bad} non-finite steps in a row at step {step}; stopped. The last "
+                                        f"good checkpoint is kept in {run_dir}; try a lower learning rate") from None
+            continue
+        if acc.is_main_process:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if not k.startswith("_")}, refresh=False)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                if acc.log_with:
+                    acc.log(logs, step=step + 1)
+                with open(history_path, "a") as f:
+                    f.write(json.dumps({"step": step + 1, **logs}) + "\n")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(run_dir, step + 1, modules, task.optimizers(), keep=cfg.keep_checkpoints)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        task.export(run_dir)
+        if acc.log_with:
+            acc.end_training()
+    return run_dir
+
+
+def finite_or_raise(loss: torch.Tensor, params) -> None:
+    """Before an optimizer step: refuse non-finite losses or gradients."""
+    if not torch.isfinite(loss):
+        raise NonFiniteStep(f"loss is {loss.item()}")
+    for p in params:
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            raise NonFiniteStep("gradient is not finite")
+
