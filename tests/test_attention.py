@@ -25,7 +25,7 @@ def test_capture_leaves_outputs_bit_identical_and_restores(tiny_models, name):
     ref = den.model_output(x, t, c)
     with AttentionCapture(den, CaptureSpec(image_to_image=True)) as cap:
         out, maps = cap.run(lambda: den.model_output(x, t, c), text_len=c.embeds.shape[1])
-        again = den.model_output(x, t, c)   # installed but not recording
+        again = den.model_output(x, t, c)   # a second forward while installed
     assert torch.equal(out, ref) and torch.equal(again, ref)
     assert [s.module.processor for s in den.attention_sites()] == before
     assert torch.equal(den.model_output(x, t, c), ref)
@@ -71,3 +71,20 @@ def test_flux_single_stream_needs_text_length(tiny_models):
         with pytest.raises(CrossdistillError, match="text length"):
             cap.run(lambda: den.model_output(x, t, c))
     assert torch.equal(den.model_output(x, t, c), den.model_output(x, t, c))
+
+
+@pytest.mark.parametrize("name", ["tiny-sd35", "tiny-flux", "tiny-sd15"])
+def test_capture_under_gradient_checkpointing(name):
+    den = build_denoiser(name)
+    x, t, c = _inputs(den)
+    grads = []
+    for ckpt in (False, True):
+        if ckpt:
+            den.model.enable_gradient_checkpointing()
+        den.model.train()
+        xi = x.clone().requires_grad_(True)
+        with AttentionCapture(den) as cap:
+            _, maps = cap.run(lambda: den.model_output(xi, t, c), text_len=c.embeds.shape[1])
+            sum(m["text"].pow(2).sum() for m in maps.values()).backward()
+        grads.append(xi.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -168,7 +168,8 @@ class AttentionCapture:
     """Context manager installing capture on chosen attention sites of a denoiser.
 
     >>> with AttentionCapture(teacher, CaptureSpec(layers=(0, 1))) as cap:
-    ...     maps = cap.run(lambda: teacher.model_output(x_t, t, cond), text_len=cond.embeds.shape[1])
+    ...     out, maps = cap.run(lambda: teacher.model_output(x_t, t, cond), text_len=cond.embeds.shape[1])
+    ...     loss(maps).backward()   # inside the block if the Teacher uses gradient checkpointing
     """
 
     def __init__(self, den, spec: CaptureSpec | None = None):
@@ -195,25 +196,26 @@ class AttentionCapture:
         return layers
 
     def __enter__(self) -> "AttentionCapture":
+        # Recording stays on while installed: under gradient checkpointing the backward
+        # pass recomputes each block, and must redo exactly what the forward did.
+        self.recording = True
         for s in self.sites:
             self._saved.append((s.module, s.module.processor))
             s.module.set_processor(_CaptureProcessor(s.module.processor, s, self))
         return self
 
     def __exit__(self, *exc) -> None:
+        self.recording = False
         for module, proc in self._saved:
             module.set_processor(proc)
         self._saved.clear()
 
     def run(self, fn: Callable[[], Tensor], text_len: int | None = None,
             grid: tuple[int, int] | None = None) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
-        """Call `fn` (a model forward) while recording; returns (its output, the maps)."""
-        self.maps, self.text_len, self.grid, self.recording = {}, text_len, grid, True
-        try:
-            out = fn()
-        finally:
-            self.recording = False
-        return out, self.maps
+        """Call `fn` (a model forward); returns (its output, the maps it recorded)."""
+        self.maps, self.text_len, self.grid = {}, text_len, grid
+        out = fn()
+        return out, dict(self.maps)
 
 
 @contextmanager

@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="One-step text-to-image Students from Teachers in a different latent space.")
 shapes_app = typer.Typer(no_args_is_help=True, help="The shapes world: data, pretraining.")
 app.add_typer(shapes_app, name="shapes")
+bridge_app = typer.Typer(no_args_is_help=True, help="Stage 1: train and evaluate the Bridge.")
+app.add_typer(bridge_app, name="bridge")
 
 
 def _threads(n: int) -> None:
@@ -101,6 +103,48 @@ def evaluate(folders: List[Path] = typer.Argument(..., help="generation folder(s
     _threads(threads)
     rows = {str(f): run(f, classifier) for f in folders}
     Console().print(table(rows))
+
+
+@bridge_app.command("train")
+def bridge_train(config: Optional[Path] = typer.Argument(None, help="YAML config (configs/bridge_shapes.yaml)"),
+                 out: Path = typer.Option(Path("runs/bridge"), help="run folder; rerun to resume"),
+                 set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.steps=100"),
+                 dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
+                 threads: int = typer.Option(2)) -> None:
+    """Train a Bridge projector (latent reconstruction + attention fidelity)."""
+    import yaml
+
+    from .bridge.stage1 import Stage1Config, train_bridge
+    from .config import load_config, to_dict
+
+    cfg = load_config(Stage1Config, config, set_ or [])
+    if dry_run:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return
+    _threads(threads)
+    train_bridge(cfg, out)
+    print(f"bridge written to {out / 'bridge'}")
+
+
+@bridge_app.command("eval")
+def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folders (or their bridge/ folders)"),
+                roundtrip: bool = typer.Option(True, help="add the round-trip baseline row"),
+                images: int = typer.Option(540, help="held-out images"),
+                teacher: str = typer.Option("shapes-teacher"), student: str = typer.Option("shapes-student-base"),
+                out: Optional[Path] = typer.Option(None, help="write the table as JSON here"),
+                threads: int = typer.Option(2)) -> None:
+    """Evaluate Bridges on held-out images; one table, round-trip baseline included."""
+    import json
+
+    from rich.console import Console
+
+    from .bridge.report import evaluate_runs, table
+
+    _threads(threads)
+    rows = evaluate_runs(list(runs or []), teacher, student, images, roundtrip)
+    Console().print(table(rows))
+    if out:
+        out.write_text(json.dumps(rows, indent=1))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ frozen Student decoder.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -198,6 +199,14 @@ class BridgeTask:
     def optimizers(self):
         return {"bridge": self.opt}
 
+    @contextmanager
+    def _capturing(self):
+        if self.cfg.attn.weight <= 0:
+            yield
+            return
+        with AttentionCapture(self.teacher, self.cfg.attn.spec()) as self.capture:
+            yield
+
     def losses(self, idx: torch.Tensor, gen: torch.Generator):
         cfg, teacher = self.cfg, self.teacher
         z_s, z_t = self.bank.z_s[idx], self.bank.z_t[idx]
@@ -207,10 +216,10 @@ class BridgeTask:
             cond = self._cond.index(self._rows[idx])
             t = teacher.sample_timesteps(len(idx), gen, lo=cfg.attn.t_min, hi=cfg.attn.t_max)
             noise = torch.randn(z_t.shape, generator=gen)
-            with AttentionCapture(teacher, cfg.attn.spec()) as cap:
-                with torch.no_grad():
-                    ref = teacher_maps(teacher, cap, z_t, t, noise, cond)
-                maps = teacher_maps(teacher, cap, pred, t, noise, cond)
+            cap = self.capture
+            with torch.no_grad():
+                ref = teacher_maps(teacher, cap, z_t, t, noise, cond)
+            maps = teacher_maps(teacher, cap, pred, t, noise, cond)
             l_attn, l2 = attention_fidelity(maps, ref, cfg.attn.distance)
             loss = loss + cfg.attn.weight * l_attn
             logs.update(l2)
@@ -222,9 +231,10 @@ class BridgeTask:
         local = self.cfg.train.batch // acc.num_processes
         idx = torch.randint(0, len(self.bank.z_s), (self.cfg.train.batch,), generator=gen)
         idx = idx[acc.process_index * local:(acc.process_index + 1) * local]
-        loss, logs = self.losses(idx, gen)
-        self.opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
+        with self._capturing():   # backward inside: checkpointed Teacher blocks recompute with capture
+            loss, logs = self.losses(idx, gen)
+            self.opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
         finite_or_raise(loss, self.bridge.parameters())
         self.opt.step()
         return logs

@@ -181,6 +181,10 @@ class Denoiser:
         """Training times; `lo`/`hi` trim the range as fractions of the family's full range."""
         raise NotImplementedError
 
+    def time_at(self, frac: Tensor) -> Tensor:
+        """Native times at fractions of the family's range (0: clean end, 1: noisiest)."""
+        raise NotImplementedError
+
     @property
     def t_max(self) -> Tensor:
         """The noisiest native time (where a one-step generator starts)."""

@@ -67,7 +67,10 @@ class FlowDenoiser(Denoiser):
             u = torch.sigmoid(torch.randn(n, generator=generator))
         else:
             raise CrossdistillError(f"unknown timestep density {density!r}; allowed: {', '.join(DENSITIES)}")
-        u = lo + (hi - lo) * u
+        return self.time_at(lo + (hi - lo) * u)
+
+    def time_at(self, frac):
+        u = torch.as_tensor(frac, dtype=torch.float32)
         s = self.train_shift()
         return s * u / (1 + (s - 1) * u)
 

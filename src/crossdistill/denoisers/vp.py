@@ -57,6 +57,9 @@ class VPDenoiser(Denoiser):
         a, s = self._coef(t, x0)
         return a * noise - s * x0
 
+    def time_at(self, frac):
+        return (torch.as_tensor(frac, dtype=torch.float64) * (self.num_train_timesteps - 1)).round().long()
+
     def sample_timesteps(self, n, generator=None, lo=0.0, hi=1.0, density="uniform"):
         if density != "uniform":
             raise CrossdistillError(f"unknown timestep density {density!r} for {self.family}; allowed: uniform")
