@@ -40,7 +40,8 @@ def build_denoiser(preset: str | dict[str, Any], seed: int | None = 0, device=No
         torch.manual_seed(seed)
     components = build_components(preset, device=device, dtype=dtype, omit=omit)
     defaults = dict(cls.family_defaults.__dict__, **preset.get("defaults", {}))
-    return cls(components, Defaults(**defaults), architecture_only=preset.get("architecture_only", False))
+    partial = preset.get("architecture_only", False) or bool(omit)   # omitted on purpose
+    return cls(components, Defaults(**defaults), architecture_only=partial)
 
 
 def _read_json(source: str, name: str, local_files_only: bool) -> dict | None:

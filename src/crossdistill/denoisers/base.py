@@ -148,6 +148,17 @@ class Denoiser:
     def encode_prompt(self, prompts: list[str]) -> Conditioning:
         raise NotImplementedError
 
+    def dummy_conditioning(self, n: int, device=None, dtype=None) -> Conditioning:
+        """Random conditioning of the exact shapes the backbone takes (benchmarks and
+        shape checks of full-size models without text encoders)."""
+        length, width, pooled = self._conditioning_shape()
+        kw = {"device": device or self.device, "dtype": dtype or self.dtype}
+        return Conditioning(torch.randn(n, length, width, **kw),
+                            torch.randn(n, pooled, **kw) if pooled else None)
+
+    def _conditioning_shape(self) -> tuple[int, int, int | None]:
+        raise NotImplementedError
+
     def uncond(self, n: int = 1) -> Conditioning:
         """The unconditional (empty-prompt) conditioning, repeated to batch n."""
         if self._uncond is None:

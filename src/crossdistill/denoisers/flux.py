@@ -34,6 +34,10 @@ class FluxDenoiser(FlowDenoiser):
                   for i, b in enumerate(self.model.single_transformer_blocks)]
         return double + single
 
+    def _conditioning_shape(self):
+        c = self.model.config
+        return self.defaults.max_sequence_length or 512, c.joint_attention_dim, c.pooled_projection_dim
+
     @property
     def guidance_embedded(self) -> bool:
         return bool(self.model.config.guidance_embeds)

@@ -20,5 +20,9 @@ class SD15Denoiser(VPDenoiser):
             mask = (ids != tok.pad_token_id).long()
         return Conditioning(enc(ids, attention_mask=mask)[0].to(self.dtype))
 
+    def _conditioning_shape(self):
+        tok = self.components["tokenizer"]
+        return (tok.model_max_length if tok is not None else 77), self.model.config.cross_attention_dim, None
+
     def pipeline_extras(self):
         return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}

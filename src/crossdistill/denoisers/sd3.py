@@ -63,6 +63,11 @@ class SD3Denoiser(FlowDenoiser):
                 sites.append(AttentionSite(f"transformer_blocks.{i}.attn2", block.attn2, "self"))
         return sites
 
+    def _conditioning_shape(self):
+        c = self.model.config
+        return self._clip_length() + (self.defaults.max_sequence_length or 256), c.joint_attention_dim, \
+            c.pooled_projection_dim
+
     def model_output(self, x_t, t, cond, guidance=None):
         return self.model(hidden_states=x_t, timestep=t * self.scheduler.config.num_train_timesteps,
                           encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled,

@@ -41,5 +41,10 @@ class SDXLDenoiser(VPDenoiser):
         ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=x_t.dtype, device=x_t.device).repeat(len(x_t), 1)
         return {"text_embeds": cond.pooled, "time_ids": ids}
 
+    def _conditioning_shape(self):
+        c = self.model.config
+        tok = self.components["tokenizer_2"]
+        return (tok.model_max_length if tok is not None else 77), c.cross_attention_dim, c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
+
     def pipeline_extras(self):
         return {"force_zeros_for_empty_prompt": self.force_zeros_for_empty_prompt}

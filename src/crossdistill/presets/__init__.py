@@ -57,13 +57,20 @@ def build_component(spec: dict[str, Any] | None, device: str | torch.device | No
 
     if issubclass(cls, SchedulerMixin):
         return cls.from_config(config)
-    # the default-device context puts parameters straight on `device` ("meta": no memory)
-    with torch.device(device or "cpu"):
-        if issubclass(cls, PreTrainedModel):
-            obj = cls(cls.config_class(**config))
-        else:
-            obj = cls.from_config(config)
-    if dtype is not None:
+    # the default device/dtype contexts put parameters straight on `device` in `dtype`
+    # ("meta": no memory; a 12B model in bf16 never exists in fp32 first)
+    previous = torch.get_default_dtype()
+    if dtype is not None and dtype.is_floating_point:
+        torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device or "cpu"):
+            if issubclass(cls, PreTrainedModel):
+                obj = cls(cls.config_class(**config))
+            else:
+                obj = cls.from_config(config)
+    finally:
+        torch.set_default_dtype(previous)
+    if dtype is not None and any(p.dtype != dtype for p in obj.parameters()):
         obj = obj.to(dtype)
     return obj.eval().requires_grad_(False)  # frozen unless a trainer says otherwise
 
