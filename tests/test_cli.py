@@ -75,3 +75,34 @@ def test_prompts_file_errors(tmp_path, tiny_model):
     bad.write_bytes(b"a red \xff circle\n")
     p = run("generate", "--model", tiny_model, "--prompts-file", bad, "--out", tmp_path / "o", ok=False)
     assert p.returncode == 2 and "not UTF-8" in p.stderr
+
+
+def test_bridge_train_dry_run_and_config_errors(tmp_path):
+    out = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "train.steps=7").stdout
+    assert "steps: 7" in out and "kind: bridge" in out
+    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "lr=-1", ok=False)
+    assert p.returncode == 2 and "lr must be > 0" in p.stderr
+    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "train.stpes=3", ok=False)
+    assert "unknown config key 'train.stpes' (did you mean 'steps'?)" in p.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [1, 2\n")
+    p = run("bridge", "train", bad, "--dry-run", ok=False)
+    assert p.returncode == 2 and "malformed YAML" in p.stderr and "line" in p.stderr
+    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "train.steps=abc", ok=False)
+    assert "config key 'train.steps' must be int, got 'abc'" in p.stderr
+
+
+def test_bridge_train_and_eval_end_to_end(tmp_path):
+    root = tmp_path / "models"
+    build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
+    build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
+    common = ["--set", f"teacher={root / 'teacher'}", "--set", f"student={root / 'student'}"]
+    run("bridge", "train", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common,
+        "--set", "train.steps=3", "--set", "data.images=16", "--set", "train.batch=4", "--threads", "1")
+    assert (tmp_path / "run" / "bridge" / "projector.safetensors").exists()
+    assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "ckpt-0000003").exists()
+    out = run("bridge", "eval", tmp_path / "run", "--teacher", root / "teacher", "--student", root / "student",
+              "--images", "8", "--out", tmp_path / "t.json", "--threads", "1").stdout
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert set(rows) == {"run", "round-trip"} and rows["run"]["latent_mse"] > 0
+    assert "round-trip" in out

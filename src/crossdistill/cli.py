@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from .errors import CrossdistillError
+from .ui import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="One-step text-to-image Students from Teachers in a different latent space.")
@@ -96,13 +97,11 @@ def evaluate(folders: List[Path] = typer.Argument(..., help="generation folder(s
              classifier: str = typer.Option("shapes-classifier", help="feature network for the domain FID"),
              threads: int = typer.Option(2)) -> None:
     """Score generations: prompt adherence and domain FID; writes DIR/metrics.json."""
-    from rich.console import Console
-
     from .eval.harness import evaluate as run, table
 
     _threads(threads)
     rows = {str(f): run(f, classifier) for f in folders}
-    Console().print(table(rows))
+    console().print(table(rows))
 
 
 @bridge_app.command("train")
@@ -136,15 +135,27 @@ def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folder
     """Evaluate Bridges on held-out images; one table, round-trip baseline included."""
     import json
 
-    from rich.console import Console
-
     from .bridge.report import evaluate_runs, table
 
     _threads(threads)
     rows = evaluate_runs(list(runs or []), teacher, student, images, roundtrip)
-    Console().print(table(rows))
+    console().print(table(rows))
     if out:
         out.write_text(json.dumps(rows, indent=1))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to resume"),
+         n_per_prompt: int = typer.Option(8, help="images per prompt for every model"),
+         prompts: int = typer.Option(90, help="use the first N of the 90 prompts"),
+         bridge_steps: int = typer.Option(600),
+         threads: int = typer.Option(2)) -> None:
+    """The shapes-world pipeline end to end (as far as it exists), with measured quality."""
+    from .demo import DemoConfig, run_demo
+
+    if not 1 <= prompts <= 90:
+        raise CrossdistillError(f"--prompts must be in 1..90, got {prompts}")
+    run_demo(DemoConfig(out, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps, threads=threads))
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ class GenerateConfig:
 def read_prompts(path: Path) -> list[str]:
     """One prompt per line; blank lines ignored; UTF-8 required."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise CrossdistillError(f"prompts file not found: {path}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
