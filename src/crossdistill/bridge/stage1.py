@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -132,8 +133,7 @@ def load_images(cfg: DataConfig, teacher: Denoiser, t_res: int, n: int, seed: in
             prompts = [""] * len(files)
         if not files:
             raise CrossdistillError(f"no images in {folder}")
-        ims = [torch.from_numpy(__import__("numpy").asarray(Image.open(f).convert("RGB").resize((t_res, t_res))))
-               for f in files]
+        ims = [torch.from_numpy(np.array(Image.open(f).convert("RGB").resize((t_res, t_res)))) for f in files]
         return torch.stack(ims).permute(0, 3, 1, 2).float() / 127.5 - 1, prompts
     # data-free: images sampled from the Teacher itself with its default sampler
     from ..toy.shapes import all_prompts

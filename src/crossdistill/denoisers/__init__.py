@@ -111,7 +111,7 @@ def load_denoiser(source: str | Path, family: str | None = None, dtype: torch.dt
 
 
 def _load_component(source: str, name: str, class_name: str, dtype, local_files_only: bool):
-    from diffusers import ModelMixin, SchedulerMixin
+    from diffusers import ModelMixin
     from transformers import PreTrainedModel
 
     from ..presets import component_class
@@ -128,5 +128,5 @@ def _load_component(source: str, name: str, class_name: str, dtype, local_files_
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CrossdistillError(f"cannot load component '{name}' ({class_name}) of {source}: {reason}") from None
     if isinstance(obj, torch.nn.Module):
-        obj.eval().requires_grad_(False)
-    return obj if not isinstance(obj, SchedulerMixin) else obj
+        obj.eval().requires_grad_(False)   # frozen unless a trainer says otherwise
+    return obj

@@ -34,7 +34,7 @@ class Generations:
     def images(self) -> list[np.ndarray]:
         from PIL import Image
 
-        return [np.asarray(Image.open(self.folder / r["file"]).convert("RGB")) for r in self.rows]
+        return [np.array(Image.open(self.folder / r["file"]).convert("RGB")) for r in self.rows]
 
 
 def read_generations(folder: Path) -> Generations:

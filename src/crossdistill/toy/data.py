@@ -19,7 +19,7 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float() / 127.5 - 1
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

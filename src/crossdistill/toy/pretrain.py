@@ -46,7 +46,7 @@ class PretrainConfig:
     vae_student: StageConfig = field(default_factory=lambda: StageConfig(1500, 16, 1e-3))
     vae_teacher: StageConfig = field(default_factory=lambda: StageConfig(1200, 16, 1e-3))
     teacher: StageConfig = field(default_factory=lambda: StageConfig(3000, 64, 5e-4))
-    student_base: StageConfig = field(default_factory=lambda: StageConfig(450, 64, 5e-4))
+    student_base: StageConfig = field(default_factory=lambda: StageConfig(750, 64, 5e-4))
     classifier: StageConfig = field(default_factory=lambda: StageConfig(800, 64, 2e-3))
 
 
