@@ -7,6 +7,7 @@ Inception network at real scale. `FeatureNet` is anything mapping images in [-1,
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable
 
 import numpy as np
@@ -28,8 +29,10 @@ def feature_stats(batches: Iterable[torch.Tensor], net: FeatureNet) -> tuple[np.
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():  # singular product: regularise (as in pytorch-fid)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if caught or not np.isfinite(covmean).all():  # (near-)singular product: regularise, as pytorch-fid
         eps = np.eye(len(mu1)) * 1e-6
         covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
     covmean = covmean.real
