@@ -106,3 +106,23 @@ def test_bridge_train_and_eval_end_to_end(tmp_path):
     rows = json.loads((tmp_path / "t.json").read_text())
     assert set(rows) == {"run", "round-trip"} and rows["run"]["latent_mse"] > 0
     assert "round-trip" in out
+
+
+def test_shapes_pretrain_quick_all_stages(tmp_path):
+    out = tmp_path / "pt"
+    run("shapes", "pretrain", "--out", out, "--quick", "--threads", "1")
+    for stage in ("vae-student", "vae-teacher", "teacher", "student-base", "classifier"):
+        log = json.loads((out / stage / "train_log.json").read_text())
+        assert log["stage"] == stage and log["wall_time_s"] > 0
+    assert (out / "teacher" / "model_index.json").exists()
+    again = run("shapes", "pretrain", "--out", out, "--quick", "--threads", "1").stdout
+    assert "all stages done" in again   # rerun: finished stages are not redone
+
+
+def test_demo_smoke(tmp_path):
+    out = tmp_path / "demo"
+    run("demo", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
+        "--bridge-images", "16", "--threads", "1")
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["generations"]) == {"real renders", "Teacher (multi-step)", "Student base (multi-step)"}
+    assert "round-trip" in m["bridge"] and (out / "bridge" / "bridge" / "bridge.json").exists()

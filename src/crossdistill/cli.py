@@ -59,12 +59,14 @@ def shapes_pretrain(out: Path = typer.Option(Path("runs/pretrain"), help="run fo
                     stage: Optional[List[str]] = typer.Option(None, help="stage(s) to run; default all"),
                     seed: int = typer.Option(0),
                     threads: int = typer.Option(2),
+                    quick: bool = typer.Option(False, help="tiny budgets for a smoke test (useless models)"),
                     install: bool = typer.Option(False, help="copy finished models into the package's "
                                                  "named artifacts (shapes-teacher, ...)")) -> None:
     """Train the shapes world's VAEs, Teacher, Student base and classifier from a seed."""
     from .toy.pretrain import PretrainConfig, install_artifacts, pretrain
 
-    pretrain(out, stage or None, PretrainConfig(seed=seed), threads=threads)
+    cfg = PretrainConfig.quick(seed) if quick else PretrainConfig(seed=seed)
+    pretrain(out, stage or None, cfg, threads=threads)
     if install:
         install_artifacts(out)
 
@@ -149,13 +151,15 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
          n_per_prompt: int = typer.Option(8, help="images per prompt for every model"),
          prompts: int = typer.Option(90, help="use the first N of the 90 prompts"),
          bridge_steps: int = typer.Option(600),
+         bridge_images: int = typer.Option(4000, help="images whose latents stage 1 trains on"),
          threads: int = typer.Option(2)) -> None:
     """The shapes-world pipeline end to end (as far as it exists), with measured quality."""
     from .demo import DemoConfig, run_demo
 
     if not 1 <= prompts <= 90:
         raise CrossdistillError(f"--prompts must be in 1..90, got {prompts}")
-    run_demo(DemoConfig(out, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps, threads=threads))
+    run_demo(DemoConfig(out, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
+                        bridge_images=bridge_images, threads=threads))
 
 
 def main() -> None:

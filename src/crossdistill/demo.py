@@ -24,6 +24,7 @@ class DemoConfig:
     n_per_prompt: int = 8          # 90 prompts x 8 images per model
     seed: int = 100_000            # generation seeds: seed + k
     bridge_steps: int = 600
+    bridge_images: int = 4000
     prompts: int = 90              # first N of the 90 prompts (tests use fewer)
     threads: int = 2
 
@@ -36,7 +37,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .artifacts import NAMED
     from .ui import console
     from .bridge.report import evaluate_runs, table as bridge_table
-    from .bridge.stage1 import Stage1Config, train_bridge
+    from .bridge.stage1 import DataConfig, Stage1Config, train_bridge
     from .eval.harness import evaluate, table
     from .generate import GenerateConfig, generate
     from .io import RUN_MARKER
@@ -79,10 +80,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     bridge_run = out / "bridge"
     if not (bridge_run / "bridge" / "bridge.json").exists():
         start = time.time()
-        train_bridge(Stage1Config(train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100)),
+        train_bridge(Stage1Config(data=DataConfig(images=cfg.bridge_images),
+                                  train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100)),
                      bridge_run)
         timings["bridge"] = time.time() - start
-    bridge_rows = evaluate_runs([bridge_run], "shapes-teacher", "shapes-student-base", images=360)
+    bridge_rows = evaluate_runs([bridge_run], "shapes-teacher", "shapes-student-base",
+                                images=min(360, len(prompts) * cfg.n_per_prompt * 4))
     console().print(bridge_table(bridge_rows))
 
     metrics = {"generations": rows, "bridge": bridge_rows, "wall_time_s": round(time.time() - t0, 1),

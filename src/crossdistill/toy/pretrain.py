@@ -49,6 +49,13 @@ class PretrainConfig:
     student_base: StageConfig = field(default_factory=lambda: StageConfig(750, 64, 5e-4))
     classifier: StageConfig = field(default_factory=lambda: StageConfig(800, 64, 2e-3))
 
+    @classmethod
+    def quick(cls, seed: int = 0) -> "PretrainConfig":
+        """Budgets for smoke tests: every stage runs end to end in seconds."""
+        tiny = lambda: StageConfig(3, 8, 1e-3)   # noqa: E731
+        return cls(seed=seed, scenes=300, vae_student=tiny(), vae_teacher=tiny(), teacher=tiny(),
+                   student_base=tiny(), classifier=tiny())
+
 
 def lr_at(step: int, total: int, base: float, decay_frac: float, warmup: int = 50) -> float:
     """Warm-up, constant, then linear decay to 0 over the last `decay_frac` of the run."""
