@@ -88,3 +88,43 @@ def test_stage1_resume_continues_the_same_loss_curve(tiny_pair, tmp_path):
     straight, resumed = hist(tmp_path / "straight"), hist(tmp_path / "resumed")
     assert [h["loss"] for h in straight] == [h["loss"] for h in resumed]
     assert straight[-1]["attn"] > 0 and straight[-1]["rec"] > 0
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from crossdistill.toy.data import export
+
+    out = export(6, 64, tmp_path_factory.mktemp("imgs") / "scenes", seed=4)
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    # the same folder is also a Hugging Face "imagefolder" dataset with captions
+    (out / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": r["file"], "text": r["prompt"]})
+                                                  for r in rows))
+    return out, [r["prompt"] for r in rows]
+
+
+@pytest.mark.parametrize("source", ["folder", "hf", "teacher", "shapes"])
+def test_stage1_image_sources(tiny_pair, exported, source):
+    from crossdistill.bridge.stage1 import load_images
+    from crossdistill.denoisers import load_denoiser
+
+    folder, prompts = exported
+    cfg = DataConfig(source=source, path=str(folder) if source in ("folder", "hf") else None, images=4,
+                     caption_column="text" if source == "hf" else None).validate()
+    teacher = load_denoiser(tiny_pair / "teacher")
+    images, got = load_images(cfg, teacher, 32, 4, seed=0)
+    assert images.shape == (4, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    assert len(got) == 4
+    if source in ("folder", "hf"):
+        assert sorted(got) == sorted(prompts[:4]) or set(got) <= set(prompts)
+
+
+def test_stage1_data_errors(exported):
+    folder, _ = exported
+    with pytest.raises(CrossdistillError, match="needs data.path"):
+        DataConfig(source="hf").validate()
+    with pytest.raises(CrossdistillError, match="unknown data.source 'web'"):
+        DataConfig(source="web").validate()
+    from crossdistill.bridge.stage1 import _hf_images
+
+    with pytest.raises(CrossdistillError, match="no column 'caption'"):
+        _hf_images(DataConfig(source="hf", path=str(folder), caption_column="caption"), 32, 2)

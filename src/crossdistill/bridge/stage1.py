@@ -26,7 +26,7 @@ from ..train import TrainConfig, finite_or_raise, run
 from .losses import DISTANCES, attention_fidelity, latent_reconstruction
 from .model import Bridge, BridgeConfig
 
-SOURCES = ("shapes", "folder", "teacher")
+SOURCES = ("shapes", "folder", "hf", "teacher")
 
 
 @dataclass
@@ -54,16 +54,19 @@ class AttnConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "shapes"         # shapes | folder (images + optional prompts) | teacher (data-free)
-    path: str | None = None        # folder of images (with manifest.jsonl for prompts) for "folder"
+    source: str = "shapes"         # shapes | folder | hf (a Hugging Face dataset) | teacher (data-free)
+    path: str | None = None        # "folder": images (+ manifest.jsonl for prompts); "hf": dataset id or path
+    split: str = "train"           # "hf": split
+    image_column: str = "image"    # "hf": column holding images
+    caption_column: str | None = None   # "hf": column holding prompts (None: empty prompts)
     images: int = 4000             # images whose latents are cached for training
     seed: int = 12345              # shapes world seed / teacher sampling seed
 
     def validate(self):
         if self.source not in SOURCES:
             raise choice_error("data.source", self.source, SOURCES)
-        if self.source == "folder" and not self.path:
-            raise CrossdistillError("data.source=folder needs data.path")
+        if self.source in ("folder", "hf") and not self.path:
+            raise CrossdistillError(f"data.source={self.source} needs data.path")
         if self.images < 1:
             raise CrossdistillError(f"data.images must be >= 1, got {self.images}")
         return self
@@ -133,19 +136,43 @@ def load_images(cfg: DataConfig, teacher: Denoiser, t_res: int, n: int, seed: in
             prompts = [""] * len(files)
         if not files:
             raise CrossdistillError(f"no images in {folder}")
-        ims = [torch.from_numpy(np.array(Image.open(f).convert("RGB").resize((t_res, t_res)))) for f in files]
-        return torch.stack(ims).permute(0, 3, 1, 2).float() / 127.5 - 1, prompts
+        return _to_batch([Image.open(f) for f in files], t_res), prompts
+    if cfg.source == "hf":
+        return _hf_images(cfg, t_res, n)
     # data-free: images sampled from the Teacher itself with its default sampler
     from ..toy.shapes import all_prompts
 
-    prompts = (all_prompts() if teacher.defaults.domain == "shapes" else [""]) * (n // 90 + 1)
-    prompts = prompts[:n]
+    base = all_prompts() if teacher.defaults.domain == "shapes" else [""]
+    prompts = (base * (n // len(base) + 1))[:n]
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(0, n, 32):
         z = teacher.sample(prompts[i:i + 32], generator=g, height=t_res, width=t_res)
         out.append(teacher.space.decode(z).clamp(-1, 1))
     return torch.cat(out), prompts
+
+
+def _to_batch(images, t_res: int) -> torch.Tensor:
+    arrays = [np.array(im.convert("RGB").resize((t_res, t_res))) for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _hf_images(cfg: DataConfig, t_res: int, n: int) -> tuple[torch.Tensor, list[str]]:
+    try:
+        import datasets
+    except ImportError:
+        raise CrossdistillError("data.source=hf needs the `datasets` package (pip install datasets)") from None
+    try:
+        ds = datasets.load_dataset(cfg.path, split=cfg.split)
+    except Exception as e:
+        raise CrossdistillError(f"cannot load dataset {cfg.path!r} split {cfg.split!r}: "
+                                f"{str(e).splitlines()[0][:200]}") from None
+    for col in (cfg.image_column, cfg.caption_column):
+        if col is not None and col not in ds.column_names:
+            raise CrossdistillError(f"dataset {cfg.path!r} has no column {col!r}; columns: {', '.join(ds.column_names)}")
+    ds = ds.select(range(min(n, len(ds))))
+    prompts = [str(x) for x in ds[cfg.caption_column]] if cfg.caption_column else [""] * len(ds)
+    return _to_batch(ds[cfg.image_column], t_res), prompts
 
 
 def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
