@@ -1,0 +1,30 @@
+"""Stage-2 losses (DESIGN.md, "Stage 2"; Yin et al. 2024, DMD2). Each takes explicit
+tensors and returns (loss, logs)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def dmd_generator_loss(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor,
+                       floor: float = 1e-4) -> tuple[Tensor, dict[str, float]]:
+    """Distribution matching: the generator moves along g = (fake - real) / w, where
+    w = mean |z_hat - real| per sample over channels and pixels (DMD eq. 8 weighting),
+    floored, with non-finite entries zeroed. Implemented as 0.5 ||z_hat - sg(z_hat - g)||^2
+    so that d loss / d z_hat = g / numel."""
+    with torch.no_grad():
+        dims = tuple(range(1, z_hat.ndim))
+        w = (z_hat.float() - x0_real.float()).abs().mean(dim=dims, keepdim=True).clamp_min(floor)
+        grad = torch.nan_to_num((x0_fake.float() - x0_real.float()) / w, nan=0.0, posinf=0.0, neginf=0.0)
+        target = z_hat.float() - grad
+    loss = 0.5 * F.mse_loss(z_hat.float(), target)
+    return loss, {"dmd": loss.item(), "dmd_grad_norm": grad.norm().item() / z_hat.shape[0],
+                  "dmd_weight": w.mean().item()}
+
+
+def regression_loss(pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Optional paired regression onto Teacher samples (DMD's L_reg, here in latent MSE)."""
+    loss = (pred.float() - target.float()).pow(2).mean()
+    return loss, {"reg": loss.item()}
