@@ -146,6 +146,27 @@ def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folder
         out.write_text(json.dumps(rows, indent=1))
 
 
+@app.command("distill")
+def distill_cmd(config: Optional[Path] = typer.Argument(None, help="YAML config (configs/distill_shapes.yaml)"),
+                out: Path = typer.Option(Path("runs/distill"), help="run folder; rerun to resume"),
+                set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.steps=100"),
+                dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
+                threads: int = typer.Option(2)) -> None:
+    """Stage 2: distill a one-step Student (DMD2 through the Bridge); exports OUT/student."""
+    import yaml
+
+    from .config import load_config, to_dict
+    from .distill.stage2 import Stage2Config, distill
+
+    cfg = load_config(Stage2Config, config, set_ or [])
+    if dry_run:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return
+    _threads(threads)
+    distill(cfg, out)
+    print(f"one-step Student exported to {out / 'student'}")
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to resume"),
          n_per_prompt: int = typer.Option(8, help="images per prompt for every model"),

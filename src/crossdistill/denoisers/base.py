@@ -229,9 +229,10 @@ class Denoiser:
         return self.to_x0(x_t, t, self.guided_output(x_t, t, cond, guidance, uncond))
 
     def loss(self, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
-             density: str = "uniform") -> tuple[Tensor, dict[str, float]]:
-        """The family's own denoising loss: MSE between the network output and its target."""
-        t = self.sample_timesteps(len(x0), generator, density=density).to(x0.device)
+             density: str = "uniform", lo: float = 0.0, hi: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+        """The family's own denoising loss: MSE between the network output and its target,
+        at times drawn from [lo, hi] of the family's range."""
+        t = self.sample_timesteps(len(x0), generator, lo=lo, hi=hi, density=density).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         out = self.model_output(self.add_noise(x0, t, noise), t, cond)
         loss = F.mse_loss(out.float(), self.target(x0, noise, t).float())

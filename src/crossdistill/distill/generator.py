@@ -35,4 +35,4 @@ def one_step_scheduler(student: Denoiser):
     keep = {k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
                                 "trained_betas", "prediction_type", "rescale_betas_zero_snr") if k in cfg}
     return DDIMScheduler(**keep, timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False,
-                         steps_offset=0)
+                         steps_offset=1)   # ignored by "trailing"; 1 keeps diffusers' pipelines quiet

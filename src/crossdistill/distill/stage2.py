@@ -1,0 +1,233 @@
+"""Stage 2: DMD2 in Teacher space through the frozen Bridge (DESIGN.md, "Stage 2").
+
+Per generator step: `fake.updates` updates of the fake score on stopgrad(B(G(noise)))
+with the Teacher's own denoising loss (two time-scale rule), then one generator update
+along the normalised difference of fake and real x0 predictions at a Teacher
+timestep, backpropagated through the Bridge and the frozen Student decoder into G.
+The fake score is a full copy of the Teacher or a peft LoRA on the one Teacher copy,
+switched off for the real score.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..bridge import Bridge, BridgeConfig
+from ..bridge.stage1 import load_bridge
+from ..denoisers import Denoiser, load_denoiser
+from ..errors import CrossdistillError, choice_error
+from ..train import TrainConfig, finite_or_raise, run
+from .generator import OneStepGenerator, one_step_scheduler
+from .losses import dmd_generator_loss
+
+FAKE_KINDS = ("full", "lora")
+
+
+@dataclass
+class FakeConfig:
+    kind: str = "full"          # full copy of the Teacher, or a LoRA on it
+    rank: int = 16              # LoRA rank
+    lr: float = 2e-4
+    updates: int = 5            # fake-score updates per generator update
+
+    def validate(self):
+        if self.kind not in FAKE_KINDS:
+            raise choice_error("fake.kind", self.kind, FAKE_KINDS)
+        if self.updates < 1 or self.rank < 1 or self.lr <= 0:
+            raise CrossdistillError("fake.updates and fake.rank must be >= 1 and fake.lr > 0")
+        return self
+
+
+@dataclass
+class Stage2Config:
+    teacher: str = "shapes-teacher"
+    student: str = "shapes-student-base"
+    bridge: str = "identity"    # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
+    guidance: float | None = None   # real-score CFG; the Teacher's default if None
+    t_min: float = 0.02         # Teacher timestep range (fractions of its range)
+    t_max: float = 0.98
+    lr: float = 2e-4            # generator
+    ema: float = 0.99
+    fake: FakeConfig = field(default_factory=FakeConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch=16, checkpoint_every=100))
+
+    def validate(self):
+        if self.lr <= 0:
+            raise CrossdistillError(f"lr must be > 0, got {self.lr}")
+        if self.guidance is not None and self.guidance < 0:
+            raise CrossdistillError(f"guidance must be >= 0, got {self.guidance}")
+        if not 0 <= self.t_min < self.t_max <= 1:
+            raise CrossdistillError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        return self
+
+
+class TrainableView(torch.nn.Module):
+    """The trainable parameters of a (mostly frozen) model, as a module of their own:
+    checkpoints hold the LoRA, not the 8B frozen Teacher."""
+
+    def __init__(self, model: torch.nn.Module, keep=lambda name: "lora_" in name):
+        super().__init__()
+        self.params = torch.nn.ParameterDict(
+            {n.replace(".", "__"): p for n, p in model.named_parameters() if keep(n)})
+
+
+class FakeScore:
+    """The fake score f: a Teacher-family denoiser tracking the generator's distribution."""
+
+    def __init__(self, teacher: Denoiser, cfg: FakeConfig):
+        self.cfg, self.teacher = cfg, teacher
+        if cfg.kind == "full":
+            self.den = copy.copy(teacher)
+            self.den.components = dict(teacher.components)
+            self.den.components[teacher.backbone] = copy.deepcopy(teacher.model)
+            self.den.model = self.den.components[teacher.backbone]
+            self.den.model.train().requires_grad_(True)
+        else:
+            from peft import LoraConfig
+
+            targets = sorted({n.rsplit(".", 1)[-1] for n, m in teacher.model.named_modules()
+                              if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in
+                              ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")}
+                             | {"to_out.0"})
+            teacher.model.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, target_modules=targets,
+                                                 init_lora_weights=True), adapter_name="fake")
+            self.den = teacher
+        self.module = self.den.model if cfg.kind == "full" else TrainableView(teacher.model)
+        if cfg.kind == "lora":
+            teacher.model.disable_adapters()   # the real score is the plain Teacher
+
+    def parameters(self):
+        return list(self.module.parameters())
+
+    @contextmanager
+    def active(self):
+        """The fake score's weights switched on (LoRA) for the duration."""
+        if self.cfg.kind == "lora":
+            self.teacher.model.enable_adapters()
+            try:
+                yield self.den
+            finally:
+                self.teacher.model.disable_adapters()
+        else:
+            yield self.den
+
+
+def make_bridge(cfg: Stage2Config, student: Denoiser, teacher: Denoiser) -> Bridge:
+    s_res, t_res = student.defaults.resolution, teacher.defaults.resolution
+    if cfg.bridge in ("identity", "roundtrip"):
+        return Bridge(student.space, teacher.space, s_res, t_res, BridgeConfig(cfg.bridge))
+    return load_bridge(Path(cfg.bridge), student, teacher)
+
+
+class DistillTask:
+    name = "distill"
+
+    def __init__(self, cfg: Stage2Config, prompts: list[str]):
+        self.cfg = cfg
+        self.teacher = load_denoiser(cfg.teacher)
+        self.student = load_denoiser(cfg.student)
+        self.bridge = make_bridge(cfg, self.student, self.teacher).requires_grad_(False)
+        self.teacher.model.requires_grad_(False)
+        self.prompts = prompts
+        with torch.no_grad():
+            self.cond_s = self.student.encode_prompt(prompts)
+            self.cond_t = self.teacher.encode_prompt(prompts)
+            self.uncond_t = self.teacher.uncond(1)
+        self.student.model.train().requires_grad_(True)
+        self.generator = OneStepGenerator(self.student)
+        self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
+        self.fake = FakeScore(self.teacher, cfg.fake)
+        self.opt_g = torch.optim.AdamW(self.student.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.opt_f = torch.optim.AdamW(self.fake.parameters(), lr=cfg.fake.lr, weight_decay=0.0)
+        self.guidance = self.teacher.defaults.guidance if cfg.guidance is None else cfg.guidance
+
+    def setup(self, acc) -> None:
+        self.acc = acc
+        self.opt_g, self.opt_f = acc.prepare(self.opt_g, self.opt_f)
+
+    def modules(self):
+        return {"generator": self.student.model, "ema": self.ema, "fake": self.fake.module}
+
+    def optimizers(self):
+        return {"generator": self.opt_g, "fake": self.opt_f}
+
+    def _batch(self, gen: torch.Generator):
+        b = self.cfg.train.batch // self.acc.num_processes
+        rows = torch.randint(0, len(self.prompts), (self.cfg.train.batch,), generator=gen)
+        rows = rows[self.acc.process_index * b:(self.acc.process_index + 1) * b]
+        noise = torch.randn(len(rows), *self.student.latent_shape(self.student.defaults.resolution,
+                                                                   self.student.defaults.resolution), generator=gen)
+        return noise, self.cond_s.index(rows), self.cond_t.index(rows)
+
+    def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
+        cfg, teacher = self.cfg, self.teacher
+        logs = {}
+        for _ in range(cfg.fake.updates):   # two time-scale rule: the fake score keeps up
+            noise, cs, ct = self._batch(gen)
+            with torch.no_grad():
+                z_hat = self.bridge(self.generator(noise, cs))
+            with self.fake.active() as fake:   # LoRA on: forward, backward and update
+                loss_f, _ = fake.loss(z_hat, ct, gen, lo=cfg.t_min, hi=cfg.t_max)
+                self.opt_f.zero_grad(set_to_none=True)
+                self.acc.backward(loss_f)
+                finite_or_raise(loss_f, self.fake.parameters())
+                self.opt_f.step()
+        logs["fake"] = loss_f.item()
+
+        noise, cs, ct = self._batch(gen)
+        z = self.generator(noise, cs)
+        z_hat = self.bridge(z)
+        t = teacher.sample_timesteps(len(z), gen, lo=cfg.t_min, hi=cfg.t_max)
+        x_t = teacher.add_noise(z_hat, t, torch.randn(z_hat.shape, generator=gen))
+        with torch.no_grad():
+            real = teacher.predict_x0(x_t, t, ct, guidance=self.guidance, uncond=self.uncond_t.expand(len(z)))
+            with self.fake.active() as fake:
+                fake_x0 = fake.predict_x0(x_t, t, ct, guidance=1.0)
+        loss_g, lg = dmd_generator_loss(z_hat, real, fake_x0)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.acc.backward(loss_g)
+        finite_or_raise(loss_g, self.student.model.parameters())
+        self.opt_g.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(self.ema.parameters(), self.student.model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        logs.update(lg)
+        logs["z_std"] = z.detach().std().item()   # generated latents' statistics (DESIGN.md pitfall)
+        return logs
+
+    def export(self, run_dir: Path) -> None:
+        export_student(self.student, self.ema, Path(run_dir) / "student")
+
+
+def export_student(student: Denoiser, weights: torch.nn.Module, out: Path) -> None:
+    """A standard StableDiffusionPipeline folder whose 1-step scheduler reproduces the
+    generator exactly, plus the UNet as a single safetensors file."""
+    from safetensors.torch import save_file
+
+    from ..io import atomic_dir
+
+    comps = dict(student.components)
+    comps[student.backbone] = weights
+    comps["scheduler"] = one_step_scheduler(student)
+    exported = type(student)(comps, dataclasses.replace(student.defaults, steps=1, guidance=0.0))
+    with atomic_dir(out, overwrite=True) as tmp:
+        exported.save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in weights.state_dict().items()}, str(tmp / "unet.safetensors"))
+
+
+def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, progress: bool = True) -> Path:
+    from ..config import to_dict
+
+    if prompts is None:
+        from ..toy.shapes import all_prompts
+        prompts = all_prompts()
+    torch.manual_seed(cfg.train.seed)
+    task = DistillTask(cfg, prompts)
+    return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress)
