@@ -49,7 +49,7 @@ def main() -> None:
     s, t = load_denoiser("shapes-student-base"), load_denoiser("shapes-teacher")
     compare("shapes 32 px -> 64 px", s, t, 32, 64, 32, args.repeats)
     if not args.skip_full:
-        s, t = build_denoiser("sd15", omit=("text_encoder",)), build_denoiser("sd35-large", omit=(
+        s, t = build_denoiser("sd15", omit=("unet", "text_encoder")), build_denoiser("sd35-large", omit=(
             "transformer", "text_encoder", "text_encoder_2", "text_encoder_3"))
         compare("SD1.5 512 px -> SD3.5 1024 px (VAEs)", s, t, 512, 1024, 1, args.repeats)
 

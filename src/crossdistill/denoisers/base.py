@@ -133,6 +133,8 @@ class Denoiser:
         return self.space.factor * self.patch * self._backbone_patch()
 
     def _backbone_patch(self) -> int:
+        if self.model is None:   # built without its backbone (e.g. only the VAE of a full-size preset)
+            return 1
         return int(getattr(self.model.config, "patch_size", 1) or 1)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
