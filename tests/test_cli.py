@@ -122,7 +122,10 @@ def test_shapes_pretrain_quick_all_stages(tmp_path):
 def test_demo_smoke(tmp_path):
     out = tmp_path / "demo"
     run("demo", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
-        "--bridge-images", "16", "--threads", "1")
+        "--bridge-images", "16", "--distill-steps", "2", "--threads", "1")
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["generations"]) == {"real renders", "Teacher (multi-step)", "Student base (multi-step)"}
+    assert set(m["generations"]) == {"real renders", "Teacher (multi-step)", "Student base (multi-step)",
+                                     "shared-space one-step", "cross-space one-step"}
+    for name in ("cross-space", "shared-space"):   # exported pipelines that `generate --model` accepts
+        assert (out / "students" / name / "student" / "model_index.json").exists()
     assert "round-trip" in m["bridge"] and (out / "bridge" / "bridge" / "bridge.json").exists()

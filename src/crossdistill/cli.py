@@ -173,6 +173,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
          prompts: int = typer.Option(90, help="use the first N of the 90 prompts"),
          bridge_steps: int = typer.Option(600),
          bridge_images: int = typer.Option(4000, help="images whose latents stage 1 trains on"),
+         distill_steps: int = typer.Option(400, help="stage-2 generator steps per Student"),
          threads: int = typer.Option(2)) -> None:
     """The shapes-world pipeline end to end (as far as it exists), with measured quality."""
     from .demo import DemoConfig, run_demo
@@ -180,7 +181,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
     if not 1 <= prompts <= 90:
         raise CrossdistillError(f"--prompts must be in 1..90, got {prompts}")
     run_demo(DemoConfig(out, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
-                        bridge_images=bridge_images, threads=threads))
+                        bridge_images=bridge_images, distill_steps=distill_steps, threads=threads))
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """`crossdistill demo`: the shapes-world pipeline, end to end, as far as it exists.
 
-Today (before the distillation stage lands): real renders, the Teacher (multi-step)
-and the Student base (multi-step) are generated and scored on all 90 prompts; the
-Bridge is trained (stage 1) and evaluated against the round-trip baseline. Every
-stage writes its own folder; rerunning the same command skips finished stages.
+Real renders, the Teacher (multi-step) and the Student base (multi-step) are generated
+and scored on all 90 prompts; the Bridge is trained (stage 1) and evaluated against
+the round-trip baseline; the cross-space one-step Student (through that Bridge) and the
+shared-space one-step baseline are distilled (stage 2), exported, generated and scored.
+Every stage writes its own folder; rerunning the same command skips finished stages.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class DemoConfig:
     seed: int = 100_000            # generation seeds: seed + k
     bridge_steps: int = 600
     bridge_images: int = 4000
+    distill_steps: int = 400
     prompts: int = 90              # first N of the 90 prompts (tests use fewer)
     threads: int = 2
 
@@ -87,6 +89,26 @@ def run_demo(cfg: DemoConfig) -> dict:
     bridge_rows = evaluate_runs([bridge_run], "shapes-teacher", "shapes-student-base",
                                 images=min(360, len(prompts) * cfg.n_per_prompt * 4))
     console().print(bridge_table(bridge_rows))
+
+    from .distill.stage2 import Stage2Config, distill
+
+    for label, name, teacher, bridge in (
+            ("shared-space one-step", "shared-space", "shapes-student-base", "identity"),
+            ("cross-space one-step", "cross-space", "shapes-teacher", str(bridge_run / "bridge"))):
+        _stage(f"stage 2: {label}")
+        run = out / "students" / name
+        if not (run / "student" / "model_index.json").exists():
+            start = time.time()
+            distill(Stage2Config(teacher=teacher, bridge=bridge,
+                                 train=TrainConfig(steps=cfg.distill_steps, batch=16, checkpoint_every=50)),
+                    run, prompts)
+            timings[name] = time.time() - start
+        folder = out / "generations" / name
+        if not (folder / "manifest.jsonl").exists():
+            generate(GenerateConfig(str(run / "student"), prompts, folder, n_per_prompt=cfg.n_per_prompt,
+                                    seed=cfg.seed, batch_size=90))
+        rows[label] = evaluate(folder)
+    console().print(table(rows))
 
     metrics = {"generations": rows, "bridge": bridge_rows, "wall_time_s": round(time.time() - t0, 1),
                "stage_time_s": timings}
