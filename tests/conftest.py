@@ -21,3 +21,14 @@ def tiny_models():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """A saved tiny SD 1.5 Student and SD 3.5 Teacher (different latent spaces)."""
+    from crossdistill.denoisers import build_denoiser
+
+    root = tmp_path_factory.mktemp("pair")
+    build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
+    build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
+    return root

@@ -63,14 +63,6 @@ def test_gradients_reach_projector_through_frozen_teacher_not_decoder(tiny_model
     assert all(torch.equal(v, dec_before[k]) for k, v in student.space.vae.state_dict().items())
 
 
-@pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pair")
-    build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
-    build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
-    return root
-
-
 def _cfg(root, steps):
     return Stage1Config(teacher=str(root / "teacher"), student=str(root / "student"), data=DataConfig(images=48),
                         bridge=BridgeConfig(width=16, depth=1),

@@ -13,14 +13,6 @@ from crossdistill.train import TrainConfig
 PROMPTS = ["a red circle", "a dog", "a blue square"]
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pair2")
-    build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
-    build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
-    return root
-
-
 def _cfg(root, steps, kind="full", bridge="roundtrip"):
     return Stage2Config(teacher=str(root / "teacher"), student=str(root / "student"), bridge=bridge,
                         fake=FakeConfig(kind=kind, updates=2),
@@ -28,10 +20,10 @@ def _cfg(root, steps, kind="full", bridge="roundtrip"):
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
-def test_distill_resumes_exactly(pair, tmp_path, kind):
-    distill(_cfg(pair, 4, kind), tmp_path / "a", PROMPTS, progress=False)
-    distill(_cfg(pair, 2, kind), tmp_path / "b", PROMPTS, progress=False)
-    distill(_cfg(pair, 4, kind), tmp_path / "b", PROMPTS, progress=False)
+def test_distill_resumes_exactly(tiny_pair, tmp_path, kind):
+    distill(_cfg(tiny_pair, 4, kind), tmp_path / "a", PROMPTS, progress=False)
+    distill(_cfg(tiny_pair, 2, kind), tmp_path / "b", PROMPTS, progress=False)
+    distill(_cfg(tiny_pair, 4, kind), tmp_path / "b", PROMPTS, progress=False)
     a = load_file(str(tmp_path / "a" / "student" / "unet.safetensors"))
     b = load_file(str(tmp_path / "b" / "student" / "unet.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -39,11 +31,11 @@ def test_distill_resumes_exactly(pair, tmp_path, kind):
     assert len(hist) == 4 and all(h["dmd"] > 0 and h["fake"] > 0 for h in hist)
 
 
-def test_lora_fake_leaves_real_score_untouched(pair, tmp_path):
+def test_lora_fake_leaves_real_score_untouched(tiny_pair, tmp_path):
     from crossdistill.distill.stage2 import DistillTask
     from accelerate import Accelerator
 
-    task = DistillTask(_cfg(pair, 1, "lora"), PROMPTS)
+    task = DistillTask(_cfg(tiny_pair, 1, "lora"), PROMPTS)
     teacher = task.teacher
     x = torch.randn(2, *teacher.latent_shape(32, 32))
     t = torch.tensor([0.3, 0.7])
@@ -56,10 +48,10 @@ def test_lora_fake_leaves_real_score_untouched(pair, tmp_path):
         assert not torch.equal(fake.model_output(x, t, c), before)    # the trained LoRA is on
 
 
-def test_exported_student_generates_like_the_generator(pair, tmp_path):
+def test_exported_student_generates_like_the_generator(tiny_pair, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    distill(_cfg(pair, 2), tmp_path / "run", PROMPTS, progress=False)
+    distill(_cfg(tiny_pair, 2), tmp_path / "run", PROMPTS, progress=False)
     folder = tmp_path / "run" / "student"
     den = load_denoiser(folder)
     assert den.defaults.steps == 1 and den.defaults.guidance == 0.0

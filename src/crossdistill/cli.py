@@ -22,6 +22,21 @@ bridge_app = typer.Typer(no_args_is_help=True, help="Stage 1: train and evaluate
 app.add_typer(bridge_app, name="bridge")
 
 
+def _stage_config(cls, config, overrides, dry_run: bool, threads: int, train, out: Path) -> bool:
+    """Resolve a stage's typed config from YAML + --set; print it (--dry-run) or train."""
+    import yaml
+
+    from .config import load_config, to_dict
+
+    cfg = load_config(cls, config, overrides or [])
+    if dry_run:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return False
+    _threads(threads)
+    train(cfg, out)
+    return True
+
+
 def _threads(n: int) -> None:
     import torch
 
@@ -113,18 +128,10 @@ def bridge_train(config: Optional[Path] = typer.Argument(None, help="YAML config
                  dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
                  threads: int = typer.Option(2)) -> None:
     """Train a Bridge projector (latent reconstruction + attention fidelity)."""
-    import yaml
-
     from .bridge.stage1 import Stage1Config, train_bridge
-    from .config import load_config, to_dict
 
-    cfg = load_config(Stage1Config, config, set_ or [])
-    if dry_run:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return
-    _threads(threads)
-    train_bridge(cfg, out)
-    print(f"bridge written to {out / 'bridge'}")
+    if _stage_config(Stage1Config, config, set_, dry_run, threads, train_bridge, out):
+        print(f"bridge written to {out / 'bridge'}")
 
 
 @bridge_app.command("eval")
@@ -153,18 +160,10 @@ def distill_cmd(config: Optional[Path] = typer.Argument(None, help="YAML config 
                 dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
                 threads: int = typer.Option(2)) -> None:
     """Stage 2: distill a one-step Student (DMD2 through the Bridge); exports OUT/student."""
-    import yaml
-
-    from .config import load_config, to_dict
     from .distill.stage2 import Stage2Config, distill
 
-    cfg = load_config(Stage2Config, config, set_ or [])
-    if dry_run:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return
-    _threads(threads)
-    distill(cfg, out)
-    print(f"one-step Student exported to {out / 'student'}")
+    if _stage_config(Stage2Config, config, set_, dry_run, threads, distill, out):
+        print(f"one-step Student exported to {out / 'student'}")
 
 
 @app.command()
