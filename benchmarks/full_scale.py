@@ -60,7 +60,7 @@ def meta_report(name, student, S_RES, T_RES):
     with torch.device("meta"):
         b = Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("bridge"))
         z_hat = b(torch.empty(1, *s.latent_shape(S_RES, S_RES)))
-    tokens = (T_RES // t.space.factor // (t.patch * t._backbone_patch())) ** 2
+    tokens = (T_RES // t.space.factor // t.token_patch) ** 2
     return {"teacher": name, "teacher_params_B": round(params(t.model), 3), "student_unet_params_B":
             round(params(s.model), 3), "projector_params_M": round(params(b) * 1e3, 3),
             "student_latent": s.latent_shape(S_RES, S_RES), "teacher_latent": t.latent_shape(T_RES, T_RES),
@@ -82,7 +82,7 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps):
     cond = t.dummy_conditioning(batch)
     z_s = torch.randn(batch, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype)
     z_true = torch.randn(batch, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype)
-    grid = (z_true.shape[-2] // (t.patch * t._backbone_patch()),) * 2
+    grid = (z_true.shape[-2] // t.token_patch,) * 2
 
     def stage1():
         tt = t.time_at(torch.rand(batch)).to(device)

@@ -45,7 +45,7 @@ def test_oracle_x0_recovers_x0(name, prediction):
     den = build_denoiser(name)
     if prediction:
         den.scheduler.register_to_config(prediction_type=prediction)
-        den.__init__(den.components, den.defaults)
+        den = den.with_components()   # re-read the parameterisation from the scheduler config
         assert den.parameterization == prediction
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(6, *den.latent_shape(32, 32), generator=g, dtype=torch.float64)

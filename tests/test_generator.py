@@ -15,8 +15,7 @@ def test_one_step_pipeline_equals_generator(tmp_path):
     noise = torch.randn(2, *den.latent_shape(32, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         z = gen(noise, den.encode_prompt(prompts))
-    den.components["scheduler"] = one_step_scheduler(den)
-    den.__init__(den.components, den.defaults)
+    den = den.with_components(scheduler=one_step_scheduler(den))
     den.save_pretrained(tmp_path / "student")
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "student", safety_checker=None)
     pipe.set_progress_bar_config(disable=True)

@@ -127,17 +127,14 @@ def _rows(q: Tensor, keys: dict[str, Tensor], scale: float, spec: CaptureSpec,
         else:
             outs.append(chunk_fn(qc))
     res = {n: torch.cat([o[i] for o in outs], dim=1) for i, n in enumerate(want)}
-    if "image" in res and spec.pool > 1:
+    if spec.pool > 1:   # image queries pooled for every group, image keys too: memory stays bounded
         n = q.shape[1]
         g = grid or (math.isqrt(n), math.isqrt(n))
         if g[0] * g[1] != n:
             raise CrossdistillError(f"cannot pool {n} image tokens without the token grid")
-        res["image"] = _pool_tokens(_pool_tokens(res["image"], g, spec.pool, 2), g, spec.pool, 1)
-    if "text" in res:   # queries pooled too, so memory stays bounded for image->text as well
-        n = q.shape[1]
-        g = grid or (math.isqrt(n), math.isqrt(n))
-        if spec.pool > 1 and g[0] * g[1] == n:
-            res["text"] = _pool_tokens(res["text"], g, spec.pool, 1)
+        res = {k: _pool_tokens(v, g, spec.pool, 1) for k, v in res.items()}
+        if "image" in res:
+            res["image"] = _pool_tokens(res["image"], g, spec.pool, 2)
     return res
 
 

@@ -27,9 +27,7 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.95)
 def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: AttnConfig | None = None,
                     fractions=FRACTIONS, batch: int = 60, seed: int = 0) -> dict:
     attn = attn or AttnConfig()
-    uniq = sorted(set(bank.prompts))
-    table = teacher.encode_prompt(uniq)
-    rows = torch.tensor([uniq.index(p) for p in bank.prompts])
+    table, rows = teacher.encode_table(bank.prompts)
     g = torch.Generator().manual_seed(seed)
     n = len(bank.z_s)
     sums = {"latent_mse": 0.0, "attn_error": 0.0, "psnr": 0.0, **{f"x0_mse@{f}": 0.0 for f in fractions}}

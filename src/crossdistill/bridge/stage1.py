@@ -191,7 +191,7 @@ def teacher_maps(teacher: Denoiser, cap: AttentionCapture, z: torch.Tensor, t: t
 
 
 def _grid(teacher: Denoiser, z: torch.Tensor) -> tuple[int, int]:
-    p = teacher.patch * teacher._backbone_patch()
+    p = teacher.token_patch
     return z.shape[-2] // p, z.shape[-1] // p
 
 
@@ -210,10 +210,8 @@ class BridgeTask:
         self.teacher.model.requires_grad_(False)
         imgs, prompts = load_images(cfg.data, self.teacher, self.t_res, cfg.data.images, cfg.data.seed)
         self.bank = encode_pairs(imgs, prompts, self.student, self.teacher, self.s_res, self.t_res)
-        uniq = sorted(set(prompts))
-        self._rows = torch.tensor([uniq.index(p) for p in prompts])
         with torch.no_grad():
-            self._cond = self.teacher.encode_prompt(uniq)
+            self._cond, self._rows = self.teacher.encode_table(prompts)
         self.opt = torch.optim.AdamW(self.bridge.parameters(), lr=cfg.lr, weight_decay=0.0)
 
     def setup(self, acc) -> None:

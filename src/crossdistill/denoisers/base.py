@@ -127,10 +127,19 @@ class Denoiser:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def with_components(self, **replaced) -> "Denoiser":
+        """A new adapter of the same family and defaults with some components swapped."""
+        return type(self)(dict(self.components, **replaced), self.defaults)
+
+    @property
+    def token_patch(self) -> int:
+        """Latent pixels per side of one backbone token (packing x the backbone's patch)."""
+        return self.patch * self._backbone_patch()
+
     @property
     def resolution_multiple(self) -> int:
         """Image sizes must be multiples of this (VAE factor x token patch)."""
-        return self.space.factor * self.patch * self._backbone_patch()
+        return self.space.factor * self.token_patch
 
     def _backbone_patch(self) -> int:
         if self.model is None:   # built without its backbone (e.g. only the VAE of a full-size preset)
@@ -143,7 +152,7 @@ class Denoiser:
             if size <= 0 or size % m:
                 raise CrossdistillError(
                     f"image {name} {size} is not a positive multiple of {m} for this {self.family} model "
-                    f"(VAE factor {self.space.factor} x patch {self.patch * self._backbone_patch()})")
+                    f"(VAE factor {self.space.factor} x patch {self.token_patch})")
         return self.space.latent_shape(height, width)
 
     # -- text -----------------------------------------------------------------------
@@ -167,6 +176,12 @@ class Denoiser:
             with torch.no_grad():
                 self._uncond = self._encode_uncond()
         return self._uncond.expand(n)
+
+    def encode_table(self, prompts: list[str]) -> tuple[Conditioning, Tensor]:
+        """Each distinct prompt encoded once, and the row of each prompt in that table."""
+        uniq = sorted(set(prompts))
+        where = {p: i for i, p in enumerate(uniq)}
+        return self.encode_prompt(uniq), torch.tensor([where[p] for p in prompts])
 
     def _encode_uncond(self) -> Conditioning:
         return self.encode_prompt([""])

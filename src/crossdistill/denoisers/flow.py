@@ -40,7 +40,7 @@ class FlowDenoiser(Denoiser):
 
     # -- timesteps --------------------------------------------------------------------
     def _image_seq_len(self, h: int, w: int) -> int:
-        p = self.patch * self._backbone_patch()
+        p = self.token_patch
         return (h // p) * (w // p)
 
     def _mu(self, h: int, w: int) -> float:

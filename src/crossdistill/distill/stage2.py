@@ -22,7 +22,7 @@ from ..bridge import Bridge, BridgeConfig
 from ..bridge.stage1 import load_bridge
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import TrainConfig, finite_or_raise, run
+from ..train import TrainConfig, ema_update, finite_or_raise, run
 from .generator import OneStepGenerator, one_step_scheduler
 from .losses import dmd_generator_loss
 
@@ -194,10 +194,7 @@ class DistillTask:
         self.acc.backward(loss_g)
         finite_or_raise(loss_g, self.student.model.parameters())
         self.opt_g.step()
-        with torch.no_grad():
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(self.ema.parameters(), self.student.model.parameters()):
-                pe.lerp_(pm, 1 - d)
+        ema_update(self.ema, self.student.model, cfg.ema, step)
         logs.update(lg)
         logs["z_std"] = z.detach().std().item()   # generated latents' statistics (DESIGN.md pitfall)
         return logs
@@ -213,9 +210,7 @@ def export_student(student: Denoiser, weights: torch.nn.Module, out: Path) -> No
 
     from ..io import atomic_dir
 
-    comps = dict(student.components)
-    comps[student.backbone] = weights
-    comps["scheduler"] = one_step_scheduler(student)
+    comps = dict(student.components, **{student.backbone: weights, "scheduler": one_step_scheduler(student)})
     exported = type(student)(comps, dataclasses.replace(student.defaults, steps=1, guidance=0.0))
     with atomic_dir(out, overwrite=True) as tmp:
         exported.save_pretrained(tmp)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..denoisers import Conditioning, Denoiser, build_denoiser
 from ..errors import choice_error
+from ..train import ema_update
 from ..io import atomic_dir
 from ..presets import build_component, load_preset
 from .data import scene_bank
@@ -142,8 +143,7 @@ def train_denoiser(which: str, bank: np.ndarray, prompts: list[str], vae_dir: Pa
     name = "shapes-teacher" if which == "teacher" else "shapes-student-base"
     st = cfg.teacher if which == "teacher" else cfg.student_base
     den = build_denoiser(name, seed=cfg.seed)
-    den.components["vae"] = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
-    den.__init__(den.components, den.defaults)
+    den = den.with_components(vae=AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False))
     size = den.defaults.resolution
     latents = encode_bank(den, bank, size)
     grammar = all_prompts()
@@ -169,14 +169,10 @@ def train_denoiser(which: str, bank: np.ndarray, prompts: list[str], vae_dir: Pa
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
+        ema_update(ema, model, cfg.ema, step)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    den.components[den.backbone] = ema
-    den.__init__(den.components, den.defaults)
+    den = den.with_components(**{den.backbone: ema})
     with atomic_dir(out, overwrite=True) as tmp:
         den.save_pretrained(tmp)
         _log(tmp, which, cfg, t0, losses)

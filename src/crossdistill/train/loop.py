@@ -148,3 +148,11 @@ def finite_or_raise(loss: torch.Tensor, params) -> None:
         if p.grad is not None and not torch.isfinite(p.grad).all():
             raise NonFiniteStep("gradient is not finite")
 
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """EMA of weights with warm-up: the decay ramps as (1 + step) / (10 + step) up to `decay`."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - d)
