@@ -5,6 +5,7 @@ User errors (`CrossdistillError`) print one line and exit 2; nothing else is cau
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -35,6 +36,11 @@ def _stage_config(cls, config, overrides, dry_run: bool, threads: int, train, ou
     _threads(threads)
     train(cfg, out)
     return True
+
+
+def _main_process() -> bool:
+    """False in the non-zero ranks of an `accelerate launch` (they print nothing)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _threads(n: int) -> None:
@@ -130,7 +136,7 @@ def bridge_train(config: Optional[Path] = typer.Argument(None, help="YAML config
     """Train a Bridge projector (latent reconstruction + attention fidelity)."""
     from .bridge.stage1 import Stage1Config, train_bridge
 
-    if _stage_config(Stage1Config, config, set_, dry_run, threads, train_bridge, out):
+    if _stage_config(Stage1Config, config, set_, dry_run, threads, train_bridge, out) and _main_process():
         print(f"bridge written to {out / 'bridge'}")
 
 
@@ -162,7 +168,7 @@ def distill_cmd(config: Optional[Path] = typer.Argument(None, help="YAML config 
     """Stage 2: distill a one-step Student (DMD2 through the Bridge); exports OUT/student."""
     from .distill.stage2 import Stage2Config, distill
 
-    if _stage_config(Stage2Config, config, set_, dry_run, threads, distill, out):
+    if _stage_config(Stage2Config, config, set_, dry_run, threads, distill, out) and _main_process():
         print(f"one-step Student exported to {out / 'student'}")
 
 

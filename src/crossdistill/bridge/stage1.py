@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..attention import AttentionCapture, CaptureSpec
 from ..denoisers import Conditioning, Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import TrainConfig, finite_or_raise, run
+from ..train import TrainConfig, finite_or_raise, local_part, run
 from .losses import DISTANCES, attention_fidelity, latent_reconstruction
 from .model import Bridge, BridgeConfig
 
@@ -221,6 +221,9 @@ class BridgeTask:
     def modules(self):
         return {"bridge": self.bridge}
 
+    def checkpointing_targets(self):
+        return [self.bridge, self.teacher.model]
+
     def optimizers(self):
         return {"bridge": self.opt}
 
@@ -233,14 +236,16 @@ class BridgeTask:
             yield
 
     def losses(self, idx: torch.Tensor, gen: torch.Generator):
-        cfg, teacher = self.cfg, self.teacher
+        """`idx` indexes the global batch; every random draw is global, then this process's part."""
+        cfg, teacher, acc = self.cfg, self.teacher, self.acc
+        t = teacher.sample_timesteps(len(idx), gen, lo=cfg.attn.t_min, hi=cfg.attn.t_max)
+        noise = torch.randn(len(idx), *self.bank.z_t.shape[1:], generator=gen)
+        idx, t, noise = local_part(acc, idx), local_part(acc, t), local_part(acc, noise)
         z_s, z_t = self.bank.z_s[idx], self.bank.z_t[idx]
         pred = self.bridge(z_s)
         loss, logs = latent_reconstruction(pred, z_t)
         if cfg.attn.weight > 0:
             cond = self._cond.index(self._rows[idx])
-            t = teacher.sample_timesteps(len(idx), gen, lo=cfg.attn.t_min, hi=cfg.attn.t_max)
-            noise = torch.randn(z_t.shape, generator=gen)
             cap = self.capture
             with torch.no_grad():
                 ref = teacher_maps(teacher, cap, z_t, t, noise, cond)
@@ -252,14 +257,11 @@ class BridgeTask:
         return loss, logs
 
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
-        acc = self.acc
-        local = self.cfg.train.batch // acc.num_processes
         idx = torch.randint(0, len(self.bank.z_s), (self.cfg.train.batch,), generator=gen)
-        idx = idx[acc.process_index * local:(acc.process_index + 1) * local]
         with self._capturing():   # backward inside: checkpointed Teacher blocks recompute with capture
             loss, logs = self.losses(idx, gen)
             self.opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
+            self.acc.backward(loss)
         finite_or_raise(loss, self.bridge.parameters())
         self.opt.step()
         return logs

@@ -246,11 +246,15 @@ class Denoiser:
         return self.to_x0(x_t, t, self.guided_output(x_t, t, cond, guidance, uncond))
 
     def loss(self, x0: Tensor, cond: Conditioning, generator: torch.Generator | None = None,
-             density: str = "uniform", lo: float = 0.0, hi: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+             density: str = "uniform", lo: float = 0.0, hi: float = 1.0,
+             t: Tensor | None = None, noise: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """The family's own denoising loss: MSE between the network output and its target,
-        at times drawn from [lo, hi] of the family's range."""
-        t = self.sample_timesteps(len(x0), generator, lo=lo, hi=hi, density=density).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        at times drawn from [lo, hi] of the family's range (or the given `t`, `noise`)."""
+        if t is None:
+            t = self.sample_timesteps(len(x0), generator, lo=lo, hi=hi, density=density)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator)
+        t, noise = t.to(x0.device), noise.to(x0.device, x0.dtype)
         out = self.model_output(self.add_noise(x0, t, noise), t, cond)
         loss = F.mse_loss(out.float(), self.target(x0, noise, t).float())
         return loss, {"loss": loss.item()}

@@ -1,9 +1,10 @@
 """Stage 2: DMD2 in Teacher space through the frozen Bridge (DESIGN.md, "Stage 2").
 
-Per generator step: `fake.updates` updates of the fake score on stopgrad(B(G(noise)))
-with the Teacher's own denoising loss (two time-scale rule), then one generator update
-along the normalised difference of fake and real x0 predictions at a Teacher
-timestep, backpropagated through the Bridge and the frozen Student decoder into G.
+Per generator step: one generator update along the normalised difference of fake and
+real x0 predictions at a Teacher timestep, backpropagated through the Bridge and the
+frozen Student decoder into G; then `fake.updates` updates of the fake score with the
+Teacher's own denoising loss on stopgrad(B(G(noise))) (two time-scale rule), the first
+on the generator step's own samples (as DMD2 does), the rest on fresh ones.
 The fake score is a full copy of the Teacher or a peft LoRA on the one Teacher copy,
 switched off for the real score.
 """
@@ -22,7 +23,7 @@ from ..bridge import Bridge, BridgeConfig
 from ..bridge.stage1 import load_bridge
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import TrainConfig, ema_update, finite_or_raise, run
+from ..train import TrainConfig, average_gradients, ema_update, finite_or_raise, local_part, run
 from .generator import OneStepGenerator, one_step_scheduler
 from .losses import dmd_generator_loss
 
@@ -49,6 +50,7 @@ class Stage2Config:
     teacher: str = "shapes-teacher"
     student: str = "shapes-student-base"
     bridge: str = "identity"    # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
+    prompts: str = "shapes"     # "shapes" (the 90 shapes-world prompts) or a prompts file, one per line
     guidance: float | None = None   # real-score CFG; the Teacher's default if None
     t_min: float = 0.02         # Teacher timestep range (fractions of its range)
     t_max: float = 0.98
@@ -157,46 +159,62 @@ class DistillTask:
     def optimizers(self):
         return {"generator": self.opt_g, "fake": self.opt_f}
 
+    def checkpointing_targets(self):
+        return [self.student.model, self.teacher.model, self.fake.den.model, self.bridge]
+
     def _batch(self, gen: torch.Generator):
-        b = self.cfg.train.batch // self.acc.num_processes
-        rows = torch.randint(0, len(self.prompts), (self.cfg.train.batch,), generator=gen)
-        rows = rows[self.acc.process_index * b:(self.acc.process_index + 1) * b]
-        noise = torch.randn(len(rows), *self.student.latent_shape(self.student.defaults.resolution,
-                                                                   self.student.defaults.resolution), generator=gen)
+        """Prompts and Student noise for the global batch; this process keeps its part."""
+        n, res = self.cfg.train.batch, self.student.defaults.resolution
+        rows = local_part(self.acc, torch.randint(0, len(self.prompts), (n,), generator=gen))
+        noise = local_part(self.acc, torch.randn(n, *self.student.latent_shape(res, res), generator=gen))
         return noise, self.cond_s.index(rows), self.cond_t.index(rows)
+
+    def _noising(self, z_hat: torch.Tensor, gen: torch.Generator):
+        """Teacher timesteps and noise for the global batch; this process's part."""
+        cfg, n = self.cfg, self.cfg.train.batch
+        t = self.teacher.sample_timesteps(n, gen, lo=cfg.t_min, hi=cfg.t_max)
+        eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
+        return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
+
+    def _fake_update(self, z_hat: torch.Tensor, ct, gen: torch.Generator) -> float:
+        t, eps = self._noising(z_hat, gen)
+        with self.fake.active() as fake:   # LoRA on: forward, backward and update
+            loss_f, _ = fake.loss(z_hat, ct, t=t, noise=eps)
+            self.opt_f.zero_grad(set_to_none=True)
+            self.acc.backward(loss_f)
+            average_gradients(self.acc, self.fake.parameters())
+            finite_or_raise(loss_f, self.fake.parameters())
+            self.opt_f.step()
+        return loss_f.item()
 
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         cfg, teacher = self.cfg, self.teacher
-        logs = {}
-        for _ in range(cfg.fake.updates):   # two time-scale rule: the fake score keeps up
-            noise, cs, ct = self._batch(gen)
-            with torch.no_grad():
-                z_hat = self.bridge(self.generator(noise, cs))
-            with self.fake.active() as fake:   # LoRA on: forward, backward and update
-                loss_f, _ = fake.loss(z_hat, ct, gen, lo=cfg.t_min, hi=cfg.t_max)
-                self.opt_f.zero_grad(set_to_none=True)
-                self.acc.backward(loss_f)
-                finite_or_raise(loss_f, self.fake.parameters())
-                self.opt_f.step()
-        logs["fake"] = loss_f.item()
-
         noise, cs, ct = self._batch(gen)
         z = self.generator(noise, cs)
         z_hat = self.bridge(z)
-        t = teacher.sample_timesteps(len(z), gen, lo=cfg.t_min, hi=cfg.t_max)
-        x_t = teacher.add_noise(z_hat, t, torch.randn(z_hat.shape, generator=gen))
+        t, eps = self._noising(z_hat, gen)
+        x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
             real = teacher.predict_x0(x_t, t, ct, guidance=self.guidance, uncond=self.uncond_t.expand(len(z)))
             with self.fake.active() as fake:
                 fake_x0 = fake.predict_x0(x_t, t, ct, guidance=1.0)
-        loss_g, lg = dmd_generator_loss(z_hat, real, fake_x0)
+        loss_g, logs = dmd_generator_loss(z_hat, real, fake_x0)
         self.opt_g.zero_grad(set_to_none=True)
         self.acc.backward(loss_g)
+        average_gradients(self.acc, self.student.model.parameters())
         finite_or_raise(loss_g, self.student.model.parameters())
         self.opt_g.step()
         ema_update(self.ema, self.student.model, cfg.ema, step)
-        logs.update(lg)
-        logs["z_std"] = z.detach().std().item()   # generated latents' statistics (DESIGN.md pitfall)
+        logs["z_std"] = z.detach().float().std().item()   # generated latents' statistics (DESIGN.md pitfall)
+
+        # two time-scale rule: the fake score keeps up with the generator
+        loss_f = self._fake_update(z_hat.detach(), ct, gen)
+        for _ in range(cfg.fake.updates - 1):
+            noise, cs, ct = self._batch(gen)
+            with torch.no_grad():
+                z_hat = self.bridge(self.generator(noise, cs))
+            loss_f = self._fake_update(z_hat, ct, gen)
+        logs["fake"] = loss_f
         return logs
 
     def export(self, run_dir: Path) -> None:
@@ -217,12 +235,19 @@ def export_student(student: Denoiser, weights: torch.nn.Module, out: Path) -> No
         save_file({k: v.contiguous() for k, v in weights.state_dict().items()}, str(tmp / "unet.safetensors"))
 
 
+def load_prompts(spec: str) -> list[str]:
+    if spec == "shapes":
+        from ..toy.shapes import all_prompts
+        return all_prompts()
+    from ..generate import read_prompts
+    return read_prompts(Path(spec))
+
+
 def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, progress: bool = True) -> Path:
     from ..config import to_dict
 
     if prompts is None:
-        from ..toy.shapes import all_prompts
-        prompts = all_prompts()
+        prompts = load_prompts(cfg.prompts)
     torch.manual_seed(cfg.train.seed)
     task = DistillTask(cfg, prompts)
     return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress)

@@ -4,8 +4,11 @@ A stage is a `Task`: it builds its models, names its trainable modules and
 optimizers, performs one update per `step(step, generator)` and exports its result.
 The loop owns everything else: the accelerator (set up here, in one place), resume
 from the newest valid checkpoint (rerun the same command), per-step generators
-derived from (seed, step, rank) so a resumed run draws exactly what an uninterrupted
-one would, non-finite-step skipping, a progress bar with live losses, tensorboard
+derived from (seed, step) so a resumed run draws exactly what an uninterrupted one
+would (every process draws the global batch's randomness and keeps its own slice,
+`local_part`, so N processes train exactly as one process with the same global batch;
+gradients are averaged across processes in `average_gradients`), bf16/fp16 autocast
+around every step, gradient checkpointing, non-finite-step skipping, a progress bar with live losses, tensorboard
 scalars, periodic atomic checkpoints and the resolved config in the run folder.
 """
 
@@ -34,7 +37,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
-    mixed_precision: str = "no"      # no | bf16 | fp16
+    mixed_precision: str = "no"      # no | bf16 | fp16 (autocast; weights and optimizer stay fp32)
+    gradient_checkpointing: bool = False   # recompute activations in backward (less memory, ~30% slower)
     max_bad_steps: int = 5           # consecutive non-finite steps before stopping
     threads: int = 0                 # torch CPU threads (0: leave torch's default)
 
@@ -71,15 +75,50 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
         log_with = "tensorboard"
     except ImportError:
         pass
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, log_with=log_with,
+    # without an accelerator, say so: Accelerate then runs N launched processes over gloo
+    cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    acc = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision, log_with=log_with,
                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")))
     if cfg.batch % acc.num_processes:
         raise CrossdistillError(f"train.batch {cfg.batch} is not divisible by {acc.num_processes} processes")
     return acc
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 101 + rank)
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The same on every process: each draws the global batch's randomness (then `local_part`)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def local_part(acc, x):
+    """This process's slice of a tensor drawn for the global batch."""
+    n = acc.num_processes
+    if n == 1:
+        return x
+    b = len(x) // n
+    return x[acc.process_index * b:(acc.process_index + 1) * b]
+
+
+def average_gradients(acc, params) -> None:
+    """Data parallelism for modules that are not wrapped: all-reduce (mean) every gradient
+    after backward, the same arithmetic as DDP. No-op in one process."""
+    if acc.num_processes == 1:
+        return
+    from accelerate.utils import reduce
+
+    for p in params:
+        if p.grad is not None:
+            p.grad.copy_(reduce(p.grad, reduction="mean"))
+
+
+def enable_gradient_checkpointing(modules) -> int:
+    """Switch on diffusers' gradient checkpointing in every submodule that supports it."""
+    n = 0
+    for m in modules:
+        for sub in m.modules():
+            if getattr(sub, "_supports_gradient_checkpointing", False) and hasattr(sub, "enable_gradient_checkpointing"):
+                sub.enable_gradient_checkpointing()
+                n += 1
+    return n
 
 
 def unwrap(acc, module: torch.nn.Module) -> torch.nn.Module:
@@ -98,8 +137,15 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     run_dir.mkdir(parents=True, exist_ok=True)
     acc = make_accelerator(cfg, run_dir)
     task.setup(acc)
+    if cfg.gradient_checkpointing:
+        targets = getattr(task, "checkpointing_targets", task.modules)()
+        if not enable_gradient_checkpointing(targets.values() if isinstance(targets, dict) else targets):
+            acc.print("warning: gradient_checkpointing is on but no model here supports it")
     modules = {k: unwrap(acc, m) for k, m in task.modules().items()}
     start, _ = load_latest(run_dir, modules, task.optimizers())
+    if acc.num_processes > 1:
+        acc.print(f"{task.name}: {acc.num_processes} processes ({acc.distributed_type.value}), "
+                  f"global batch {cfg.batch}, {cfg.batch // acc.num_processes} per process")
     if acc.is_main_process:
         (run_dir / "config.json").write_text(json.dumps(config_dump or {}, indent=1, default=str))
         if acc.log_with:
@@ -112,7 +158,8 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
                disable=not (progress and acc.is_main_process))
     for step in bar:
         try:
-            logs = task.step(step, step_generator(cfg.seed, step, acc.process_index))
+            with acc.autocast():
+                logs = task.step(step, step_generator(cfg.seed, step))
             bad = 0
         except NonFiniteStep as e:
             bad += 1
