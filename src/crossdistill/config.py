@@ -61,7 +61,8 @@ def _coerce(value: Any, tp, key: str):
         return float(value)
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not
                                                (tp is int and isinstance(value, bool))):
-        raise CrossdistillError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+        hint = " (YAML reads no/yes/off/on as booleans: quote it, e.g. 'no')" if tp is str and isinstance(value, bool) else ""
+        raise CrossdistillError(f"config key '{key}' must be {tp.__name__}, got {value!r}{hint}")
     return value
 
 
@@ -106,7 +107,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if "=" not in item:
             raise CrossdistillError(f"override {item!r} must look like key.sub=value")
         k, v = item.split("=", 1)
-        _set_dotted(data, k.strip(), yaml.safe_load(v))
+        value = yaml.safe_load(v)
+        if isinstance(value, bool) and v.strip().lower() not in ("true", "false"):
+            value = v.strip()    # --set a=no means the string "no" (YAML 1.1 would read False)
+        _set_dotted(data, k.strip(), value)
     return from_dict(cls, data)
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..attention import AttentionCapture, CaptureSpec
 from ..denoisers import Conditioning, Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import TrainConfig, finite_or_raise, local_part, run
+from ..train import TrainConfig, default_device, finite_or_raise, local_part, run, weights_dtype
 from .losses import DISTANCES, attention_fidelity, latent_reconstruction
 from .model import Bridge, BridgeConfig
 
@@ -79,6 +79,7 @@ class Stage1Config:
     student_resolution: int | None = None    # model defaults if None
     teacher_resolution: int | None = None
     lr: float = 1e-3
+    weights_dtype: str = "fp32"              # frozen Teacher / Student VAE / text encoders: fp32 | bf16 | fp16
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     attn: AttnConfig = field(default_factory=AttnConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -87,6 +88,7 @@ class Stage1Config:
     def validate(self):
         if self.lr <= 0:
             raise CrossdistillError(f"lr must be > 0, got {self.lr}")
+        weights_dtype(self.weights_dtype)
         return self
 
 
@@ -176,7 +178,9 @@ def _hf_images(cfg: DataConfig, t_res: int, n: int) -> tuple[torch.Tensor, list[
 
 
 def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
-    teacher, student = load_denoiser(cfg.teacher), load_denoiser(cfg.student)
+    device, frozen = default_device(), weights_dtype(cfg.weights_dtype)
+    teacher = load_denoiser(cfg.teacher, dtype=frozen, device=device)
+    student = load_denoiser(cfg.student, dtype=frozen, device=device)
     s_res = cfg.student_resolution or student.defaults.resolution
     t_res = cfg.teacher_resolution or teacher.defaults.resolution
     return teacher, student, s_res, t_res

@@ -23,7 +23,8 @@ from ..bridge import Bridge, BridgeConfig
 from ..bridge.stage1 import load_bridge
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import TrainConfig, average_gradients, ema_update, finite_or_raise, local_part, run
+from ..train import (TrainConfig, average_gradients, default_device, ema_update, finite_or_raise, local_part, run,
+                     weights_dtype)
 from .generator import OneStepGenerator, one_step_scheduler
 from .losses import dmd_generator_loss
 
@@ -51,9 +52,11 @@ class Stage2Config:
     student: str = "shapes-student-base"
     bridge: str = "identity"    # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
     prompts: str = "shapes"     # "shapes" (the 90 shapes-world prompts) or a prompts file, one per line
+    weights_dtype: str = "fp32"  # frozen weights (Teacher, VAEs, text encoders): fp32 | bf16 | fp16
     guidance: float | None = None   # real-score CFG; the Teacher's default if None
     t_min: float = 0.02         # Teacher timestep range (fractions of its range)
     t_max: float = 0.98
+    t_density: str = "uniform"  # uniform | logit_normal (flow Teachers; their own time shift applies)
     lr: float = 2e-4            # generator
     ema: float = 0.99
     fake: FakeConfig = field(default_factory=FakeConfig)
@@ -66,6 +69,7 @@ class Stage2Config:
             raise CrossdistillError(f"guidance must be >= 0, got {self.guidance}")
         if not 0 <= self.t_min < self.t_max <= 1:
             raise CrossdistillError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        weights_dtype(self.weights_dtype)
         return self
 
 
@@ -87,7 +91,7 @@ class FakeScore:
         if cfg.kind == "full":
             self.den = copy.copy(teacher)
             self.den.components = dict(teacher.components)
-            self.den.components[teacher.backbone] = copy.deepcopy(teacher.model)
+            self.den.components[teacher.backbone] = copy.deepcopy(teacher.model).float()   # trained: fp32
             self.den.model = self.den.components[teacher.backbone]
             self.den.model.train().requires_grad_(True)
         else:
@@ -132,9 +136,13 @@ class DistillTask:
 
     def __init__(self, cfg: Stage2Config, prompts: list[str]):
         self.cfg = cfg
-        self.teacher = load_denoiser(cfg.teacher)
-        self.student = load_denoiser(cfg.student)
-        self.bridge = make_bridge(cfg, self.student, self.teacher).requires_grad_(False)
+        self.device, frozen = default_device(), weights_dtype(cfg.weights_dtype)
+        self.teacher = load_denoiser(cfg.teacher, dtype=frozen, device=self.device)
+        self.student = load_denoiser(cfg.student, device=self.device)
+        for name, m in self.student.modules():
+            if name != self.student.backbone:     # the generator trains in fp32; the rest is frozen
+                m.to(dtype=frozen)
+        self.bridge = make_bridge(cfg, self.student, self.teacher).to(self.device).requires_grad_(False)
         self.teacher.model.requires_grad_(False)
         self.prompts = prompts
         with torch.no_grad():
@@ -167,12 +175,12 @@ class DistillTask:
         n, res = self.cfg.train.batch, self.student.defaults.resolution
         rows = local_part(self.acc, torch.randint(0, len(self.prompts), (n,), generator=gen))
         noise = local_part(self.acc, torch.randn(n, *self.student.latent_shape(res, res), generator=gen))
-        return noise, self.cond_s.index(rows), self.cond_t.index(rows)
+        return noise.to(self.device), self.cond_s.index(rows), self.cond_t.index(rows)
 
     def _noising(self, z_hat: torch.Tensor, gen: torch.Generator):
         """Teacher timesteps and noise for the global batch; this process's part."""
         cfg, n = self.cfg, self.cfg.train.batch
-        t = self.teacher.sample_timesteps(n, gen, lo=cfg.t_min, hi=cfg.t_max)
+        t = self.teacher.sample_timesteps(n, gen, lo=cfg.t_min, hi=cfg.t_max, density=cfg.t_density)
         eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
         return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
 

@@ -82,3 +82,59 @@ def build_components(preset: dict[str, Any] | str, device=None, dtype=None,
         preset = load_preset(preset)
     return {k: (None if k in omit else build_component(v, device, dtype))
             for k, v in preset["components"].items()}
+
+
+# Config keys that set a width (channels, hidden sizes, head dims); depths (layer and
+# block counts), latent channels, patch sizes and VAE factors are left alone.
+_WIDTH_KEYS = ("block_out_channels", "cross_attention_dim", "joint_attention_dim", "caption_projection_dim",
+               "pooled_projection_dim", "projection_class_embeddings_input_dim", "addition_time_embed_dim",
+               "hidden_size", "intermediate_size", "projection_dim", "d_model", "d_ff", "d_kv")
+
+
+_NARROW_WORDS = ["a", "an", "the", "of", "in", "on", "at", "with", "red", "green", "blue", "yellow", "circle",
+                 "square", "triangle", "left", "right", "top", "bottom", "center", "photo", "cat", "dog"]
+
+
+def narrow(preset: dict[str, Any] | str, k: int = 32, resolution: int | None = None) -> dict[str, Any]:
+    """The preset with every width divided by `k` and every depth kept: full-size
+    plumbing (real block counts, latent channels, patching, VAE factors, text-encoder
+    pairing) at a size a CPU test can run. `resolution` replaces the default resolution."""
+    import copy
+    import math
+
+    p = copy.deepcopy(load_preset(preset) if isinstance(preset, str) else preset)
+    p.pop("architecture_only", None)
+    comps = p["components"]
+    for name in [n for n, c in comps.items() if n.startswith("tokenizer") and c is None]:
+        # the real tokenizers are files on the hub; a word-level one of the same style stands in
+        encoder = comps.get(name.replace("tokenizer", "text_encoder")) or {}
+        t5 = encoder.get("_class_name", "").startswith("T5")
+        length = p.get("defaults", {}).get("max_sequence_length", 256) if t5 else 77
+        comps[name] = {"_class_name": "WordTokenizer", "style": "t5" if t5 else "clip",
+                       "model_max_length": length, "words": _NARROW_WORDS}
+    for comp in p["components"].values():
+        cfg = (comp or {}).get("config")
+        if not cfg:
+            continue
+        for key in _WIDTH_KEYS:
+            if key in cfg:
+                cfg[key] = [max(1, v // k) for v in cfg[key]] if isinstance(cfg[key], list) else max(1, cfg[key] // k)
+        if "norm_num_groups" in cfg:
+            cfg["norm_num_groups"] = 1
+        if comp["_class_name"] == "FluxTransformer2DModel":
+            # RoPE axes fix the head dim; narrow by heads instead
+            cfg["num_attention_heads"] = max(1, cfg["num_attention_heads"] // k)
+        elif comp["_class_name"] == "SD3Transformer2DModel":
+            # fewer heads of the real head dim (many 2-wide heads cost the same attention maps)
+            cfg["num_attention_heads"] = max(1, cfg["num_attention_heads"] // k)
+            cfg["caption_projection_dim"] = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+        elif comp["_class_name"] == "UNet2DConditionModel":
+            heads = cfg.get("attention_head_dim", 8)
+            chans = cfg["block_out_channels"]
+            if isinstance(heads, int) and any(c % heads for c in chans):
+                cfg["attention_head_dim"] = math.gcd(*chans)
+        if "sample_size" in cfg and resolution and comp["_class_name"] == "AutoencoderKL":
+            cfg["sample_size"] = resolution
+    if resolution:
+        p.setdefault("defaults", {})["resolution"] = resolution
+    return p

@@ -27,6 +27,25 @@ from ..errors import CrossdistillError, choice_error
 from .checkpoint import load_latest, save_checkpoint
 
 PRECISIONS = ("no", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def weights_dtype(name: str) -> torch.dtype:
+    """The dtype frozen weights (Teacher, VAEs, text encoders) are held in."""
+    if name not in DTYPES:
+        raise choice_error("weights_dtype", name, DTYPES)
+    return DTYPES[name]
+
+
+def _no_accelerator() -> bool:
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
+def default_device() -> torch.device:
+    """This process's device under Accelerate (models are loaded straight onto it)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_no_accelerator()).device
 
 
 @dataclass
@@ -75,9 +94,15 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
         log_with = "tensorboard"
     except ImportError:
         pass
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != cfg.mixed_precision:
+        # a second run in the same process (demo, tests) with another precision: Accelerate
+        # keeps one global state; reset its precision part (the process group stays)
+        AcceleratorState._reset_state(reset_partial_state=False)
     # without an accelerator, say so: Accelerate then runs N launched processes over gloo
-    cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    acc = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision, log_with=log_with,
+    acc = Accelerator(cpu=_no_accelerator(), mixed_precision=cfg.mixed_precision, log_with=log_with,
                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")))
     if cfg.batch % acc.num_processes:
         raise CrossdistillError(f"train.batch {cfg.batch} is not divisible by {acc.num_processes} processes")
