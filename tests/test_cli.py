@@ -121,11 +121,27 @@ def test_shapes_pretrain_quick_all_stages(tmp_path):
 
 def test_demo_smoke(tmp_path):
     out = tmp_path / "demo"
-    run("demo", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
-        "--bridge-images", "16", "--distill-steps", "2", "--threads", "1")
+    args = ("demo", "--out", out, "--full", "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
+            "--bridge-images", "16", "--distill-steps", "2", "--threads", "1")
+    run(*args)
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["generations"]) == {"real renders", "Teacher (multi-step)", "Student base (multi-step)",
-                                     "shared-space one-step", "cross-space one-step"}
+                                     "shared-space one-step", "cross-space one-step",
+                                     "cross-space, round-trip Bridge", "cross-space, projector-only Bridge",
+                                     "cross-space, Bridge without attention fidelity"}
+    assert {"round-trip", "bridge", "bridge-no-attn", "projector-only"} <= set(m["bridge"])
+    assert m["latency"]["cross-space one-step"]["steps"] == 1 and m["latency"]["Teacher (multi-step)"]["steps"] > 1
+    assert "<table class='results'>" in (out / "report.html").read_text()
     for name in ("cross-space", "shared-space"):   # exported pipelines that `generate --model` accepts
-        assert (out / "students" / name / "student" / "model_index.json").exists()
-    assert "round-trip" in m["bridge"] and (out / "bridge" / "bridge" / "bridge.json").exists()
+        assert (out / "students" / name / "model_index.json").exists()
+    run("generate", "--model", out / "students" / "cross-space", "--prompt", "a red circle at the top",
+        "--out", tmp_path / "gen", "--threads", "1")
+    assert (tmp_path / "gen" / "00000.png").exists()
+    assert (out / "bridge" / "bridge" / "bridge.json").exists() and (out / "demo.log").exists()
+
+    times = (out / "stage_times.json").read_text()
+    ckpts = {p: p.stat().st_mtime for p in out.rglob("state.safetensors")}
+    run(*args)                                       # rerun: every stage is found finished
+    assert (out / "stage_times.json").read_text() == times
+    assert {p: p.stat().st_mtime for p in out.rglob("state.safetensors")} == ckpts
+    assert json.loads((out / "metrics.json").read_text())["resumed"] is True

@@ -62,3 +62,36 @@ def test_exported_student_generates_like_the_generator(tiny_pair, tmp_path):
     ref = pipe(PROMPTS, num_inference_steps=1, guidance_scale=0, latents=noise, height=32, width=32,
                output_type="latent").images
     assert (ours - ref).abs().max() <= 1e-4
+
+
+def test_student_inference_is_one_denoiser_call_and_one_decode(tiny_pair, tmp_path):
+    """The floor `bench` times: `crossdistill generate` on the exported Student runs the
+    UNet exactly once per batch and the VAE decoder once, nothing else (no CFG batch)."""
+    from crossdistill.generate import GenerateConfig, generate
+
+    distill(_cfg(tiny_pair, 1), tmp_path / "run", PROMPTS, progress=False)
+    den = load_denoiser(tmp_path / "run" / "student")
+    calls = {"unet": 0, "decode": 0, "encode": 0, "text": 0}
+    den.model.register_forward_pre_hook(lambda m, a: calls.__setitem__("unet", calls["unet"] + 1))
+    den.components["text_encoder"].register_forward_pre_hook(lambda m, a: calls.__setitem__("text", calls["text"] + 1))
+    vae = den.components["vae"]
+    for name in ("decode", "encode"):
+        fn = getattr(vae, name)
+        setattr(vae, name, lambda *a, _fn=fn, _n=name, **k: (calls.__setitem__(_n, calls[_n] + 1), _fn(*a, **k))[1])
+    generate(GenerateConfig(str(tmp_path / "run" / "student"), PROMPTS, tmp_path / "gen", n_per_prompt=2,
+                            batch_size=6), den=den, progress=False)
+    assert calls["unet"] == 1 and calls["decode"] == 1 and calls["encode"] == 0, calls
+    assert calls["text"] == 1     # prompts encoded once (not timed by `bench`, which pre-encodes)
+    assert len(list((tmp_path / "gen").glob("*.png"))) == 6
+
+
+def test_bench_times_student_and_teacher_from_one_run(tiny_pair, tmp_path):
+    from crossdistill.eval.bench import bench
+
+    distill(_cfg(tiny_pair, 1), tmp_path / "run", PROMPTS, progress=False)
+    rows = bench({"teacher": str(tiny_pair / "teacher"), "student": str(tmp_path / "run" / "student")},
+                 batches=(1, 2), repeats=1, reference="teacher")
+    assert rows["student"]["steps"] == 1 and rows["teacher"]["steps"] > 1
+    assert rows["teacher"]["speedup_b1"] == 1.0      # (speeds are measured by `bench`, not asserted here)
+    s, t = rows["student"], rows["teacher"]
+    assert s["ms_per_image_b2"] > 0 and s["speedup_b2"] == round(t["ms_per_image_b2"] / s["ms_per_image_b2"], 1)

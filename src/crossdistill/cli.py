@@ -174,19 +174,57 @@ def distill_cmd(config: Optional[Path] = typer.Argument(None, help="YAML config 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to resume"),
-         n_per_prompt: int = typer.Option(8, help="images per prompt for every model"),
+         full: bool = typer.Option(False, help="also the round-trip / projector-only / no-attention-fidelity "
+                                                "ablations, 8 images per prompt"),
+         n_per_prompt: Optional[int] = typer.Option(None, help="images per prompt per model (default 4; --full 8)"),
          prompts: int = typer.Option(90, help="use the first N of the 90 prompts"),
-         bridge_steps: int = typer.Option(600),
-         bridge_images: int = typer.Option(4000, help="images whose latents stage 1 trains on"),
-         distill_steps: int = typer.Option(400, help="stage-2 generator steps per Student"),
+         bridge_steps: int = typer.Option(300),
+         bridge_images: int = typer.Option(2000, help="images whose latents stage 1 trains on"),
+         distill_steps: int = typer.Option(300, help="stage-2 generator steps per Student"),
+         fake_updates: int = typer.Option(2, help="fake-score updates per generator step"),
          threads: int = typer.Option(2)) -> None:
-    """The shapes-world pipeline end to end (as far as it exists), with measured quality."""
+    """The shapes-world method end to end: Bridge, both one-step Students, evaluation, latency, report.html."""
     from .demo import DemoConfig, run_demo
 
     if not 1 <= prompts <= 90:
         raise CrossdistillError(f"--prompts must be in 1..90, got {prompts}")
-    run_demo(DemoConfig(out, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
-                        bridge_images=bridge_images, distill_steps=distill_steps, threads=threads))
+    for name, v in (("--n-per-prompt", n_per_prompt or 1), ("--bridge-steps", bridge_steps),
+                    ("--bridge-images", bridge_images), ("--distill-steps", distill_steps),
+                    ("--fake-updates", fake_updates), ("--threads", threads)):
+        if v < 1:
+            raise CrossdistillError(f"{name} must be >= 1, got {v}")
+    run_demo(DemoConfig(out, full, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
+                        bridge_images=bridge_images, distill_steps=distill_steps, fake_updates=fake_updates,
+                        threads=threads))
+
+
+@app.command()
+def bench(model: List[str] = typer.Option(..., "--model", help="LABEL=MODEL (name, folder or hub id); repeatable"),
+          reference: Optional[str] = typer.Option(None, help="label the speed-up is relative to (default: the first)"),
+          batch: List[int] = typer.Option([1, 8], help="batch sizes (repeatable)"),
+          repeats: int = typer.Option(3), threads: int = typer.Option(2),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="also write the figures here")) -> None:
+    """Latency: ms per image (denoiser calls + decode) of each model's own sampler, and the speed-up."""
+    import json
+
+    from .eval.bench import bench as run_bench, table
+
+    models = {}
+    for spec in model:
+        label, sep, source = spec.partition("=")
+        if not sep or not label or not source:
+            raise CrossdistillError(f"--model must be LABEL=MODEL, got {spec!r}")
+        models[label] = source
+    if any(b < 1 for b in batch) or repeats < 1:
+        raise CrossdistillError(f"batch sizes and --repeats must be >= 1, got {batch}, {repeats}")
+    ref = reference or next(iter(models))
+    if ref not in models:
+        raise CrossdistillError(f"--reference {ref!r} is not one of the labels: {', '.join(models)}")
+    _threads(threads)
+    rows = run_bench(models, tuple(batch), repeats, reference=ref)
+    console().print(table(rows, tuple(batch)))
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
 
 
 def main() -> None:

@@ -178,7 +178,7 @@ def _hf_images(cfg: DataConfig, t_res: int, n: int) -> tuple[torch.Tensor, list[
 
 
 def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
-    device, frozen = default_device(), weights_dtype(cfg.weights_dtype)
+    device, frozen = default_device(), weights_dtype(cfg.weights_dtype, cast_fp32=False)
     teacher = load_denoiser(cfg.teacher, dtype=frozen, device=device)
     student = load_denoiser(cfg.student, dtype=frozen, device=device)
     s_res = cfg.student_resolution or student.defaults.resolution

@@ -289,7 +289,8 @@ class Denoiser:
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents of shape {tuple(latents.shape)}, expected {shape}")
         x = latents.to(self.device, self.dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
-        uncond = self.uncond(len(cond))
+        w = self.defaults.guidance if guidance is None else float(guidance)
+        uncond = self.uncond(len(cond)) if w > 1.0 else None    # no empty-prompt pass without CFG
         timesteps = scheduler.timesteps
         it = enumerate(timesteps)
         if progress:

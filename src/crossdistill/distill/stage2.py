@@ -136,11 +136,11 @@ class DistillTask:
 
     def __init__(self, cfg: Stage2Config, prompts: list[str]):
         self.cfg = cfg
-        self.device, frozen = default_device(), weights_dtype(cfg.weights_dtype)
+        self.device, frozen = default_device(), weights_dtype(cfg.weights_dtype, cast_fp32=False)
         self.teacher = load_denoiser(cfg.teacher, dtype=frozen, device=self.device)
         self.student = load_denoiser(cfg.student, device=self.device)
         for name, m in self.student.modules():
-            if name != self.student.backbone:     # the generator trains in fp32; the rest is frozen
+            if name != self.student.backbone and frozen is not None:   # the generator trains in fp32
                 m.to(dtype=frozen)
         self.bridge = make_bridge(cfg, self.student, self.teacher).to(self.device).requires_grad_(False)
         self.teacher.model.requires_grad_(False)

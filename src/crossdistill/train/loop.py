@@ -30,11 +30,12 @@ PRECISIONS = ("no", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def weights_dtype(name: str) -> torch.dtype:
-    """The dtype frozen weights (Teacher, VAEs, text encoders) are held in."""
+def weights_dtype(name: str, cast_fp32: bool = True) -> torch.dtype | None:
+    """The dtype frozen weights (Teacher, VAEs, text encoders) are held in (None for fp32
+    with `cast_fp32=False`: load as stored, no cast)."""
     if name not in DTYPES:
         raise choice_error("weights_dtype", name, DTYPES)
-    return DTYPES[name]
+    return None if name == "fp32" and not cast_fp32 else DTYPES[name]
 
 
 def _no_accelerator() -> bool:

@@ -1,0 +1,222 @@
+"""report.html: one self-contained page (images inlined as data URIs, plots as inline SVG)
+from a demo folder's metrics: the results table, sample grids with the same prompts and
+seeds for every method, loss curves, Bridge metrics, the config and package versions."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+from pathlib import Path
+
+REFERENCE = "Teacher (multi-step)"
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("crossdistill", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "-"
+    return out
+
+
+def _png_uri(path: Path, scale: int = 2) -> str:
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _manifest(folder: Path) -> list[dict]:
+    return [json.loads(x) for x in (Path(folder) / "manifest.jsonl").read_text().splitlines() if x.strip()]
+
+
+def _grid(rows: dict[str, dict], columns: int = 8) -> str:
+    """One row per method, one column per (prompt, seed): the same pair in every row."""
+    manifests = {label: _manifest(r["folder"]) for label, r in rows.items() if Path(r["folder"], "manifest.jsonl").exists()}
+    gen_rows = {k: v for k, v in manifests.items() if k != "real renders"}
+    if not gen_rows:
+        return "<p>no generations</p>"
+    first = next(iter(gen_rows.values()))
+    step = max(1, len(first) // columns)
+    picks = [(e["prompt"], e["seed"]) for e in first[::step][:columns]]
+    head = "".join(f"<th class='p'>{html.escape(p)}<br><span class='s'>seed {s}</span></th>" for p, s in picks)
+    body = []
+    for label, entries in manifests.items():
+        by_key = {(e["prompt"], e["seed"]): e for e in entries}
+        by_prompt = {}
+        for e in entries:
+            by_prompt.setdefault(e["prompt"], e)
+        cells = []
+        for p, s in picks:
+            # real renders are scenes of the prompt, not samples from a seed: first render of the prompt
+            e = by_key.get((p, s)) or (by_prompt.get(p) if label == "real renders" else None)
+            cells.append(f"<td><img src='{_png_uri(Path(rows[label]['folder']) / e['file'])}' alt='{html.escape(p)}'>"
+                         "</td>" if e else "<td>-</td>")
+        body.append(f"<tr><th class='m'>{html.escape(label)}</th>{''.join(cells)}</tr>")
+    return f"<table class='grid'><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+def _results_table(metrics: dict) -> str:
+    lat = metrics.get("latency", {})
+    ref = lat.get(REFERENCE, {}).get("ms_per_image_b1")
+    cols = ["method", "steps", "color", "shape", "position", "all three", "domain FID", "ms/image (b=1)",
+            "ms/image (b=8)", "speed-up vs Teacher (b=1)"]
+    out = ["<table class='results'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
+    best = max((r["adherence"]["all"] for k, r in metrics["generations"].items() if k != "real renders"), default=0)
+    for label, r in metrics["generations"].items():
+        a, lt = r["adherence"], lat.get(label, {})
+        steps = lt.get("steps", "-" if label == "real renders" else "")
+        b1, b8 = lt.get("ms_per_image_b1"), lt.get("ms_per_image_b8")
+        speed = f"{ref / b1:.1f}x" if (ref and b1) else "-"
+        cls = " class='best'" if a["all"] == best and label != "real renders" else ""
+        out.append(f"<tr{cls}><td>{html.escape(label)}</td><td>{steps}</td>"
+                   + "".join(f"<td>{a[k]:.3f}</td>" for k in ("color", "shape", "position", "all"))
+                   + f"<td>{r['fid']:.1f}</td><td>{'-' if b1 is None else f'{b1:.1f}'}</td>"
+                   f"<td>{'-' if b8 is None else f'{b8:.1f}'}</td><td>{speed}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _svg_lines(series: dict[str, list[tuple[float, float]]], title: str, w: int = 460, h: int = 220,
+               log_y: bool = False) -> str:
+    import math
+
+    pts = [(x, y) for s in series.values() for x, y in s if y == y and (y > 0 or not log_y)]
+    if not pts:
+        return ""
+    f = (lambda y: math.log10(y)) if log_y else (lambda y: y)
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(f(p[1]) for p in pts), max(f(p[1]) for p in pts)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-9)
+    L, R, T, B = 48, 10, 24, 28
+
+    def px(x, y):
+        return L + (x - x0) / (x1 - x0) * (w - L - R), T + (1 - (f(y) - y0) / (y1 - y0)) * (h - T - B)
+
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' class='plot'>",
+             f"<text x='{L}' y='15' class='t'>{html.escape(title)}</text>",
+             f"<line x1='{L}' y1='{h - B}' x2='{w - R}' y2='{h - B}' stroke='#999'/>",
+             f"<line x1='{L}' y1='{T}' x2='{L}' y2='{h - B}' stroke='#999'/>",
+             f"<text x='{L}' y='{h - 8}' class='a'>{x0:g}</text><text x='{w - R}' y='{h - 8}' class='a' "
+             f"text-anchor='end'>step {x1:g}</text>",
+             f"<text x='{L - 4}' y='{T + 8}' class='a' text-anchor='end'>{(10 ** y1 if log_y else y1):.3g}</text>",
+             f"<text x='{L - 4}' y='{h - B}' class='a' text-anchor='end'>{(10 ** y0 if log_y else y0):.3g}</text>"]
+    for i, (name, s) in enumerate(series.items()):
+        s = [(x, y) for x, y in s if y == y and (y > 0 or not log_y)]
+        if not s:
+            continue
+        c = COLORS[i % len(COLORS)]
+        parts.append(f"<polyline fill='none' stroke='{c}' stroke-width='1.5' points='"
+                     + " ".join(f"{a:.1f},{b:.1f}" for a, b in (px(x, y) for x, y in s)) + "'/>")
+        parts.append(f"<text x='{w - R - 4}' y='{T + 12 + 12 * i}' class='a' text-anchor='end' fill='{c}'>"
+                     f"{html.escape(name)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _loss_plots(histories: dict[str, str]) -> str:
+    plots = []
+    for name, path in histories.items():
+        recs = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        if not recs:
+            continue
+        keys = [k for k in ("loss", "rec", "attn", "dmd", "fake") if k in recs[0]]
+        series = {k: [(r["step"], float(r[k])) for r in recs if k in r] for k in keys}
+        plots.append(_svg_lines(series, name, log_y=True))
+    return "".join(plots) or "<p>no training histories</p>"
+
+
+def _bridge_section(bridge_rows: dict[str, dict]) -> str:
+    if not bridge_rows:
+        return ""
+    keys = ["latent_mse", "attn_error", "psnr"]
+    rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4g}</td>" for k in keys)
+                   + f"<td>{m['adherence']['all']:.3f}</td></tr>" if "adherence" in m else
+                   f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4g}</td>" for k in keys)
+                   + "<td>-</td></tr>" for n, m in bridge_rows.items())
+    table = ("<table class='results'><tr><th>Bridge</th><th>latent MSE</th><th>attention error</th><th>PSNR (dB)</th>"
+             f"<th>adherence of Teacher-decoded bridged latents</th></tr>{rows}</table>")
+    bars = []
+    for k in ("latent_mse", "attn_error"):
+        vals = {n: m[k] for n, m in bridge_rows.items() if k in m}
+        top = max(vals.values()) or 1
+        h = 26 + 22 * len(vals)
+        svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='360' height='{h}' class='plot'>"
+               f"<text x='4' y='15' class='t'>{k} (lower is better)</text>"]
+        for i, (n, v) in enumerate(vals.items()):
+            y = 24 + 22 * i
+            svg.append(f"<text x='110' y='{y + 13}' class='a' text-anchor='end'>{html.escape(n)}</text>"
+                       f"<rect x='114' y='{y}' width='{200 * v / top:.1f}' height='16' fill='{COLORS[i % 8]}'/>"
+                       f"<text x='{118 + 200 * v / top:.1f}' y='{y + 13}' class='a'>{v:.4f}</text>")
+        svg.append("</svg>")
+        bars.append("".join(svg))
+    return table + "".join(bars)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px}
+table.results{border-collapse:collapse;font-size:13px}table.results td,table.results th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table.results td:first-child{text-align:left}tr.best td{background:#e8f4e8;font-weight:600}
+table.grid{border-collapse:collapse;font-size:11px}table.grid td{padding:2px}table.grid img{width:96px;height:96px;image-rendering:pixelated;display:block}
+th.p{font-weight:normal;width:100px;vertical-align:bottom}th.m{text-align:right;padding-right:8px;font-size:12px}.s{color:#888}
+svg.plot{margin:6px 12px 6px 0;border:1px solid #eee}svg .t{font-size:12px;font-weight:600}svg .a{font-size:10px}
+pre{background:#f6f6f6;padding:8px;font-size:11px;overflow:auto;max-height:320px}.summary{font-size:15px;background:#f3f7fb;padding:10px}"""
+
+
+def _summary(metrics: dict) -> str:
+    g = metrics["generations"]
+    get = lambda k: g.get(k, {}).get("adherence", {}).get("all")   # noqa: E731
+    cross, shared = get("cross-space one-step"), get("shared-space one-step")
+    teacher, base = get(REFERENCE), get("Student base (multi-step)")
+    if None in (cross, shared, teacher, base):
+        return ""
+    lat = metrics.get("latency", {})
+    speed = ""
+    if REFERENCE in lat and "cross-space one-step" in lat:
+        speed = (f" It runs in one step: {lat['cross-space one-step']['ms_per_image_b1']:.1f} ms per image vs the "
+                 f"Teacher's {lat[REFERENCE]['ms_per_image_b1']:.1f} ms "
+                 f"({lat[REFERENCE]['ms_per_image_b1'] / lat['cross-space one-step']['ms_per_image_b1']:.0f}x faster).")
+    return (f"<p class='summary'>The cross-space one-step Student follows the prompt (color, shape and position "
+            f"all right) in <b>{cross:.1%}</b> of images, vs <b>{shared:.1%}</b> for the shared-space one-step "
+            f"Student distilled from the Student base with the same loop and budget, {base:.1%} for the Student base "
+            f"with its 50-step sampler and {teacher:.1%} for the Teacher.{speed} "
+            f"{metrics['n_per_prompt']} images for each of {metrics['prompts']} prompts per method.</p>")
+
+
+def write_report(out: Path, metrics: dict) -> Path:
+    """Write out/report.html (atomically) from the demo's metrics."""
+    out = Path(out)
+    page = f"""<!doctype html><html><head><meta charset='utf-8'><title>crossdistill demo report</title>
+<style>{CSS}</style></head><body>
+<h1>crossdistill: cross-space one-step distillation on the shapes world</h1>
+{_summary(metrics)}
+<h2>Results</h2>
+{_results_table(metrics)}
+<p>Adherence: fraction of images whose colour, shape and position the judge reads as the prompt's (all three:
+all at once). Domain FID: Fréchet distance of the shapes classifier's features to real renders of the same prompts
+(equal image counts in every row). Latency: denoiser calls + VAE decode per image, one process, prompts pre-encoded.</p>
+<h2>Samples (same prompt and seed in every row)</h2>
+{_grid(metrics["generations"])}
+<h2>Training curves</h2>
+{_loss_plots(metrics.get("histories", {}))}
+<h2>Bridge (stage 1, held-out)</h2>
+{_bridge_section(metrics.get("bridge", {}))}
+<h2>Config and versions</h2>
+<pre>{html.escape(json.dumps({"demo": metrics.get("config", {}), "stage_time_s": metrics.get("stage_time_s", {}),
+                          "wall_time_s": metrics.get("wall_time_s"), "versions": _versions()}, indent=1, default=str))}</pre>
+</body></html>"""
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out / "report.html")
+    return out / "report.html"
