@@ -13,22 +13,31 @@ from crossdistill.train import TrainConfig
 PROMPTS = ["a red circle", "a dog", "a blue square"]
 
 
-def _cfg(root, steps, kind="full", bridge="roundtrip"):
+def _cfg(root, steps, kind="full", bridge="roundtrip", gan=0.0):
+    from crossdistill.bridge.stage1 import DataConfig
+    from crossdistill.distill.stage2 import GanConfig
+
     return Stage2Config(teacher=str(root / "teacher"), student=str(root / "student"), bridge=bridge,
-                        fake=FakeConfig(kind=kind, updates=2),
-                        train=TrainConfig(steps=steps, batch=4, checkpoint_every=2, log_every=1))
+                        fake=FakeConfig(kind=kind, updates=2), gan=GanConfig(weight=gan, data=DataConfig(images=8)),
+                        train=TrainConfig(steps=steps, batch=4, checkpoint_every=2, log_every=1, sample_every=2))
 
 
-@pytest.mark.parametrize("kind", ["full", "lora"])
-def test_distill_resumes_exactly(tiny_pair, tmp_path, kind):
-    distill(_cfg(tiny_pair, 4, kind), tmp_path / "a", PROMPTS, progress=False)
-    distill(_cfg(tiny_pair, 2, kind), tmp_path / "b", PROMPTS, progress=False)
-    distill(_cfg(tiny_pair, 4, kind), tmp_path / "b", PROMPTS, progress=False)
+@pytest.mark.parametrize("kind,gan", [("full", 0.0), ("lora", 0.0), ("lora", 0.01)])
+def test_distill_resumes_exactly(tiny_pair, tmp_path, kind, gan):
+    distill(_cfg(tiny_pair, 4, kind, gan=gan), tmp_path / "a", PROMPTS, progress=False)
+    distill(_cfg(tiny_pair, 2, kind, gan=gan), tmp_path / "b", PROMPTS, progress=False)
+    distill(_cfg(tiny_pair, 4, kind, gan=gan), tmp_path / "b", PROMPTS, progress=False)
     a = load_file(str(tmp_path / "a" / "student" / "unet.safetensors"))
     b = load_file(str(tmp_path / "b" / "student" / "unet.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     hist = [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
     assert len(hist) == 4 and all(h["dmd"] > 0 and h["fake"] > 0 for h in hist)
+    grids = sorted(p.name for p in (tmp_path / "a" / "samples").glob("*.png"))
+    assert grids == ["step-0000002.png", "step-0000004.png"]     # periodic one-step sample grids
+    if gan:   # the GAN head trains: its logs are there and its weights are in the checkpoint
+        assert all(h["gan_g"] > 0 and h["gan_d"] > 0 and 0 < h["d_real"] < 1 for h in hist)
+        state = load_file(str(sorted((tmp_path / "a").glob("ckpt-*"))[-1] / "state.safetensors"))
+        assert any(k.startswith("module/gan_head/") for k in state)
 
 
 def test_lora_fake_leaves_real_score_untouched(tiny_pair, tmp_path):

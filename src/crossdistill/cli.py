@@ -23,7 +23,8 @@ bridge_app = typer.Typer(no_args_is_help=True, help="Stage 1: train and evaluate
 app.add_typer(bridge_app, name="bridge")
 
 
-def _stage_config(cls, config, overrides, dry_run: bool, threads: int, train, out: Path) -> bool:
+def _stage_config(cls, config, overrides, dry_run: bool, threads: int, train, out: Path,
+                  overwrite: bool = False) -> bool:
     """Resolve a stage's typed config from YAML + --set; print it (--dry-run) or train."""
     import yaml
 
@@ -34,8 +35,18 @@ def _stage_config(cls, config, overrides, dry_run: bool, threads: int, train, ou
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return False
     _threads(threads)
-    train(cfg, out)
+    _check_run_dir(out, overwrite)   # before any model is loaded
+    train(cfg, out, overwrite=overwrite)
     return True
+
+
+def _check_run_dir(out: Path, overwrite: bool) -> None:
+    from .io import RUN_MARKER
+
+    if (out.exists() and out.is_dir() and any(out.iterdir()) and not (out / RUN_MARKER).exists()
+            and not any(out.glob("ckpt-*")) and not overwrite):
+        raise CrossdistillError(f"run folder {out} exists and is not a crossdistill run; "
+                                f"choose another --out or pass --overwrite")
 
 
 def _main_process() -> bool:
@@ -132,11 +143,12 @@ def bridge_train(config: Optional[Path] = typer.Argument(None, help="YAML config
                  out: Path = typer.Option(Path("runs/bridge"), help="run folder; rerun to resume"),
                  set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.steps=100"),
                  dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
+                 overwrite: bool = typer.Option(False, help="train into an existing folder that is not a run"),
                  threads: int = typer.Option(2)) -> None:
     """Train a Bridge projector (latent reconstruction + attention fidelity)."""
     from .bridge.stage1 import Stage1Config, train_bridge
 
-    if _stage_config(Stage1Config, config, set_, dry_run, threads, train_bridge, out) and _main_process():
+    if _stage_config(Stage1Config, config, set_, dry_run, threads, train_bridge, out, overwrite) and _main_process():
         print(f"bridge written to {out / 'bridge'}")
 
 
@@ -164,11 +176,12 @@ def distill_cmd(config: Optional[Path] = typer.Argument(None, help="YAML config 
                 out: Path = typer.Option(Path("runs/distill"), help="run folder; rerun to resume"),
                 set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.steps=100"),
                 dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
+                overwrite: bool = typer.Option(False, help="train into an existing folder that is not a run"),
                 threads: int = typer.Option(2)) -> None:
     """Stage 2: distill a one-step Student (DMD2 through the Bridge); exports OUT/student."""
     from .distill.stage2 import Stage2Config, distill
 
-    if _stage_config(Stage2Config, config, set_, dry_run, threads, distill, out) and _main_process():
+    if _stage_config(Stage2Config, config, set_, dry_run, threads, distill, out, overwrite) and _main_process():
         print(f"one-step Student exported to {out / 'student'}")
 
 

@@ -302,9 +302,9 @@ def load_bridge(path: Path, student: Denoiser, teacher: Denoiser) -> Bridge:
     return bridge.eval().requires_grad_(False)
 
 
-def train_bridge(cfg: Stage1Config, run_dir: Path, progress: bool = True) -> Path:
+def train_bridge(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwrite: bool = False) -> Path:
     from ..config import to_dict
 
     torch.manual_seed(cfg.train.seed)   # projector init
     task = BridgeTask(cfg)
-    return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress)
+    return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)

@@ -28,3 +28,17 @@ def regression_loss(pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, flo
     """Optional paired regression onto Teacher samples (DMD's L_reg, here in latent MSE)."""
     loss = (pred.float() - target.float()).pow(2).mean()
     return loss, {"reg": loss.item()}
+
+
+def gan_discriminator_loss(logits_real: Tensor, logits_fake: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """DMD2's GAN term for the classifier head on the fake score (non-saturating logistic):
+    softplus(-D(real)) + softplus(D(fake)), averaged."""
+    loss = F.softplus(-logits_real.float()).mean() + F.softplus(logits_fake.float()).mean()
+    return loss, {"gan_d": loss.item(), "d_real": torch.sigmoid(logits_real.float()).mean().item(),
+                  "d_fake": torch.sigmoid(logits_fake.float()).mean().item()}
+
+
+def gan_generator_loss(logits_fake: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """The generator's side: softplus(-D(G(z)))."""
+    loss = F.softplus(-logits_fake.float()).mean()
+    return loss, {"gan_g": loss.item()}

@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 
 from ..bridge import Bridge, BridgeConfig
-from ..bridge.stage1 import load_bridge
+from ..bridge.stage1 import DataConfig, load_bridge
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
 from ..train import (TrainConfig, average_gradients, default_device, ema_update, finite_or_raise, local_part, run,
                      weights_dtype)
 from .generator import OneStepGenerator, one_step_scheduler
-from .losses import dmd_generator_loss
+from .gan import FeatureTap, GanHead
+from .losses import dmd_generator_loss, gan_discriminator_loss, gan_generator_loss
 
 FAKE_KINDS = ("full", "lora")
 
@@ -47,6 +48,19 @@ class FakeConfig:
 
 
 @dataclass
+class GanConfig:
+    """DMD2's optional GAN head on the fake score's middle features (weight 0: off)."""
+    weight: float = 0.0         # generator GAN loss weight (DMD2: 1e-3 .. 5e-3)
+    d_weight: float = 1.0       # classifier loss weight, added to the fake score's loss
+    data: DataConfig = field(default_factory=lambda: DataConfig(images=1000))   # real images, as in stage 1
+
+    def validate(self):
+        if self.weight < 0 or self.d_weight < 0:
+            raise CrossdistillError(f"gan.weight and gan.d_weight must be >= 0, got {self.weight}, {self.d_weight}")
+        return self
+
+
+@dataclass
 class Stage2Config:
     teacher: str = "shapes-teacher"
     student: str = "shapes-student-base"
@@ -60,6 +74,7 @@ class Stage2Config:
     lr: float = 2e-4            # generator
     ema: float = 0.99
     fake: FakeConfig = field(default_factory=FakeConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch=16, checkpoint_every=100))
 
     def validate(self):
@@ -154,15 +169,41 @@ class DistillTask:
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
         self.fake = FakeScore(self.teacher, cfg.fake)
         self.opt_g = torch.optim.AdamW(self.student.model.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.opt_f = torch.optim.AdamW(self.fake.parameters(), lr=cfg.fake.lr, weight_decay=0.0)
+        self.gan = cfg.gan.weight > 0
+        if self.gan:
+            self._setup_gan()
+        self.opt_f = torch.optim.AdamW(self._fake_params(), lr=cfg.fake.lr, weight_decay=0.0)
         self.guidance = self.teacher.defaults.guidance if cfg.guidance is None else cfg.guidance
+
+    def _setup_gan(self) -> None:
+        """Real Teacher-space latents (+ their prompts) and the head, sized by one probe pass."""
+        from ..bridge.stage1 import load_images
+
+        res = self.teacher.defaults.resolution
+        data = self.cfg.gan.data
+        imgs, prompts = load_images(data, self.teacher, res, data.images, data.seed)
+        with torch.no_grad():
+            self.real_z = torch.cat([self.teacher.space.encode(imgs[i:i + 64].to(self.device, self.teacher.dtype))
+                                     for i in range(0, len(imgs), 64)]).float()
+            self.real_cond, self.real_rows = self.teacher.encode_table(prompts)
+        self.tap = FeatureTap(self.fake.den.model)
+        with torch.no_grad(), self.fake.active() as fake, self.tap.recording():
+            t = self.teacher.time_at(torch.tensor([0.5])).to(self.device)
+            fake.model_output(self.real_z[:1].to(self.teacher.dtype), t, self.real_cond.index(self.real_rows[:1]))
+        self.head = GanHead(self.tap.feats.shape[-1]).to(self.device)
+
+    def _fake_params(self):
+        return self.fake.parameters() + (list(self.head.parameters()) if self.gan else [])
 
     def setup(self, acc) -> None:
         self.acc = acc
         self.opt_g, self.opt_f = acc.prepare(self.opt_g, self.opt_f)
 
     def modules(self):
-        return {"generator": self.student.model, "ema": self.ema, "fake": self.fake.module}
+        mods = {"generator": self.student.model, "ema": self.ema, "fake": self.fake.module}
+        if self.gan:
+            mods["gan_head"] = self.head
+        return mods
 
     def optimizers(self):
         return {"generator": self.opt_g, "fake": self.opt_f}
@@ -184,16 +225,34 @@ class DistillTask:
         eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
         return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
 
-    def _fake_update(self, z_hat: torch.Tensor, ct, gen: torch.Generator) -> float:
+    def _real_logits(self, gen: torch.Generator) -> torch.Tensor:
+        """The head on the fake score's features of noised real Teacher-space latents."""
+        n = self.cfg.train.batch
+        rows = local_part(self.acc, torch.randint(0, len(self.real_z), (n,), generator=gen))
+        z = self.real_z[rows.to(self.real_z.device)]
+        t, eps = self._noising(z, gen)
+        with self.tap.recording():
+            self.fake.den.model_output(self.teacher.add_noise(z, t, eps), t, self.real_cond.index(self.real_rows[rows]))
+        return self.head(self.tap.feats)
+
+    def _fake_update(self, z_hat: torch.Tensor, ct, gen: torch.Generator) -> dict[str, float]:
         t, eps = self._noising(z_hat, gen)
         with self.fake.active() as fake:   # LoRA on: forward, backward and update
-            loss_f, _ = fake.loss(z_hat, ct, t=t, noise=eps)
+            if self.gan:
+                with self.tap.recording():
+                    loss_f, logs = fake.loss(z_hat, ct, t=t, noise=eps)
+                logits_fake = self.head(self.tap.feats)
+                loss_d, ld = gan_discriminator_loss(self._real_logits(gen), logits_fake)
+                loss = loss_f + self.cfg.gan.d_weight * loss_d
+            else:
+                loss_f, logs = fake.loss(z_hat, ct, t=t, noise=eps)
+                loss, ld = loss_f, {}
             self.opt_f.zero_grad(set_to_none=True)
-            self.acc.backward(loss_f)
-            average_gradients(self.acc, self.fake.parameters())
-            finite_or_raise(loss_f, self.fake.parameters())
+            self.acc.backward(loss)
+            average_gradients(self.acc, self._fake_params())
+            finite_or_raise(loss, self._fake_params())
             self.opt_f.step()
-        return loss_f.item()
+        return {"fake": loss_f.item(), **ld}
 
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         cfg, teacher = self.cfg, self.teacher
@@ -204,9 +263,17 @@ class DistillTask:
         x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
             real = teacher.predict_x0(x_t, t, ct, guidance=self.guidance, uncond=self.uncond_t.expand(len(z)))
-            with self.fake.active() as fake:
+        if self.gan:   # the fake pass keeps its graph: the head's logit backpropagates into G
+            with self.fake.active() as fake, self.tap.recording():
+                fake_x0 = fake.to_x0(x_t, t, fake.model_output(x_t, t, ct)).detach()
+            gan_g, lgan = gan_generator_loss(self.head(self.tap.feats))
+        else:
+            with torch.no_grad(), self.fake.active() as fake:
                 fake_x0 = fake.predict_x0(x_t, t, ct, guidance=1.0)
         loss_g, logs = dmd_generator_loss(z_hat, real, fake_x0)
+        if self.gan:
+            loss_g = loss_g + self.cfg.gan.weight * gan_g
+            logs.update(lgan)
         self.opt_g.zero_grad(set_to_none=True)
         self.acc.backward(loss_g)
         average_gradients(self.acc, self.student.model.parameters())
@@ -216,14 +283,23 @@ class DistillTask:
         logs["z_std"] = z.detach().float().std().item()   # generated latents' statistics (DESIGN.md pitfall)
 
         # two time-scale rule: the fake score keeps up with the generator
-        loss_f = self._fake_update(z_hat.detach(), ct, gen)
+        lf = self._fake_update(z_hat.detach(), ct, gen)
         for _ in range(cfg.fake.updates - 1):
             noise, cs, ct = self._batch(gen)
             with torch.no_grad():
                 z_hat = self.bridge(self.generator(noise, cs))
-            loss_f = self._fake_update(z_hat, ct, gen)
-        logs["fake"] = loss_f
+            lf = self._fake_update(z_hat, ct, gen)
+        logs.update(lf)
         return logs
+
+    @torch.no_grad()
+    def samples(self, n: int = 8) -> torch.Tensor:
+        """One-step EMA samples for the first n prompts, fixed noise (the same every time)."""
+        res = self.student.defaults.resolution
+        noise = torch.randn(n, *self.student.latent_shape(res, res), generator=torch.Generator().manual_seed(0))
+        rows = torch.arange(n) % len(self.prompts)
+        ema = OneStepGenerator(self.student.with_components(**{self.student.backbone: self.ema}))
+        return self.student.space.decode(ema(noise.to(self.device), self.cond_s.index(rows)))
 
     def export(self, run_dir: Path) -> None:
         export_student(self.student, self.ema, Path(run_dir) / "student")
@@ -251,11 +327,12 @@ def load_prompts(spec: str) -> list[str]:
     return read_prompts(Path(spec))
 
 
-def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, progress: bool = True) -> Path:
+def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, progress: bool = True,
+            overwrite: bool = False) -> Path:
     from ..config import to_dict
 
     if prompts is None:
         prompts = load_prompts(cfg.prompts)
     torch.manual_seed(cfg.train.seed)
     task = DistillTask(cfg, prompts)
-    return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress)
+    return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)

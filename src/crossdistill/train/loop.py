@@ -57,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
+    sample_every: int = 0            # sample grid (run_dir/samples/*.png + tensorboard) every N steps; 0: off
     mixed_precision: str = "no"      # no | bf16 | fp16 (autocast; weights and optimizer stay fp32)
     gradient_checkpointing: bool = False   # recompute activations in backward (less memory, ~30% slower)
     max_bad_steps: int = 5           # consecutive non-finite steps before stopping
@@ -152,15 +153,22 @@ def unwrap(acc, module: torch.nn.Module) -> torch.nn.Module:
 
 
 def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = None,
-        progress: bool = True) -> Path:
+        progress: bool = True, overwrite: bool = False) -> Path:
     """Train `task` to `cfg.steps`, resuming from `run_dir` if it holds checkpoints."""
     from tqdm.auto import tqdm
 
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    from ..io import RUN_MARKER
+
     run_dir = Path(run_dir)
+    if (run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / RUN_MARKER).exists()
+            and not any(run_dir.glob("ckpt-*")) and not overwrite):
+        raise CrossdistillError(f"run folder {run_dir} exists and is not a crossdistill run; "
+                                f"choose another --out or pass --overwrite")
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).write_text(f"crossdistill {task.name} run\n")
     acc = make_accelerator(cfg, run_dir)
     task.setup(acc)
     if cfg.gradient_checkpointing:
@@ -187,6 +195,11 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
             with acc.autocast():
                 logs = task.step(step, step_generator(cfg.seed, step))
             bad = 0
+        except torch.OutOfMemoryError:
+            raise CrossdistillError(
+                f"out of memory at step {step} (global batch {cfg.batch} over {acc.num_processes} processes); "
+                f"lower train.batch, set train.gradient_checkpointing=true, train.mixed_precision=bf16 and "
+                f"weights_dtype=bf16, or use fake.kind=lora; the last checkpoint is kept in {run_dir}") from None
         except NonFiniteStep as e:
             bad += 1
             acc.print(f"warning: step {step} skipped: {e} ({bad} in a row)")
@@ -201,6 +214,9 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
                     acc.log(logs, step=step + 1)
                 with open(history_path, "a") as f:
                     f.write(json.dumps({"step": step + 1, **logs}) + "\n")
+        if cfg.sample_every and acc.is_main_process and hasattr(task, "samples") and (
+                (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps):
+            write_samples(acc, run_dir, step + 1, task.samples())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
@@ -211,6 +227,29 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
         if acc.log_with:
             acc.end_training()
     return run_dir
+
+
+def write_samples(acc, run_dir: Path, step: int, images: torch.Tensor) -> None:
+    """A grid of (B, 3, H, W) images in [-1, 1]: run_dir/samples/step-XXXXXXX.png and tensorboard."""
+    from PIL import Image
+
+    n = len(images)
+    cols = min(8, n)
+    rows = -(-n // cols)
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
+    h, w = x.shape[-2:]
+    grid = torch.zeros(3, rows * h, cols * w, dtype=torch.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = x[i]
+    folder = run_dir / "samples"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(folder / f"step-{step:07d}.png")
+    if acc.log_with:
+        try:
+            acc.get_tracker("tensorboard").writer.add_image("samples", grid, step)
+        except Exception:   # a tracker without images: the PNG is there
+            pass
 
 
 def finite_or_raise(loss: torch.Tensor, params) -> None:

@@ -1,0 +1,90 @@
+"""The bad-input table of docs/bad_input.md, one test per row: a clear one-line error,
+exit status 2, no traceback, and nothing overwritten (the output folder is untouched)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossdistill.denoisers import build_denoiser
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
+    build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
+    (root / "yaml").mkdir()
+    (root / "yaml" / "malformed.yaml").write_text("teacher: shapes-teacher\nfake: [updates: 3\n")
+    no_vae = root / "no_vae"
+    shutil.copytree(root / "student", no_vae)
+    shutil.rmtree(no_vae / "vae")
+    pickled = root / "pickled"
+    shutil.copytree(root / "student", pickled)
+    w = pickled / "unet" / "diffusion_pytorch_model.safetensors"
+    w.rename(w.with_suffix(".bin"))
+    foreign = root / "foreign_pipe"
+    shutil.copytree(root / "student", foreign)
+    (foreign / "model_index.json").write_text('{"_class_name": "KandinskyPipeline"}')
+    (root / "empty.txt").write_text("\n\n")
+    (root / "latin1.txt").write_bytes("une café rouge\n".encode("latin-1"))
+    (root / "mine").mkdir()
+    (root / "mine" / "notes.txt").write_text("my files")
+    return root
+
+
+# (row id, command line; {r} is the fixture folder, {o} a fresh output folder, expected message part)
+ROWS = [
+    ("malformed YAML", "distill {r}/yaml/malformed.yaml --out {o}", "malformed YAML"),
+    ("unknown config key", "distill configs/distill_shapes.yaml --out {o} --set fake.updatez=3",
+     "did you mean 'updates'"),
+    ("wrong type", "distill configs/distill_shapes.yaml --out {o} --set train.steps=many", "must be int"),
+    ("negative learning rate", "distill configs/distill_shapes.yaml --out {o} --set lr=-1", "lr must be > 0"),
+    ("guidance < 0", "generate --model {r}/student --prompt 'a red circle' --guidance -1 --out {o}",
+     "--guidance must be >= 0"),
+    ("resolution not divisible", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+     "--set student={r}/student --set student_resolution=30", "divisible"),
+    ("pair the Bridge can't map", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+     "--set student={r}/student --set student_resolution=32 --set teacher_resolution=48",
+     "not an integer resolution ratio"),
+    ("unknown family (pipeline class)", "generate --model {r}/foreign_pipe --prompt 'a cat' --out {o}",
+     "unknown pipeline class 'KandinskyPipeline'"),
+    ("unknown choice", "distill configs/distill_shapes.yaml --out {o} --set fake.kind=lorra",
+     "did you mean 'lora'"),
+    ("missing model folder", "generate --model {r}/nowhere --prompt 'a cat' --out {o}", "model folder not found"),
+    ("missing component", "generate --model {r}/no_vae --prompt 'a cat' --out {o}", "vae"),
+    ("weights missing while offline", "generate --model someone/not-cached --prompt 'a cat' --out {o}",
+     "offline"),
+    ("pickle weights (.bin) refused", "generate --model {r}/pickled --prompt 'a cat' --out {o}", "safetensors"),
+    ("prompts file empty", "generate --model {r}/student --prompts-file {r}/empty.txt --out {o}", "has no prompts"),
+    ("prompts file not UTF-8", "generate --model {r}/student --prompts-file {r}/latin1.txt --out {o}",
+     "not UTF-8"),
+    ("out dir exists, not a run (generate)", "generate --model {r}/student --prompt 'a cat' --out {r}/mine",
+     "not a crossdistill output"),
+    ("out dir exists, not a run (train)", "distill configs/distill_shapes.yaml --out {r}/mine",
+     "not a crossdistill run"),
+    ("prompt outside the shapes grammar", "generate --model shapes-teacher --prompt 'a pink hexagon' --out {o}",
+     "outside the shapes grammar"),
+]
+
+
+@pytest.mark.parametrize("row,cmd,expected", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_row(models, tmp_path, row, cmd, expected):
+    import shlex
+
+    out = tmp_path / "out"
+    before = sorted(p.name for p in (models / "mine").iterdir())
+    args = shlex.split(cmd.format(r=models, o=out))
+    p = subprocess.run([sys.executable, "-m", "crossdistill.cli", *args], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert expected in err[0], err[0]
+    assert not out.exists() or not any(out.iterdir())                      # nothing written
+    assert sorted(p.name for p in (models / "mine").iterdir()) == before     # nothing overwritten

@@ -1,0 +1,120 @@
+"""Faults: kill -9 mid-run and rerun (bit-exact resume), corrupted newest checkpoint,
+non-finite steps, out-of-memory (issue "reliability")."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from crossdistill.errors import CrossdistillError
+from crossdistill.train import TrainConfig, run
+from crossdistill.train.loop import NonFiniteStep
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def _cmd(stage, root, out):
+    models = ["--set", f"teacher={root / 'teacher'}", "--set", f"student={root / 'student'}"]
+    if stage == "bridge":
+        return [sys.executable, "-m", "crossdistill.cli", "bridge", "train", "configs/bridge_shapes.yaml", "--out",
+                str(out), *models, "--set", "data.images=16", "--set", "train.batch=4", "--set", "train.steps=10",
+                "--set", "train.checkpoint_every=1", "--threads", "1"]
+    return [sys.executable, "-m", "crossdistill.cli", "distill", "configs/distill_shapes.yaml", "--out", str(out),
+            *models, "--set", "bridge=roundtrip", "--set", "fake.updates=1", "--set", "train.batch=4",
+            "--set", "train.steps=10", "--set", "train.checkpoint_every=1", "--set", "train.sample_every=0",
+            "--threads", "1"]
+
+
+def _final(stage, out):
+    f = out / "bridge" / "projector.safetensors" if stage == "bridge" else out / "student" / "unet.safetensors"
+    return load_file(str(f)), load_file(str(out / "ckpt-0000010" / "state.safetensors"))
+
+
+@pytest.mark.parametrize("stage", ["bridge", "distill"])
+def test_kill_9_then_rerun_equals_uninterrupted(tiny_pair, tmp_path, stage):
+    a, b = tmp_path / "a", tmp_path / "b"
+    subprocess.run(_cmd(stage, tiny_pair, a), env=ENV, check=True, capture_output=True, timeout=600)
+    k = random.Random(stage).randint(2, 7)              # a random step, reproducible per stage
+    p = subprocess.Popen(_cmd(stage, tiny_pair, b), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (b / f"ckpt-{k:07d}").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (b / "student").exists() and not (b / "bridge" / "projector.safetensors").exists()
+    subprocess.run(_cmd(stage, tiny_pair, b), env=ENV, check=True, capture_output=True, timeout=600)
+    (wa, sa), (wb, sb) = _final(stage, a), _final(stage, b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[x], wb[x]) for x in wa)      # bit for bit
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[x], sb[x]) for x in sa)      # optimizer state too
+
+
+class _Toy:
+    """A one-parameter task whose steps can be made to fail."""
+    name = "toy"
+
+    def __init__(self, fail=lambda step: None):
+        self.w = torch.nn.Linear(1, 1)
+        self.opt = torch.optim.SGD(self.w.parameters(), lr=0.1)
+        self.fail = fail
+
+    def setup(self, acc):
+        self.acc = acc
+
+    def modules(self):
+        return {"w": self.w}
+
+    def optimizers(self):
+        return {"w": self.opt}
+
+    def step(self, step, gen):
+        self.fail(step)
+        loss = self.w(torch.ones(1, 1)).pow(2).sum()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item()}
+
+    def export(self, run_dir):
+        (run_dir / "exported").write_text("ok")
+
+
+def test_non_finite_steps_are_skipped_then_stop_keeping_the_last_good_checkpoint(tmp_path, capsys):
+    def fail(step):
+        if step in (2,) or step >= 5:
+            raise NonFiniteStep("loss is nan")
+    cfg = TrainConfig(steps=20, batch=1, checkpoint_every=1, max_bad_steps=3)
+    with pytest.raises(CrossdistillError, match="3 non-finite steps in a row at step 7; stopped.*last good checkpoint"):
+        run(_Toy(fail), cfg, tmp_path, progress=False)
+    assert "step 2 skipped" in capsys.readouterr().out      # one bad step alone: skipped, training went on
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*"))[-1] == "ckpt-0000005"   # last good one kept
+    assert not (tmp_path / "exported").exists()
+
+
+def test_out_of_memory_is_one_clear_message_with_the_knobs(tmp_path):
+    def fail(step):
+        if step == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    with pytest.raises(CrossdistillError) as e:
+        run(_Toy(fail), TrainConfig(steps=4, batch=8, checkpoint_every=1), tmp_path, progress=False)
+    msg = str(e.value)
+    assert "out of memory at step 1" in msg and "\n" not in msg
+    for knob in ("train.batch", "train.gradient_checkpointing", "train.mixed_precision", "weights_dtype"):
+        assert knob in msg
+    assert (tmp_path / "ckpt-0000001").exists()
+
+
+def test_corrupted_newest_checkpoint_warns_and_resumes_from_the_one_before(tmp_path):
+    run(_Toy(), TrainConfig(steps=3, batch=1, checkpoint_every=1, keep_checkpoints=3), tmp_path, progress=False)
+    state = tmp_path / "ckpt-0000003" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:100])            # truncated newest checkpoint
+    task = _Toy()
+    with pytest.warns(UserWarning, match="ckpt-0000003.*unreadable"):
+        run(task, TrainConfig(steps=3, batch=1, checkpoint_every=1, keep_checkpoints=3), tmp_path, progress=False)
+    assert (tmp_path / "ckpt-0000003" / "manifest.json").exists()          # step 3 redone and rewritten
