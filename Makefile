@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 # install your own torch first (any >= 2.4) and set TORCH= to skip this pin.
 TORCH   ?= torch==2.13.0
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv browser clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,7 +22,13 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/crossdistill demo --out runs/demo
 
-test: venv
+# the report test opens report.html in headless Chromium (Debian package `chromium`)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (command -v apt-get >/dev/null && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends chromium \
+	   || ($(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends chromium))
+
+test: venv browser
 	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
 
 clean:

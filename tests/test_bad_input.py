@@ -48,7 +48,7 @@ ROWS = [
     ("guidance < 0", "generate --model {r}/student --prompt 'a red circle' --guidance -1 --out {o}",
      "--guidance must be >= 0"),
     ("resolution not divisible", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
-     "--set student={r}/student --set student_resolution=30", "divisible"),
+     "--set student={r}/student --set student_resolution=31", "not a positive multiple of 2"),
     ("pair the Bridge can't map", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
      "--set student={r}/student --set student_resolution=32 --set teacher_resolution=48",
      "not an integer resolution ratio"),
@@ -69,7 +69,7 @@ ROWS = [
     ("out dir exists, not a run (train)", "distill configs/distill_shapes.yaml --out {r}/mine",
      "not a crossdistill run"),
     ("prompt outside the shapes grammar", "generate --model shapes-teacher --prompt 'a pink hexagon' --out {o}",
-     "outside the shapes grammar"),
+     "unknown color 'pink'"),
 ]
 
 

@@ -240,7 +240,21 @@ def bench(model: List[str] = typer.Option(..., "--model", help="LABEL=MODEL (nam
         json_out.write_text(json.dumps(rows, indent=1))
 
 
+def _quiet_library_bars() -> None:
+    """Our own progress bars stay; the libraries' per-file loading bars go (one-line errors)."""
+    try:
+        import diffusers.utils.logging as dl
+        import transformers.utils.logging as tl
+
+        dl.disable_progress_bar()
+        tl.disable_progress_bar()
+        dl.set_verbosity_error()      # diffusers' warnings would precede our one-line error
+    except Exception:
+        pass
+
+
 def main() -> None:
+    _quiet_library_bars()
     try:
         app()
     except CrossdistillError as e:

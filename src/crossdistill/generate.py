@@ -67,6 +67,10 @@ def generate(cfg: GenerateConfig, den: Denoiser | None = None, progress: bool = 
 
     from .toy.data import to_uint8
 
+    if cfg.guidance is not None and cfg.guidance < 0:
+        raise CrossdistillError(f"--guidance must be >= 0, got {cfg.guidance}")
+    if cfg.n_per_prompt < 1:
+        raise CrossdistillError(f"--n-per-prompt must be >= 1, got {cfg.n_per_prompt}")
     den = den or load_denoiser(cfg.model)
     check_prompts(den, cfg.prompts)
     if cfg.n_per_prompt < 1:

@@ -73,13 +73,14 @@ def _results_table(metrics: dict) -> str:
     cols = ["method", "steps", "color", "shape", "position", "all three", "domain FID", "ms/image (b=1)",
             "ms/image (b=8)", "speed-up vs Teacher (b=1)"]
     out = ["<table class='results'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
-    best = max((r["adherence"]["all"] for k, r in metrics["generations"].items() if k != "real renders"), default=0)
+    one_step = [k for k in metrics["generations"] if lat.get(k, {}).get("steps") == 1]
+    best = max((metrics["generations"][k]["adherence"]["all"] for k in one_step), default=None)   # best one-step row
     for label, r in metrics["generations"].items():
         a, lt = r["adherence"], lat.get(label, {})
         steps = lt.get("steps", "-" if label == "real renders" else "")
         b1, b8 = lt.get("ms_per_image_b1"), lt.get("ms_per_image_b8")
         speed = f"{ref / b1:.1f}x" if (ref and b1) else "-"
-        cls = " class='best'" if a["all"] == best and label != "real renders" else ""
+        cls = " class='best'" if label in one_step and a["all"] == best else ""
         out.append(f"<tr{cls}><td>{html.escape(label)}</td><td>{steps}</td>"
                    + "".join(f"<td>{a[k]:.3f}</td>" for k in ("color", "shape", "position", "all"))
                    + f"<td>{r['fid']:.1f}</td><td>{'-' if b1 is None else f'{b1:.1f}'}</td>"

@@ -183,6 +183,7 @@ def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
     student = load_denoiser(cfg.student, dtype=frozen, device=device)
     s_res = cfg.student_resolution or student.defaults.resolution
     t_res = cfg.teacher_resolution or teacher.defaults.resolution
+    student.latent_shape(s_res, s_res), teacher.latent_shape(t_res, t_res)   # VAE factor x patch divisibility
     return teacher, student, s_res, t_res
 
 

@@ -60,9 +60,9 @@ def _read_json(source: str, name: str, local_files_only: bool) -> dict | None:
     except RemoteEntryNotFoundError:  # the repo exists but has no such file
         return None
     except Exception as e:  # offline, unknown repo, no cache: one line, no traceback wall
-        raise CrossdistillError(
-            f"cannot get {name} of {source!r} (not a local folder; hub unreachable or not cached: "
-            f"{type(e).__name__})") from None
+        why = ("offline (HF_HUB_OFFLINE=1 or local_files_only) and not in the local Hugging Face cache"
+               if local_files_only else f"hub unreachable, unknown repo or gated ({type(e).__name__})")
+        raise CrossdistillError(f"cannot get {name} of {source!r}: not a local folder; {why}") from None
 
 
 def load_denoiser(source: str | Path, family: str | None = None, dtype: torch.dtype | None = None,
@@ -122,6 +122,12 @@ def _load_component(source: str, name: str, class_name: str, dtype, local_files_
         kwargs["use_safetensors"] = True   # never unpickle
         if dtype is not None:
             kwargs["torch_dtype" if issubclass(cls, ModelMixin) else "dtype"] = dtype
+    sub = Path(source) / name
+    if sub.is_dir() and not any(sub.glob("*.safetensors")):
+        pickled = sorted(f.name for f in sub.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        if pickled:
+            raise CrossdistillError(f"component '{name}' of {source} has only pickle weights ({', '.join(pickled)}); "
+                                    f"refused: safetensors only (convert them with safetensors' convert script)")
     try:
         obj = cls.from_pretrained(source, **kwargs)
     except Exception as e:

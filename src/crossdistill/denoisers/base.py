@@ -114,8 +114,10 @@ class Denoiser:
                 yield k, v
 
     def to(self, device=None, dtype=None) -> "Denoiser":
+        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for _, m in self.modules():
-            m.to(device=device, dtype=dtype)
+            if kw:
+                m.to(**kw)
         self._uncond = None
         return self
 

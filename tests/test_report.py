@@ -1,0 +1,77 @@
+"""report.html opens in headless Chromium (Debian `chromium`, installed by `make test`):
+a screenshot is taken, every image has loaded, the results table is there."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossdistill.report import write_report
+
+LABELS = ["real renders", "Teacher (multi-step)", "Student base (multi-step)", "shared-space one-step",
+          "cross-space one-step"]
+PROMPTS = ["a red circle at the top", "a blue square on the left", "a green triangle in the center"]
+
+
+def _browser():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "chromium is missing: `make test` installs it (Debian package `chromium`)"
+    return exe
+
+
+def _fake_demo(root):
+    rng = np.random.default_rng(0)
+    gens = {}
+    for i, label in enumerate(LABELS):
+        folder = root / "generations" / str(i)
+        folder.mkdir(parents=True)
+        with open(folder / "manifest.jsonl", "w") as f:
+            for k, p in enumerate(PROMPTS * 2):
+                Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{k:05d}.png")
+                f.write(json.dumps({"file": f"{k:05d}.png", "prompt": p, "seed": 100 + k}) + "\n")
+        a = 1.0 - 0.1 * i
+        gens[label] = {"n_images": 6, "adherence": {"color": a, "shape": a, "position": a, "all": a},
+                       "fid": 10.0 * (i + 1), "folder": str(folder)}
+    hist = root / "history.jsonl"
+    hist.write_text("".join(json.dumps({"step": s, "dmd": 1 / s, "fake": 0.5 + 0.1 / s}) + "\n" for s in range(1, 30)))
+    lat = {label: {"steps": 28 if "Teacher" in label else 1, "ms_per_image_b1": 400.0 if "Teacher" in label else 20.0,
+                   "ms_per_image_b8": 160.0 if "Teacher" in label else 5.0} for label in LABELS[1:]}
+    return {"generations": gens, "latency": lat, "bridge": {"bridge": {"latent_mse": 0.02, "attn_error": 0.002,
+            "psnr": 33.0, "adherence": {"all": 0.99}}, "round-trip": {"latent_mse": 0.03, "attn_error": 0.003,
+                                                                      "psnr": 32.0}},
+            "histories": {"stage 2: cross-space one-step": str(hist)}, "n_per_prompt": 2, "prompts": 3,
+            "config": {"out": str(root)}, "wall_time_s": 1.0}
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    metrics = _fake_demo(tmp_path)
+    page = write_report(tmp_path, metrics)
+    html = page.read_text()
+    assert "src='data:image/png;base64," in html and "<svg" in html      # self-contained: inlined images, plots
+    # a probe page: the report plus a script that reports, after load, what the browser decoded
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", """<script>window.addEventListener('load', () => {
+      const imgs = [...document.images];
+      const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+      const tables = document.querySelectorAll('table.results').length;
+      const svgs = document.querySelectorAll('svg.plot').length;
+      document.body.setAttribute('data-probe', `images=${imgs.length} loaded=${ok} tables=${tables} plots=${svgs}`);
+    });</script></body>"""))
+    exe = _browser()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
+    dom = subprocess.run([exe, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r'data-probe="images=(\d+) loaded=(\d+) tables=(\d+) plots=(\d+)"', dom)
+    assert m, dom[-2000:]
+    images, loaded, tables, plots = map(int, m.groups())
+    assert images == len(LABELS) * 6 and loaded == images       # every grid image decoded (6 columns)
+    assert tables == 2 and plots >= 3                           # results + Bridge tables; loss curve + bars
+    shot = tmp_path / "shot.png"
+    subprocess.run([exe, *flags, "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert img.shape[:2] == (1600, 1280) and img.std() > 10    # a rendered page, not a blank one
