@@ -35,18 +35,11 @@ def _stage_config(cls, config, overrides, dry_run: bool, threads: int, train, ou
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return False
     _threads(threads)
-    _check_run_dir(out, overwrite)   # before any model is loaded
+    from .train.loop import check_run_dir
+
+    check_run_dir(out, overwrite)   # before any model is loaded
     train(cfg, out, overwrite=overwrite)
     return True
-
-
-def _check_run_dir(out: Path, overwrite: bool) -> None:
-    from .io import RUN_MARKER
-
-    if (out.exists() and out.is_dir() and any(out.iterdir()) and not (out / RUN_MARKER).exists()
-            and not any(out.glob("ckpt-*")) and not overwrite):
-        raise CrossdistillError(f"run folder {out} exists and is not a crossdistill run; "
-                                f"choose another --out or pass --overwrite")
 
 
 def _main_process() -> bool:

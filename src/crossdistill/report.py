@@ -41,30 +41,59 @@ def _manifest(folder: Path) -> list[dict]:
     return [json.loads(x) for x in (Path(folder) / "manifest.jsonl").read_text().splitlines() if x.strip()]
 
 
-def _grid(rows: dict[str, dict], columns: int = 8) -> str:
-    """One row per method, one column per (prompt, seed): the same pair in every row."""
+def grid_cells(rows: dict[str, dict], columns: int = 8):
+    """(picks, {label: [image path or None per pick]}): the same (prompt, seed) in every row;
+    real renders (scenes, not seeded samples) show the first render of the prompt."""
     manifests = {label: _manifest(r["folder"]) for label, r in rows.items() if Path(r["folder"], "manifest.jsonl").exists()}
     gen_rows = {k: v for k, v in manifests.items() if k != "real renders"}
     if not gen_rows:
-        return "<p>no generations</p>"
+        return [], {}
     first = next(iter(gen_rows.values()))
     step = max(1, len(first) // columns)
     picks = [(e["prompt"], e["seed"]) for e in first[::step][:columns]]
-    head = "".join(f"<th class='p'>{html.escape(p)}<br><span class='s'>seed {s}</span></th>" for p, s in picks)
-    body = []
+    cells = {}
     for label, entries in manifests.items():
         by_key = {(e["prompt"], e["seed"]): e for e in entries}
         by_prompt = {}
         for e in entries:
             by_prompt.setdefault(e["prompt"], e)
-        cells = []
-        for p, s in picks:
-            # real renders are scenes of the prompt, not samples from a seed: first render of the prompt
-            e = by_key.get((p, s)) or (by_prompt.get(p) if label == "real renders" else None)
-            cells.append(f"<td><img src='{_png_uri(Path(rows[label]['folder']) / e['file'])}' alt='{html.escape(p)}'>"
-                         "</td>" if e else "<td>-</td>")
-        body.append(f"<tr><th class='m'>{html.escape(label)}</th>{''.join(cells)}</tr>")
+        found = [by_key.get(k) or (by_prompt.get(k[0]) if label == "real renders" else None) for k in picks]
+        cells[label] = [Path(rows[label]["folder"]) / e["file"] if e else None for e in found]
+    return picks, cells
+
+
+def _grid(rows: dict[str, dict], columns: int = 8) -> str:
+    """One row per method, one column per (prompt, seed): the same pair in every row."""
+    picks, cells = grid_cells(rows, columns)
+    if not picks:
+        return "<p>no generations</p>"
+    head = "".join(f"<th class='p'>{html.escape(p)}<br><span class='s'>seed {s}</span></th>" for p, s in picks)
+    body = []
+    for label, paths in cells.items():
+        tds = "".join(f"<td><img src='{_png_uri(f)}' alt='{html.escape(p)}'></td>" if f else "<td>-</td>"
+                      for f, (p, _) in zip(paths, picks))
+        body.append(f"<tr><th class='m'>{html.escape(label)}</th>{tds}</tr>")
     return f"<table class='grid'><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+def write_grid_png(rows: dict[str, dict], path: Path, columns: int = 8, cell: int = 96) -> Path:
+    """The report's sample grid as one PNG (rows: methods, labelled; columns: prompt + seed)."""
+    from PIL import Image, ImageDraw
+
+    picks, cells = grid_cells(rows, columns)
+    label_w = 190
+    img = Image.new("RGB", (label_w + cell * len(picks), cell * len(cells)), "white")
+    draw = ImageDraw.Draw(img)
+    for r, (label, paths) in enumerate(cells.items()):
+        draw.text((6, r * cell + cell // 2 - 6), label, fill="black")
+        for c, f in enumerate(paths):
+            if f:
+                img.paste(Image.open(f).convert("RGB").resize((cell - 4, cell - 4), Image.NEAREST),
+                          (label_w + c * cell + 2, r * cell + 2))
+    tmp = Path(path).with_suffix(".tmp.png")
+    img.save(tmp)
+    tmp.replace(path)
+    return Path(path)
 
 
 def _results_table(metrics: dict) -> str:
@@ -220,4 +249,5 @@ all at once). Domain FID: Fréchet distance of the shapes classifier's features 
     tmp = out / ".report.html.tmp"
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out / "report.html")
+    write_grid_png(metrics["generations"], out / "grid.png")
     return out / "report.html"

@@ -152,6 +152,17 @@ def unwrap(acc, module: torch.nn.Module) -> torch.nn.Module:
     return acc.unwrap_model(module)
 
 
+def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to train into an existing, non-empty folder that is not a crossdistill run."""
+    from ..io import RUN_MARKER
+
+    run_dir = Path(run_dir)
+    if (run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / RUN_MARKER).exists()
+            and not any(run_dir.glob("ckpt-*")) and not overwrite):
+        raise CrossdistillError(f"run folder {run_dir} exists and is not a crossdistill run; "
+                                f"choose another --out or pass --overwrite")
+
+
 def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = None,
         progress: bool = True, overwrite: bool = False) -> Path:
     """Train `task` to `cfg.steps`, resuming from `run_dir` if it holds checkpoints."""
@@ -163,10 +174,7 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     from ..io import RUN_MARKER
 
     run_dir = Path(run_dir)
-    if (run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / RUN_MARKER).exists()
-            and not any(run_dir.glob("ckpt-*")) and not overwrite):
-        raise CrossdistillError(f"run folder {run_dir} exists and is not a crossdistill run; "
-                                f"choose another --out or pass --overwrite")
+    check_run_dir(run_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_MARKER).write_text(f"crossdistill {task.name} run\n")
     acc = make_accelerator(cfg, run_dir)
