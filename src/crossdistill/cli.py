@@ -187,7 +187,6 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
          bridge_steps: int = typer.Option(300),
          bridge_images: int = typer.Option(2000, help="images whose latents stage 1 trains on"),
          distill_steps: int = typer.Option(300, help="stage-2 generator steps per Student"),
-         fake_updates: int = typer.Option(2, help="fake-score updates per generator step"),
          threads: int = typer.Option(2)) -> None:
     """The shapes-world method end to end: Bridge, both one-step Students, evaluation, latency, report.html."""
     from .demo import DemoConfig, run_demo
@@ -196,11 +195,11 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
         raise CrossdistillError(f"--prompts must be in 1..90, got {prompts}")
     for name, v in (("--n-per-prompt", n_per_prompt or 1), ("--bridge-steps", bridge_steps),
                     ("--bridge-images", bridge_images), ("--distill-steps", distill_steps),
-                    ("--fake-updates", fake_updates), ("--threads", threads)):
+                    ("--threads", threads)):
         if v < 1:
             raise CrossdistillError(f"{name} must be >= 1, got {v}")
     run_demo(DemoConfig(out, full, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
-                        bridge_images=bridge_images, distill_steps=distill_steps, fake_updates=fake_updates,
+                        bridge_images=bridge_images, distill_steps=distill_steps,
                         threads=threads))
 
 

@@ -41,7 +41,6 @@ class DemoConfig:
     bridge_steps: int = 300
     bridge_images: int = 2000
     distill_steps: int = 300
-    fake_updates: int = 2
     prompts: int = 90              # first N of the 90 prompts (tests use fewer)
     bench_repeats: int = 3
     threads: int = 2
@@ -57,16 +56,22 @@ class Method:
     slug: str           # folder name
     teacher: str
     bridge: str         # "identity", "roundtrip", or a stage-1 variant name (DIR/bridge, DIR/ablations/<v>)
+    guidance: float     # real-score CFG
+    fake_updates: int   # fake-score updates per generator step
 
 
-# Stage-1 variants: the Bridge of the method, and (--full) its ablations
+# Each method at the best setting of the same one-factor search (docs/distill.md, "Tuning"):
+# shared-space: its Teacher's own guidance (7.5), 1 fake update; cross-space: 2x its
+# Teacher's guidance (4.0), 2 fake updates. lr 2e-4 was best for both.
+SHARED = dict(teacher="shapes-student-base", guidance=7.5, fake_updates=1)
+CROSS = dict(teacher="shapes-teacher", guidance=4.0, fake_updates=2)
 BRIDGES = {"bridge": {}, "bridge-no-attn": {"attn.weight": 0.0}, "projector-only": {"bridge.kind": "projector_only"}}
-MAIN = [Method("shared-space one-step", "shared-space", "shapes-student-base", "identity"),
-        Method("cross-space one-step", "cross-space", "shapes-teacher", "bridge")]
-ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", "shapes-teacher", "roundtrip"),
-             Method("cross-space, projector-only Bridge", "cross-projector-only", "shapes-teacher", "projector-only"),
-             Method("cross-space, Bridge without attention fidelity", "cross-no-attn", "shapes-teacher",
-                    "bridge-no-attn")]
+MAIN = [Method("shared-space one-step", "shared-space", bridge="identity", **SHARED),
+        Method("cross-space one-step", "cross-space", bridge="bridge", **CROSS)]
+ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", bridge="roundtrip", **CROSS),
+             Method("cross-space, projector-only Bridge", "cross-projector-only", bridge="projector-only", **CROSS),
+             Method("cross-space, Bridge without attention fidelity", "cross-no-attn", bridge="bridge-no-attn",
+                    **CROSS)]
 
 
 class _Log:
@@ -169,7 +174,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         run, student = out / "runs" / m.slug, out / "students" / m.slug
         if not (student / "model_index.json").exists():
             bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(out, m.bridge) / "bridge")
-            s2 = Stage2Config(teacher=m.teacher, bridge=bridge, fake=FakeConfig(updates=cfg.fake_updates),
+            s2 = Stage2Config(teacher=m.teacher, bridge=bridge, guidance=m.guidance,
+                              fake=FakeConfig(updates=m.fake_updates),
                               train=TrainConfig(steps=cfg.distill_steps, batch=16, checkpoint_every=50))
             timed(f"stage 2 {m.slug}", lambda: distill(s2, run, prompts))
             student.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +199,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     metrics = {"generations": rows, "bridge": bridge_rows, "latency": latency,
                "wall_time_s": round(time.time() - t0, 1), "resumed": resumed, "stage_time_s": timings,
                "n_per_prompt": cfg.n_per_prompt, "prompts": len(prompts),
-               "histories": _histories(out, methods, variants), "config": to_dict(cfg)}
+               "histories": _histories(out, methods, variants),
+               "config": dict(to_dict(cfg), methods=[dataclasses.asdict(m) for m in methods])}
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1, default=str))
     tmp.replace(out / "metrics.json")
