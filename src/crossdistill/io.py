@@ -12,6 +12,14 @@ from .errors import CrossdistillError
 RUN_MARKER = ".crossdistill"
 
 
+def refuse_foreign(path: Path, overwrite: bool, noun: str) -> None:
+    """Refuse an existing, non-empty folder without our marker (the user's files) unless `overwrite`."""
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / RUN_MARKER).exists() and not overwrite:
+        raise CrossdistillError(f"{noun} folder {path} exists and is not a crossdistill {noun}; "
+                                f"choose another --out or pass --overwrite")
+
+
 @contextmanager
 def atomic_dir(out: Path, overwrite: bool = False):
     """Build a folder under a temporary name, then rename it into place.
@@ -20,10 +28,7 @@ def atomic_dir(out: Path, overwrite: bool = False):
     `overwrite`; on any error the temporary folder is removed and `out` is untouched.
     """
     out = Path(out)
-    if out.exists():
-        if not (out / RUN_MARKER).exists() and any(out.iterdir()) and not overwrite:
-            raise CrossdistillError(f"output folder {out} exists and is not a crossdistill output; "
-                                    f"choose another --out or pass --overwrite")
+    refuse_foreign(out, overwrite, "output")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

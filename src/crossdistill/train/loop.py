@@ -153,14 +153,12 @@ def unwrap(acc, module: torch.nn.Module) -> torch.nn.Module:
 
 
 def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
-    """Refuse to train into an existing, non-empty folder that is not a crossdistill run."""
-    from ..io import RUN_MARKER
+    """Refuse to train into an existing, non-empty folder that is not a crossdistill run
+    (a folder holding checkpoints of an older run without the marker is one)."""
+    from ..io import refuse_foreign
 
-    run_dir = Path(run_dir)
-    if (run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / RUN_MARKER).exists()
-            and not any(run_dir.glob("ckpt-*")) and not overwrite):
-        raise CrossdistillError(f"run folder {run_dir} exists and is not a crossdistill run; "
-                                f"choose another --out or pass --overwrite")
+    if not any(Path(run_dir).glob("ckpt-*")):
+        refuse_foreign(run_dir, overwrite, "run")
 
 
 def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = None,
