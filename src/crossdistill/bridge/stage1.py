@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..attention import AttentionCapture, CaptureSpec
 from ..denoisers import Conditioning, Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import TrainConfig, default_device, finite_or_raise, local_part, run, weights_dtype
+from ..train import TrainConfig, average_gradients, default_device, finite_or_raise, local_part, run, weights_dtype
 from .losses import DISTANCES, attention_fidelity, latent_reconstruction
 from .model import Bridge, BridgeConfig
 
@@ -221,10 +221,18 @@ class BridgeTask:
 
     def setup(self, acc) -> None:
         self.acc = acc
-        self.bridge, self.opt = acc.prepare(self.bridge, self.opt)
+        self.opt = acc.prepare(self.opt)   # models stay unwrapped: parallelism is train/parallel.py's
 
     def modules(self):
         return {"bridge": self.bridge}
+
+    def shard_targets(self):
+        """Nothing: under FSDP stage 1 runs data-parallel. The attention-fidelity gradient
+        leaves the Teacher's blocks through the captured maps, not through the blocks'
+        outputs, so FSDP's backward hooks would not re-gather the weights it needs (a crash,
+        measured); nothing of the Teacher trains here, and in bf16 it fits one GPU (SD 3.5
+        large 16 GB, Flux 24 GB; benchmarks/full_scale.py)."""
+        return []
 
     def checkpointing_targets(self):
         return [self.bridge, self.teacher.model]
@@ -267,6 +275,7 @@ class BridgeTask:
             loss, logs = self.losses(idx, gen)
             self.opt.zero_grad(set_to_none=True)
             self.acc.backward(loss)
+        average_gradients(self.acc, self.bridge.parameters())
         finite_or_raise(loss, self.bridge.parameters())
         self.opt.step()
         return logs

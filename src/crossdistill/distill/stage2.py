@@ -119,9 +119,18 @@ class FakeScore:
             teacher.model.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, target_modules=targets,
                                                  init_lora_weights=True), adapter_name="fake")
             self.den = teacher
-        self.module = self.den.model if cfg.kind == "full" else TrainableView(teacher.model)
         if cfg.kind == "lora":
             teacher.model.disable_adapters()   # the real score is the plain Teacher
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The module holding the fake score's weights (the Teacher copy, or the Teacher with its LoRA)."""
+        return self.den.model
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """What trains and is checkpointed (built on demand: sharding replaces parameters)."""
+        return self.den.model if self.cfg.kind == "full" else TrainableView(self.teacher.model)
 
     def parameters(self):
         return list(self.module.parameters())
@@ -168,11 +177,9 @@ class DistillTask:
         self.generator = OneStepGenerator(self.student)
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
         self.fake = FakeScore(self.teacher, cfg.fake)
-        self.opt_g = torch.optim.AdamW(self.student.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.gan = cfg.gan.weight > 0
         if self.gan:
             self._setup_gan()
-        self.opt_f = torch.optim.AdamW(self._fake_params(), lr=cfg.fake.lr, weight_decay=0.0)
         self.guidance = self.teacher.defaults.guidance if cfg.guidance is None else cfg.guidance
 
     def _setup_gan(self) -> None:
@@ -193,14 +200,25 @@ class DistillTask:
         self.head = GanHead(self.tap.feats.shape[-1]).to(self.device)
 
     def _fake_params(self):
-        return self.fake.parameters() + (list(self.head.parameters()) if self.gan else [])
+        return list(self.fake_module.parameters()) + (list(self.head.parameters()) if self.gan else [])
+
+    def shard_targets(self):
+        """The Teacher side, sharded under FSDP (train/parallel.py)."""
+        if self.gan:   # the head's gradient enters the fake score mid-block (FeatureTap), past FSDP's hooks
+            raise CrossdistillError("gan.weight > 0 is not supported with FSDP (train.parallel=fsdp); "
+                                    "use train.parallel=ddp or gan.weight=0")
+        return [self.teacher.model, self.fake.model]
 
     def setup(self, acc) -> None:
+        """Optimizers, built over the parameters as the loop left them (sharded or not)."""
         self.acc = acc
-        self.opt_g, self.opt_f = acc.prepare(self.opt_g, self.opt_f)
+        self.fake_module = self.fake.module
+        opt_g = torch.optim.AdamW(self.student.model.parameters(), lr=self.cfg.lr, weight_decay=0.0)
+        opt_f = torch.optim.AdamW(self._fake_params(), lr=self.cfg.fake.lr, weight_decay=0.0)
+        self.opt_g, self.opt_f = acc.prepare(opt_g, opt_f)
 
     def modules(self):
-        mods = {"generator": self.student.model, "ema": self.ema, "fake": self.fake.module}
+        mods = {"generator": self.student.model, "ema": self.ema, "fake": self.fake_module}
         if self.gan:
             mods["gan_head"] = self.head
         return mods

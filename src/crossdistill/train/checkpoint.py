@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .parallel import full, like
+
 PREFIX = "ckpt-"
 
 
@@ -31,18 +33,19 @@ def _sha256(path: Path) -> str:
 
 def flatten_state(modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                   extra: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict]:
-    """Tensors keyed `module/<name>/<param>`, `optim/<name>/<idx>/<key>`; the rest as JSON."""
+    """Tensors keyed `module/<name>/<param>`, `optim/<name>/<idx>/<key>`; the rest as JSON.
+    Sharded (FSDP) tensors are stored whole: with any, every process must call this."""
     tensors: dict[str, Tensor] = {}
     meta: dict = {"optim": {}}
     for name, m in modules.items():
         for k, v in m.state_dict().items():
-            tensors[f"module/{name}/{k}"] = v.detach().contiguous().cpu()
+            tensors[f"module/{name}/{k}"] = full(v).detach().contiguous().cpu()
     for name, opt in optimizers.items():
         sd = opt.state_dict()
         for idx, st in sd["state"].items():
             for k, v in st.items():
                 t = v if torch.is_tensor(v) else torch.tensor(v)
-                tensors[f"optim/{name}/{idx}/{k}"] = t.detach().contiguous().cpu()
+                tensors[f"optim/{name}/{idx}/{k}"] = full(t).detach().contiguous().cpu()
         meta["optim"][name] = sd["param_groups"]
     for k, v in (extra or {}).items():
         tensors[f"extra/{k}"] = v.detach().contiguous().cpu()
@@ -52,19 +55,27 @@ def flatten_state(modules: dict[str, torch.nn.Module], optimizers: dict[str, tor
 def restore_state(tensors: dict[str, Tensor], meta: dict, modules, optimizers) -> dict[str, Tensor]:
     for name, m in modules.items():
         prefix = f"module/{name}/"
-        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        current = m.state_dict()
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        m.load_state_dict({k: like(current[k], v) if k in current else v for k, v in sd.items()})
     for name, opt in optimizers.items():
         prefix = f"optim/{name}/"
+        params = [p for g in opt.param_groups for p in g["params"]]   # the state's indices
         state: dict[int, dict] = {}
         for k, v in tensors.items():
             if k.startswith(prefix):
                 idx, key = k[len(prefix):].split("/", 1)
-                state.setdefault(int(idx), {})[key] = v
+                p = params[int(idx)]
+                # moments of a sharded parameter: this process's shard (step counters stay whole)
+                state.setdefault(int(idx), {})[key] = like(p, v) if v.shape == p.shape and v.ndim else v
         opt.load_state_dict({"state": state, "param_groups": meta["optim"][name]})
     return {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
 
 
-def save_checkpoint(run_dir: Path, step: int, modules, optimizers, extra=None, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, step: int, modules, optimizers, extra=None, keep: int = 2,
+                    state: tuple[dict[str, Tensor], dict] | None = None) -> Path:
+    """Write the checkpoint for `step` (`state`: a `flatten_state` result gathered by
+    every process beforehand, when weights are sharded)."""
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
@@ -72,7 +83,7 @@ def save_checkpoint(run_dir: Path, step: int, modules, optimizers, extra=None, k
     tmp = run_dir / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors, meta = flatten_state(modules, optimizers, extra)
+    tensors, meta = state if state is not None else flatten_state(modules, optimizers, extra)
     save_file(tensors, str(tmp / "state.safetensors"))
     manifest = {"step": step, "tensors": len(tensors), "sha256": _sha256(tmp / "state.safetensors"), **meta}
     (tmp / "manifest.json").write_text(json.dumps(manifest))

@@ -24,7 +24,8 @@ from typing import Protocol
 import torch
 
 from ..errors import CrossdistillError, choice_error
-from .checkpoint import load_latest, save_checkpoint
+from .checkpoint import flatten_state, load_latest, save_checkpoint
+from .parallel import any_process, check_parallel, is_sharded, local, shard, uses_fsdp
 
 PRECISIONS = ("no", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,10 +63,12 @@ class TrainConfig:
     gradient_checkpointing: bool = False   # recompute activations in backward (less memory, ~30% slower)
     max_bad_steps: int = 5           # consecutive non-finite steps before stopping
     threads: int = 0                 # torch CPU threads (0: leave torch's default)
+    parallel: str = "ddp"            # ddp | fsdp (FSDP2 shards the Teacher side; see train/parallel.py)
 
     def validate(self) -> "TrainConfig":
         if self.mixed_precision not in PRECISIONS:
             raise choice_error("mixed_precision", self.mixed_precision, PRECISIONS)
+        check_parallel(self.parallel)
         for k in ("steps", "batch", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints"):
             if getattr(self, k) < 1:
                 raise CrossdistillError(f"train.{k} must be >= 1, got {getattr(self, k)}")
@@ -127,13 +130,14 @@ def local_part(acc, x):
 
 def average_gradients(acc, params) -> None:
     """Data parallelism for modules that are not wrapped: all-reduce (mean) every gradient
-    after backward, the same arithmetic as DDP. No-op in one process."""
+    after backward, the same arithmetic as DDP. No-op in one process; sharded (FSDP)
+    parameters are skipped, FSDP has averaged their gradients already."""
     if acc.num_processes == 1:
         return
     from accelerate.utils import reduce
 
     for p in params:
-        if p.grad is not None:
+        if p.grad is not None and not is_sharded(p):
             p.grad.copy_(reduce(p.grad, reduction="mean"))
 
 
@@ -176,6 +180,11 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_MARKER).write_text(f"crossdistill {task.name} run\n")
     acc = make_accelerator(cfg, run_dir)
+    fsdp = uses_fsdp(acc, cfg.parallel)
+    if fsdp:   # before setup: the task builds its optimizers over the sharded parameters
+        units = shard(acc, task.shard_targets())
+        acc.print(f"{task.name}: FSDP, {units} units sharded over {acc.num_processes} processes" if units else
+                  f"{task.name}: FSDP, nothing to shard in this stage (data-parallel)")
     task.setup(acc)
     if cfg.gradient_checkpointing:
         targets = getattr(task, "checkpointing_targets", task.modules)()
@@ -225,8 +234,11 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
             write_samples(acc, run_dir, step + 1, task.samples())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             acc.wait_for_everyone()
+            # sharded weights are gathered by every process (a collective); the main one writes
+            state = flatten_state(modules, task.optimizers()) if fsdp else None
             if acc.is_main_process:
-                save_checkpoint(run_dir, step + 1, modules, task.optimizers(), keep=cfg.keep_checkpoints)
+                save_checkpoint(run_dir, step + 1, modules, task.optimizers(), keep=cfg.keep_checkpoints,
+                                state=state)
     acc.wait_for_everyone()
     if acc.is_main_process:
         task.export(run_dir)
@@ -259,12 +271,13 @@ def write_samples(acc, run_dir: Path, step: int, images: torch.Tensor) -> None:
 
 
 def finite_or_raise(loss: torch.Tensor, params) -> None:
-    """Before an optimizer step: refuse non-finite losses or gradients."""
-    if not torch.isfinite(loss):
-        raise NonFiniteStep(f"loss is {loss.item()}")
-    for p in params:
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            raise NonFiniteStep("gradient is not finite")
+    """Before an optimizer step: refuse non-finite losses or gradients (every process
+    decides alike: with sharded gradients each sees only its shard, so they agree first)."""
+    params = list(params)
+    bad_loss = not bool(torch.isfinite(loss))
+    bad_grad = any(p.grad is not None and not bool(torch.isfinite(local(p.grad)).all()) for p in params)
+    if any_process(bad_loss or bad_grad, params):
+        raise NonFiniteStep(f"loss is {loss.item()}" if bad_loss else "gradient is not finite (on some process)")
 
 
 
