@@ -120,14 +120,40 @@ def generate(model: str = typer.Option(..., help="model name (shapes-teacher, ..
 
 
 @app.command("eval")
-def evaluate(folders: List[Path] = typer.Argument(..., help="generation folder(s) with manifest.jsonl"),
-             classifier: str = typer.Option("shapes-classifier", help="feature network for the domain FID"),
+def evaluate(folders: Optional[List[Path]] = typer.Argument(None, help="generation folder(s) with manifest.jsonl"),
+             metrics: Optional[str] = typer.Option(None, help="comma list of shapes, fid, clip, hpsv2, imagereward, "
+                                                   "hpsv3 (default: shapes; fid,clip with --reference)"),
+             reference: Optional[Path] = typer.Option(None, help="real images for FID (a folder, searched recursively)"),
+             features: Optional[str] = typer.Option(None, help="FID feature network: a transformers vision model "
+                                                    "folder, safetensors (default: --clip-model's image tower)"),
+             clip_model: str = typer.Option("openai/clip-vit-large-patch14", help="CLIP model folder or cached hub id"),
+             model: Optional[str] = typer.Option(None, help="generate with this model first (--prompts-file, --out)"),
+             prompts_file: Optional[Path] = typer.Option(None, help="with --model: prompts, one per line"),
+             out: Optional[Path] = typer.Option(None, help="with --model: where the generations go"),
+             n_per_prompt: int = typer.Option(1, help="with --model"),
+             seed: int = typer.Option(0, help="with --model: image k uses seed + k"),
+             steps: Optional[int] = typer.Option(None, help="with --model: sampling steps (model default)"),
+             guidance: Optional[float] = typer.Option(None, help="with --model: CFG scale (model default)"),
+             classifier: str = typer.Option("shapes-classifier", help="feature network for the shapes-world FID"),
              threads: int = typer.Option(2)) -> None:
-    """Score generations: prompt adherence and domain FID; writes DIR/metrics.json."""
+    """Score generations (shapes world: adherence + domain FID; real models: FID, CLIP score,
+    HPSv2 / ImageReward / HPSv3); writes DIR/metrics.json."""
     from .eval.harness import evaluate as run, table
+    from .eval.scale import ScaleConfig, parse_metrics
+    from .generate import GenerateConfig, generate as gen, read_prompts
 
     _threads(threads)
-    rows = {str(f): run(f, classifier) for f in folders}
+    wanted = parse_metrics(metrics or ("fid,clip" if reference else "shapes"))
+    folders = list(folders or [])
+    if model is not None:
+        if prompts_file is None or out is None:
+            raise CrossdistillError("--model needs --prompts-file and --out (where the generations go)")
+        gen(GenerateConfig(model, read_prompts(prompts_file), out, steps, guidance, n_per_prompt, seed))
+        folders.insert(0, out)
+    if not folders:
+        raise CrossdistillError("nothing to evaluate: give generation folder(s), or --model with --prompts-file and --out")
+    scale = ScaleConfig(tuple(wanted), reference, features, clip_model)
+    rows = {str(f): run(f, classifier, metrics=wanted, scale=scale) for f in folders}
     console().print(table(rows))
 
 

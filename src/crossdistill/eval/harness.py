@@ -1,9 +1,10 @@
 """`crossdistill eval DIR`: score a folder of generations (PNGs + manifest.jsonl).
 
-Shapes world: prompt adherence (colour, shape, position, all three) by image analysis,
-and domain FID against real renders of the same prompts, in the feature space of the
-shapes classifier. The FID is `fid.frechet_distance` on `fid.feature_stats`, the path
-real-scale FID takes with Inception features.
+Shapes world (the default): prompt adherence (colour, shape, position, all three) by
+image analysis, and domain FID against real renders of the same prompts, in the feature
+space of the shapes classifier. Real models (`metrics` fid / clip / hpsv2 / imagereward /
+hpsv3, see `scale.py`): FID against a reference image folder, CLIP score and preference
+scores. Both FIDs are `fid.frechet_distance` on `fid.feature_stats`.
 """
 
 from __future__ import annotations
@@ -90,13 +91,33 @@ def evaluate_shapes(gens: Generations, classifier: str = "shapes-classifier") ->
     return metrics
 
 
-def evaluate(folder: Path, classifier: str = "shapes-classifier", write: bool = True) -> dict:
-    gens = read_generations(folder)
-    from ..toy.shapes import parse_prompt
+def evaluate(folder: Path, classifier: str = "shapes-classifier", write: bool = True,
+             metrics: list[str] | None = None, scale=None) -> dict:
+    """Score one generations folder. `metrics`: names from `scale.METRICS` (default
+    ["shapes"]); `scale`: a `scale.ScaleConfig` for the real-model metrics."""
+    from dataclasses import replace
 
-    for p in set(gens.prompts):
-        parse_prompt(p)   # this harness scores the shapes world; real-scale eval lands with issue "demo"
-    metrics = evaluate_shapes(gens, classifier)
+    from .scale import ScaleConfig, evaluate_scale
+
+    wanted = metrics or ["shapes"]
+    gens = read_generations(folder)
+    out: dict = {}
+    if "shapes" in wanted:
+        from ..toy.shapes import parse_prompt
+
+        for p in set(gens.prompts):
+            try:
+                parse_prompt(p)
+            except CrossdistillError as e:
+                raise CrossdistillError(f"{e}; for real models pass --metrics fid,clip --reference DIR") from None
+        out.update(evaluate_shapes(gens, classifier))
+    rest = tuple(m for m in wanted if m != "shapes")
+    if rest:
+        out.update(evaluate_scale([gens.folder / r["file"] for r in gens.rows], gens.prompts,
+                                  replace(scale or ScaleConfig(), metrics=rest)))
+        out.setdefault("n_images", len(gens.rows))
+        out.setdefault("n_prompts", len(set(gens.prompts)))
+    metrics = out
     metrics["folder"] = str(folder)
     if write:
         tmp = Path(folder) / f".metrics.json.tmp-{os.getpid()}"
@@ -108,6 +129,8 @@ def evaluate(folder: Path, classifier: str = "shapes-classifier", write: bool = 
 def table(rows: dict[str, dict]) -> "rich.table.Table":
     from rich.table import Table
 
+    if not all("adherence" in m for m in rows.values()):
+        return scale_table(rows)
     t = Table(title="shapes world")
     for col in ("run", "images", "color", "shape", "position", "all three", "domain FID"):
         t.add_column(col, justify="left" if col == "run" else "right")
@@ -115,4 +138,19 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
         a = m["adherence"]
         t.add_row(name, str(m["n_images"]), f"{a['color']:.3f}", f"{a['shape']:.3f}", f"{a['position']:.3f}",
                   f"{a['all']:.3f}", f"{m['fid']:.2f}")
+    return t
+
+
+def scale_table(rows: dict[str, dict]) -> "rich.table.Table":
+    """Real-model metrics: one column per numeric metric any row has."""
+    from rich.table import Table
+
+    cols = [k for k in dict.fromkeys(k for m in rows.values() for k, v in m.items()
+                                     if isinstance(v, float) or k.startswith("n_"))]
+    t = Table(title="generations")
+    t.add_column("run")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for name, m in rows.items():
+        t.add_row(name, *[f"{m[c]:.4g}" if isinstance(m.get(c), float) else str(m.get(c, "")) for c in cols])
     return t

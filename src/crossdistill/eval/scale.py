@@ -1,0 +1,255 @@
+"""Evaluation of real-model generations: FID against the user's reference images, CLIP
+score, and HPSv2 / ImageReward / HPSv3 when their packages and weights are installed.
+
+FID follows clean-fid's conventions: every image, generated or reference, is read as
+8-bit RGB and resized to the feature network's input size with PIL bicubic in float32,
+one channel at a time, then normalised as the network expects; the statistic is the
+Frechet distance of the float64 feature mean and covariance (`fid.py`, the same code the
+shapes world uses). The feature network is a local transformers vision model loaded from
+safetensors (`features`): a CLIP image tower (clean-fid's CLIP-FID mode) or DINOv2
+(EDM2's FD-DINOv2). The Inception-v3 graph of the original FID ships only as a pickle or
+TorchScript file, which crossdistill never loads (safetensors only), so the value is
+reported under the name of its feature space (`fid_<features>`), never as "FID" alone.
+
+CLIP score follows torchmetrics: 100 * max(cos(image, text), 0), averaged over images.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CrossdistillError, choice_error
+from . import fid as fidlib
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+SCORERS = ("hpsv2", "imagereward", "hpsv3")
+METRICS = ("shapes", "fid", "clip", *SCORERS)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def parse_metrics(spec: str) -> list[str]:
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    for m in names:
+        if m not in METRICS:
+            raise choice_error("--metrics", m, METRICS)
+    if not names:
+        raise CrossdistillError(f"--metrics is empty; choose from {', '.join(METRICS)}")
+    return names
+
+
+def reference_images(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CrossdistillError(f"reference folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(files) < 2:
+        raise CrossdistillError(f"reference folder {folder} holds {len(files)} images "
+                                f"({'/'.join(IMAGE_SUFFIXES)}); FID needs at least 2")
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise CrossdistillError(f"cannot read image {path}: {str(e).splitlines()[0][:120]}") from None
+
+
+def clean_resize(img: np.ndarray, size: int) -> np.ndarray:
+    """clean-fid's resize: PIL bicubic on each channel as float32, clipped to [0, 255]."""
+    from PIL import Image
+
+    chans = [np.asarray(Image.fromarray(img[..., c].astype(np.float32), mode="F")
+                        .resize((size, size), resample=Image.BICUBIC)) for c in range(3)]
+    return np.clip(np.stack(chans, -1), 0, 255)
+
+
+# -- networks ------------------------------------------------------------------------------
+
+def _load_transformers(spec: str, cls_name: str = "AutoModel"):
+    """A local folder (or a cached hub id) holding a transformers model in safetensors."""
+    import transformers
+
+    path = Path(spec)
+    if not path.is_dir() and (path.exists() or spec.startswith((".", "/")) or spec.count("/") != 1):
+        raise CrossdistillError(f"model folder not found: {spec}")
+    try:
+        model = getattr(transformers, cls_name).from_pretrained(spec, use_safetensors=True)
+    except Exception as e:   # offline / no cache / no safetensors: one line
+        raise CrossdistillError(f"cannot load {spec!r} as a transformers model with safetensors weights "
+                                f"(local folder or cached hub id; {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:160]})") from None
+    return model.eval().requires_grad_(False)
+
+
+def _mean_std(spec: str) -> tuple[tuple, tuple]:
+    f = Path(spec) / "preprocessor_config.json"
+    if f.is_file():
+        cfg = json.loads(f.read_text())
+        if "image_mean" in cfg and "image_std" in cfg:
+            return tuple(cfg["image_mean"]), tuple(cfg["image_std"])
+    return CLIP_MEAN, CLIP_STD
+
+
+def _as_tensor(out) -> torch.Tensor:
+    if torch.is_tensor(out):
+        return out
+    for name in ("image_embeds", "text_embeds", "pooler_output"):
+        if getattr(out, name, None) is not None:
+            return getattr(out, name)
+    raise CrossdistillError(f"the network returned {type(out).__name__} without pooled features")
+
+
+class VisionFeatures:
+    """Images (uint8 HWC arrays) -> pooled features of a transformers vision model."""
+
+    def __init__(self, spec: str, device: torch.device, model=None):
+        self.spec = spec
+        self.model = (model or _load_transformers(spec)).to(device)
+        cfg = self.model.config
+        self.size = int(getattr(getattr(cfg, "vision_config", cfg), "image_size", 224))
+        mean, std = _mean_std(spec)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.device = device
+
+    def pixels(self, images: list[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([clean_resize(im, self.size) for im in images])).permute(0, 3, 1, 2)
+        return ((x.float() / 255 - self.mean) / self.std).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
+        x = self.pixels(images)
+        if hasattr(self.model, "get_image_features"):
+            return _as_tensor(self.model.get_image_features(pixel_values=x)).float()
+        return _as_tensor(self.model(pixel_values=x)).float()
+
+
+class ClipScore:
+    """torchmetrics' CLIP score: 100 * max(cos(image, text), 0) per image."""
+
+    def __init__(self, spec: str, device: torch.device):
+        from transformers import AutoTokenizer
+
+        self.images = VisionFeatures(spec, device, _load_transformers(spec, "CLIPModel"))
+        self.model = self.images.model
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(spec)
+        except Exception as e:
+            raise CrossdistillError(f"cannot load the tokenizer of {spec!r} ({type(e).__name__})") from None
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.images.device)
+        t = _as_tensor(self.model.get_text_features(**tok)).float()
+        i = self.images(images)
+        cos = torch.nn.functional.cosine_similarity(i, t, dim=-1)
+        return 100 * cos.clamp(min=0)
+
+
+# -- human-preference scorers (their own packages and weights) -------------------------------
+
+def _scorer_missing(name: str, package: str, what: str) -> CrossdistillError:
+    return CrossdistillError(f"{name} needs {what}; install it with `pip install {package}` and make its weights "
+                             f"available locally, or leave {name.lower()} out of --metrics")
+
+
+def preference_scores(name: str, paths: list[Path], prompts: list[str], device: torch.device) -> list[float]:
+    """HPSv2 / ImageReward / HPSv3 through their own packages (which load their own
+    checkpoint formats; they run only when named in --metrics)."""
+    try:
+        if name == "hpsv2":
+            try:
+                import hpsv2
+            except ImportError:
+                raise _scorer_missing("HPSv2", "hpsv2", "the hpsv2 package") from None
+            return [float(hpsv2.score([str(p)], prompt, hps_version="v2.1")[0]) for p, prompt in zip(paths, prompts)]
+        if name == "imagereward":
+            try:
+                import ImageReward
+            except ImportError:
+                raise _scorer_missing("ImageReward", "image-reward", "the ImageReward package") from None
+            model = ImageReward.load("ImageReward-v1.0", device=str(device))
+            return [float(model.score(prompt, [str(p)])) for p, prompt in zip(paths, prompts)]
+        try:
+            from hpsv3 import HPSv3RewardInferencer
+        except ImportError:
+            raise _scorer_missing("HPSv3", "hpsv3", "the hpsv3 package") from None
+        inferencer = HPSv3RewardInferencer(device=str(device))
+        with torch.no_grad():
+            rewards = inferencer.reward(prompts=prompts, image_paths=[str(p) for p in paths])
+        return [float(r[0]) for r in rewards]
+    except CrossdistillError:
+        raise
+    except Exception as e:   # weights not downloadable offline, wrong versions: one line
+        raise CrossdistillError(f"{name} could not run ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                                f"its weights must be available locally") from None
+
+
+# -- the evaluation ---------------------------------------------------------------------------
+
+@dataclass
+class ScaleConfig:
+    metrics: tuple[str, ...] = ("fid", "clip")
+    reference: Path | None = None               # image folder for FID
+    features: str | None = None                 # FID feature network (default: the CLIP model's image tower)
+    clip_model: str = "openai/clip-vit-large-patch14"
+    batch: int = 32
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _feature_batches(paths: list[Path], net: VisionFeatures, batch: int):
+    for i in range(0, len(paths), batch):
+        yield [read_rgb(p) for p in paths[i:i + batch]]
+
+
+def _feature_name(spec: str) -> str:
+    return Path(spec).name.replace("-", "_").lower() or "features"
+
+
+SCORER_MODULES = {"hpsv2": ("hpsv2", "hpsv2"), "imagereward": ("ImageReward", "image-reward"),
+                  "hpsv3": ("hpsv3", "hpsv3")}
+
+
+def evaluate_scale(paths: list[Path], prompts: list[str], cfg: ScaleConfig) -> dict:
+    """Metrics for generated images `paths` with their `prompts`."""
+    import importlib.util
+
+    device, metrics = _device(), {}
+    wanted = set(cfg.metrics)
+    for name in SCORERS:   # a missing package fails now, before any network is loaded
+        module, package = SCORER_MODULES[name]
+        if name in wanted and importlib.util.find_spec(module) is None:
+            raise _scorer_missing(name, package, f"the {package} package")
+    if "fid" in wanted:   # check the cheap things first: no network loads for a missing folder
+        if cfg.reference is None:
+            raise CrossdistillError("fid needs --reference DIR (a folder of real images)")
+        refs = reference_images(cfg.reference)
+    clip = ClipScore(cfg.clip_model, device) if "clip" in wanted or ("fid" in wanted and not cfg.features) else None
+    if "fid" in wanted:
+        net = VisionFeatures(cfg.features, device) if cfg.features else clip.images
+        name = _feature_name(cfg.features or cfg.clip_model)
+        stats = [fidlib.feature_stats(_feature_batches(p, net, cfg.batch), net) for p in (paths, refs)]
+        metrics[f"fid_{name}"] = fidlib.frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+        metrics["fid_features"] = cfg.features or cfg.clip_model
+        metrics["n_reference"] = len(refs)
+    if "clip" in wanted:
+        scores = torch.cat([clip([read_rgb(p) for p in paths[i:i + cfg.batch]], prompts[i:i + cfg.batch])
+                            for i in range(0, len(paths), cfg.batch)])
+        metrics["clip_score"] = scores.mean().item()
+        metrics["clip_model"] = cfg.clip_model
+    for name in SCORERS:
+        if name in wanted:
+            metrics[name] = float(np.mean(preference_scores(name, paths, prompts, device)))
+    return metrics
