@@ -6,6 +6,10 @@ real resolutions are checked on the meta device. SD 3.5 runs in the configs' bf1
 + bf16 frozen weights; slow on CPU) on shapes renders; Flux in fp32, data-free (the
 Teacher samples the stage-1 images, as the configs say)."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from crossdistill.presets import narrow
 CONFIGS = Path(__file__).parent.parent / "configs"
 PAIRS = {"sd15_from_sd35": "sd35-large", "sd15_from_flux": "flux-dev", "sd15_from_sdxl": "sdxl"}
 TEXT = ("text_encoder", "text_encoder_2", "text_encoder_3")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
 
 @pytest.mark.parametrize("pair", PAIRS)
@@ -64,3 +69,40 @@ def test_one_step_of_each_stage_at_real_depth(pair, tmp_path):
     assert any(not torch.equal(unet[k], init[k]) for k in unet)    # the one generator step moved the Student
     state = load_file(str(next((tmp_path / "student_run").glob("ckpt-*")) / "state.safetensors"))
     assert any(k.startswith("module/fake/") and "lora_" in k for k in state)   # the LoRA fake score was saved
+
+
+@pytest.mark.parametrize("teacher", ["sd35-large", "flux-dev"])
+def test_per_block_decomposition_is_exact_in_parameters(teacher):
+    """bench --full-size on a CPU times the backbone at depth 1 plus one block of each kind:
+    the full network is exactly base + (blocks - 1) x block, here in parameter counts."""
+    from crossdistill.denoisers import build_denoiser
+    from crossdistill.eval.bench import _with_depth, family_of
+    from crossdistill.presets import load_preset
+
+    p = load_preset(teacher)
+    cls = family_of(p)
+    count = lambda preset: sum(x.numel() for x in build_denoiser(preset, device="meta", omit=TEXT).model.parameters())
+    base_depth = {k: 1 for k in cls.depth_keys}
+    base = count(_with_depth(p, base_depth))
+    total = base + sum((p["components"][cls.backbone]["config"][k] - 1) *
+                       (count(_with_depth(p, dict(base_depth, **{k: 2}))) - base) for k in cls.depth_keys)
+    assert total == count(p) and cls.blocks_uniform(p["components"][cls.backbone]["config"])
+
+
+def test_bench_full_size_cli(tmp_path):
+    """The same code path as the full-size run, every width / 32 (the figures come from
+    `crossdistill bench --full-size`, docs/bench.md)."""
+    out = tmp_path / "full.json"
+    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "bench", "--full-size", "--narrow", "32",
+                        "--threads", "1", "--json", str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(out.read_text())
+    assert row["teacher_blocks"] == {"num_layers": 38} and row["teacher_steps"] == 28
+    assert row["teacher_call_ms"] == pytest.approx(row["teacher_base_ms"] + 37 * row["teacher_block_ms"]["num_layers"],
+                                                   abs=2)   # (figures rounded to 0.1 ms)
+    assert row["teacher_ms"] == pytest.approx(28 * row["teacher_call_ms"] + row["teacher_decode_ms"], abs=2)
+    assert row["speedup"] == pytest.approx(row["teacher_ms"] / row["student_ms"], rel=0.01)
+    assert "speed-up" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "bench", "--full-size", "--narrow", "32",
+                        "--teacher-preset", "sd35-medium", "--device", "cpu"], env=ENV, capture_output=True, text=True)
+    assert r.returncode == 2 and "mixes block kinds" in r.stderr and len(r.stderr.strip().splitlines()) == 1

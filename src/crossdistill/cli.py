@@ -230,16 +230,46 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
 
 
 @app.command()
-def bench(model: List[str] = typer.Option(..., "--model", help="LABEL=MODEL (name, folder or hub id); repeatable"),
+def bench(model: Optional[List[str]] = typer.Option(None, "--model",
+                                                    help="LABEL=MODEL (name, folder or hub id); repeatable"),
           reference: Optional[str] = typer.Option(None, help="label the speed-up is relative to (default: the first)"),
           batch: List[int] = typer.Option([1, 8], help="batch sizes (repeatable)"),
-          repeats: int = typer.Option(3), threads: int = typer.Option(2),
+          repeats: Optional[int] = typer.Option(None, help="timed runs, best kept (default 3; --full-size 1)"),
+          full_size: bool = typer.Option(False, help="SD 1.5-512 one step vs a full-size Teacher's default sampler "
+                                         "(random weights, batch 1; CPU: per-block timing)"),
+          student_preset: str = typer.Option("sd15", help="with --full-size"),
+          teacher_preset: str = typer.Option("sd35-large", help="with --full-size: sd35-large, flux-dev, ..."),
+          device: Optional[str] = typer.Option(None, help="with --full-size: cpu | cuda (default: cuda if present)"),
+          narrow: Optional[int] = typer.Option(None, hidden=True, help="divide every width (tests)"),
+          threads: int = typer.Option(2),
           json_out: Optional[Path] = typer.Option(None, "--json", help="also write the figures here")) -> None:
     """Latency: ms per image (denoiser calls + decode) of each model's own sampler, and the speed-up."""
     import json
 
-    from .eval.bench import bench as run_bench, table
+    from .eval.bench import bench as run_bench, full_size as run_full, table
 
+    if repeats is not None and repeats < 1:
+        raise CrossdistillError(f"--repeats must be >= 1, got {repeats}")
+    if full_size:
+        if model:
+            raise CrossdistillError("--full-size times presets (--student-preset, --teacher-preset), not --model")
+        if device not in (None, "cpu", "cuda"):
+            raise CrossdistillError(f"--device must be cpu or cuda, got {device!r}")
+        _threads(threads)
+        row = run_full(student_preset, teacher_preset, device=device, repeats=repeats or 1, narrow_k=narrow,
+                       progress=lambda msg: console().print(f"[dim]{msg}[/dim]"))
+        console().print(f"{row['student']} @ {row['student_res']} one step: {row['student_ms']:.0f} ms "
+                        f"(UNet {row['student_call_ms']:.0f} + decode {row['student_decode_ms']:.0f})\n"
+                        f"{row['teacher']} @ {row['teacher_res']}, {row['teacher_steps']} steps: "
+                        f"{row['teacher_ms']:.0f} ms ({row['teacher_steps']} calls x {row['teacher_call_ms']:.0f}, "
+                        f"{row['teacher_call']}, + decode {row['teacher_decode_ms']:.0f})\n"
+                        f"speed-up {row['speedup']:.1f}x on {row['device']} ({row['dtype']}, batch 1)")
+        if json_out:
+            json_out.write_text(json.dumps(row, indent=1))
+        return
+    if not model:
+        raise CrossdistillError("give --model LABEL=MODEL (repeatable), or --full-size")
+    repeats = repeats or 3
     models = {}
     for spec in model:
         label, sep, source = spec.partition("=")

@@ -13,6 +13,7 @@ import time
 import torch
 
 from ..denoisers import Denoiser, load_denoiser
+from ..errors import CrossdistillError
 
 
 def _sync(device: torch.device) -> None:
@@ -68,3 +69,124 @@ def table(rows: dict[str, dict], batches: tuple[int, ...] = (1, 8)):
         t.add_row(label, str(r["steps"]), *[f"{r[f'ms_per_image_b{b}']:.2f}" for b in batches],
                   *[f"{r[f'speedup_b{b}']:.1f}x" if f"speedup_b{b}" in r else "-" for b in batches])
     return t
+
+
+# -- full-size architectures (random weights) ------------------------------------------------
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def _timed(fn, device: torch.device, repeats: int) -> float:
+    """Best of `repeats` (after one warm-up on a GPU; a CPU call of seconds needs none)."""
+    if device.type == "cuda":
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _with_depth(preset: dict, keys: dict[str, int]) -> dict:
+    import copy
+
+    p = copy.deepcopy(preset)
+    cls = family_of(p)
+    p["components"][cls.backbone]["config"].update(keys)
+    return p
+
+
+def family_of(preset: dict):
+    from ..denoisers import family_class
+
+    return family_class(preset["family"])
+
+
+@torch.no_grad()
+def _call_ms(preset: dict, res: int, device, dtype, repeats: int, guidance: float | None = None) -> float:
+    """One denoiser call at batch 1 as the default sampler makes it (CFG batch 2 where used)."""
+    from ..denoisers import build_denoiser
+
+    den = build_denoiser(preset, device=device, dtype=dtype, omit=TEXT_ENCODERS)
+    z = torch.randn(1, *den.latent_shape(res, res), device=device, dtype=dtype)
+    t = den.time_at(torch.tensor([0.5])).to(device)
+    cond, unc = den.dummy_conditioning(1), den.dummy_conditioning(1)
+    g = den.defaults.guidance if guidance is None else guidance
+    ms = 1000 * _timed(lambda: den.guided_output(z, t, cond, guidance=g, uncond=unc), device, repeats)
+    del den
+    return ms
+
+
+@torch.no_grad()
+def _decode_ms(preset: dict, res: int, device, dtype, repeats: int) -> float:
+    from ..denoisers import build_denoiser
+
+    den = build_denoiser(preset, device=device, dtype=dtype, omit=TEXT_ENCODERS)
+    z = torch.randn(1, *den.latent_shape(res, res), device=device, dtype=dtype)
+    ms = 1000 * _timed(lambda: den.space.decode(z), device, repeats)
+    del den
+    return ms
+
+
+def full_size(student: str = "sd15", teacher: str = "sd35-large", student_res: int = 512,
+              teacher_res: int = 1024, device: str | None = None, repeats: int = 1, narrow_k: int | None = None,
+              progress=print) -> dict:
+    """SD 1.5-512 one step (one UNet call + decode) against a full-size Teacher's default
+    sampler (its steps x one CFG call + decode), batch 1, random weights, text encoding
+    excluded on both sides. On a GPU (bf16) whole models are timed. On a CPU (fp32) the
+    Teacher's backbone is too big to run whole (SD 3.5 large: 8B, minutes per call), so it
+    is timed at depth 1 and with one more block of each repeated kind, at its real width
+    and token count; call = base + sum over kinds of (blocks - 1) x per-block time.
+    `narrow_k` divides every width (tests)."""
+    from ..presets import load_preset, narrow
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    s_p, t_p = load_preset(student), load_preset(teacher)
+    if narrow_k:
+        s_p, t_p = narrow(s_p, narrow_k), narrow(t_p, narrow_k)
+    s_p.pop("architecture_only", None), t_p.pop("architecture_only", None)
+    cls = family_of(t_p)
+    backbone_cfg = t_p["components"][cls.backbone]["config"]
+    out = {"student": student, "teacher": teacher, "student_res": student_res, "teacher_res": teacher_res,
+           "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "dtype": str(dtype),
+           "batch": 1, "narrow": narrow_k or 1}
+
+    progress(f"student {student} @ {student_res}: one UNet call + decode")
+    s_call = _call_ms(s_p, student_res, dev, dtype, repeats, guidance=0.0)
+    s_dec = _decode_ms(s_p, student_res, dev, dtype, repeats)
+    out.update(student_call_ms=round(s_call, 1), student_decode_ms=round(s_dec, 1),
+               student_ms=round(s_call + s_dec, 1))
+
+    if dev.type == "cuda":
+        progress(f"teacher {teacher} @ {teacher_res}: one call, whole model")
+        t_call = _call_ms(t_p, teacher_res, dev, dtype, repeats)
+        out["teacher_call"] = "whole model"
+    else:
+        if not cls.blocks_uniform(backbone_cfg):
+            raise CrossdistillError(f"{teacher} mixes block kinds; per-block CPU timing would not hold. "
+                                    f"Time it whole on a GPU (bench --full-size --device cuda)")
+        base_depth = {k: 1 for k in cls.depth_keys}
+        progress(f"teacher {teacher} @ {teacher_res}: backbone at depth {base_depth}")
+        base = _call_ms(_with_depth(t_p, base_depth), teacher_res, dev, dtype, repeats)
+        t_call, per_block = base, {}
+        for k in cls.depth_keys:
+            progress(f"teacher {teacher} @ {teacher_res}: one more {k} block")
+            more = _call_ms(_with_depth(t_p, dict(base_depth, **{k: 2})), teacher_res, dev, dtype, repeats)
+            per_block[k] = more - base
+            t_call += (backbone_cfg[k] - 1) * per_block[k]
+        out.update(teacher_call="per-block extrapolation", teacher_base_ms=round(base, 1),
+                   teacher_block_ms={k: round(v, 1) for k, v in per_block.items()},
+                   teacher_blocks={k: backbone_cfg[k] for k in cls.depth_keys})
+    progress(f"teacher {teacher} @ {teacher_res}: VAE decode")
+    t_dec = _decode_ms(t_p, teacher_res, dev, dtype, repeats)
+    steps = t_p.get("defaults", {}).get("steps", cls.family_defaults.steps)
+    teacher_ms = steps * t_call + t_dec
+    out.update(teacher_call_ms=round(t_call, 1), teacher_steps=steps,
+               teacher_guidance=t_p.get("defaults", {}).get("guidance", cls.family_defaults.guidance),
+               teacher_decode_ms=round(t_dec, 1), teacher_ms=round(teacher_ms, 1),
+               speedup=round(teacher_ms / (s_call + s_dec), 1))
+    return out
