@@ -106,3 +106,16 @@ def test_bench_full_size_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "bench", "--full-size", "--narrow", "32",
                         "--teacher-preset", "sd35-medium", "--device", "cpu"], env=ENV, capture_output=True, text=True)
     assert r.returncode == 2 and "mixes block kinds" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_full_scale_benchmark_gpu_path_runs_narrowed(tmp_path):
+    """benchmarks/full_scale.py's GPU code path (stage-1 step, stage-2 generator step + LoRA
+    fake update, inference timings) on a CPU, SD 3.5 large with widths / 32."""
+    out = tmp_path / "rows.json"
+    r = subprocess.run([sys.executable, "benchmarks/full_scale.py", "--device", "cpu", "--narrow", "32",
+                        "--teacher-res", "128", "--student-res", "64", "--teachers", "sd35-large", "--steps", "1",
+                        "--dtype", "float32", "--json", str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert row["stage1_s_per_step"] > 0 and row["stage2_s_per_step"] > 0 and row["speedup"] > 1
+    assert row["teacher_params_B"] > 8 and row["stage2_state_GiB_total"] > row["stage2_state_GiB"]["teacher_bf16"]

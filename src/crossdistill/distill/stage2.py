@@ -98,6 +98,13 @@ class TrainableView(torch.nn.Module):
             {n.replace(".", "__"): p for n, p in model.named_parameters() if keep(n)})
 
 
+def lora_targets(teacher: Denoiser) -> list[str]:
+    """The Teacher's attention projections (q, k, v, out; the text stream's too) the LoRA fake score adapts."""
+    return sorted({n.rsplit(".", 1)[-1] for n, m in teacher.model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in
+                   ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")} | {"to_out.0"})
+
+
 class FakeScore:
     """The fake score f: a Teacher-family denoiser tracking the generator's distribution."""
 
@@ -112,10 +119,7 @@ class FakeScore:
         else:
             from peft import LoraConfig
 
-            targets = sorted({n.rsplit(".", 1)[-1] for n, m in teacher.model.named_modules()
-                              if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in
-                              ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")}
-                             | {"to_out.0"})
+            targets = lora_targets(teacher)
             teacher.model.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, target_modules=targets,
                                                  init_lora_weights=True), adapter_name="fake")
             self.den = teacher
