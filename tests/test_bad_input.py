@@ -33,6 +33,11 @@ def models(tmp_path_factory):
     (foreign / "model_index.json").write_text('{"_class_name": "KandinskyPipeline"}')
     (root / "empty.txt").write_text("\n\n")
     (root / "latin1.txt").write_bytes("une café rouge\n".encode("latin-1"))
+    gens = root / "gens"
+    gens.mkdir()
+    (gens / "manifest.jsonl").write_text('{"file": "a.png", "prompt": "a cat"}\n')
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(gens / "a.png")
     (root / "mine").mkdir()
     (root / "mine" / "notes.txt").write_text("my files")
     return root
@@ -70,6 +75,9 @@ ROWS = [
      "not a crossdistill run"),
     ("prompt outside the shapes grammar", "generate --model shapes-teacher --prompt 'a pink hexagon' --out {o}",
      "unknown color 'pink'"),
+    ("unknown parallelism", "distill configs/distill_shapes.yaml --out {o} --set train.parallel=zero3",
+     "train.parallel"),
+    ("eval: metric needing a missing package", "eval {r}/gens --metrics hpsv2", "pip install hpsv2"),
 ]
 
 
