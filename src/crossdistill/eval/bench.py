@@ -182,7 +182,10 @@ def full_size(student: str = "sd15", teacher: str = "sd35-large", student_res: i
                    teacher_block_ms={k: round(v, 1) for k, v in per_block.items()},
                    teacher_blocks={k: backbone_cfg[k] for k in cls.depth_keys})
     progress(f"teacher {teacher} @ {teacher_res}: VAE decode")
-    t_dec = _decode_ms(t_p, teacher_res, dev, dtype, repeats)
+    # the decoder does not depend on the backbone: on a CPU build it beside a depth-1 one
+    # (the whole 8B backbone in fp32 would not fit in memory)
+    small = t_p if dev.type == "cuda" else _with_depth(t_p, {k: 1 for k in cls.depth_keys})
+    t_dec = _decode_ms(small, teacher_res, dev, dtype, repeats)
     steps = t_p.get("defaults", {}).get("steps", cls.family_defaults.steps)
     teacher_ms = steps * t_call + t_dec
     out.update(teacher_call_ms=round(t_call, 1), teacher_steps=steps,
