@@ -7,7 +7,8 @@ from the newest valid checkpoint (rerun the same command), per-step generators
 derived from (seed, step) so a resumed run draws exactly what an uninterrupted one
 would (every process draws the global batch's randomness and keeps its own slice,
 `local_part`, so N processes train exactly as one process with the same global batch;
-gradients are averaged across processes in `average_gradients`), bf16/fp16 autocast
+gradients are averaged across processes in `average_gradients`, or, for what
+`train.parallel=fsdp` shards, by FSDP2: `parallel.py`), bf16/fp16 autocast
 around every step, gradient checkpointing, non-finite-step skipping, a progress bar with live losses, tensorboard
 scalars, periodic atomic checkpoints and the resolved config in the run folder.
 """
