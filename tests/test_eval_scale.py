@@ -140,3 +140,46 @@ def test_cli_scale_errors_are_one_line(tmp_path, args, expect):
     assert rc == 2 and expect in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert not (gens / "metrics.json").exists()
+
+
+def test_fid_inception_architecture_converter_and_fid(tmp_path):
+    """The FID Inception-v3 (random weights here: the published ones cannot be downloaded
+    on this machine): torchvision's layout has 27,161,264 parameters with its auxiliary
+    head (3,326,696) and a 1000-way fc; the FID graph has no auxiliary head and a 1008-way
+    fc (+16,392): 23,850,960. The converter takes a plain .pth state dict to safetensors
+    (refusing anything else) and `--features FILE.safetensors` scores with it."""
+    from crossdistill.eval.inception import FIDInceptionV3
+
+    torch.manual_seed(0)
+    net = FIDInceptionV3()
+    assert sum(p.numel() for p in net.parameters()) == 27_161_264 - 3_326_696 + 16_392
+    for m in net.modules():   # calibrate the batch-norm statistics so random features are O(1), not 1e-8
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        net.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 299, 299)).shape == (2, 2048)
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "pt_inception.pth")
+    rc, out, err = _cli("convert-inception", tmp_path / "pt_inception.pth", tmp_path / "inception.safetensors")
+    assert rc == 0, err
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    rc, _, err = _cli("convert-inception", tmp_path / "other.pth", tmp_path / "x.safetensors")
+    assert rc == 2 and "not the FID Inception-v3" in err and not (tmp_path / "x.safetensors").exists()
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")             # a pickled object, not tensors
+    rc, _, err = _cli("convert-inception", tmp_path / "module.pth", tmp_path / "y.safetensors")
+    assert rc == 2 and "cannot read" in err and len(err.strip().splitlines()) == 1
+
+    gens = _folder(tmp_path / "gens", _images(0, n=6), PROMPTS[:6])
+    ref = _folder(tmp_path / "ref", _images(1, n=6, bright=90), PROMPTS[:6])
+    rc, out, err = _cli("eval", gens, "--metrics", "fid", "--reference", ref,
+                        "--features", tmp_path / "inception.safetensors", "--threads", "1")
+    assert rc == 0, err[-2000:]
+    m = json.loads((gens / "metrics.json").read_text())
+    from crossdistill.eval.scale import InceptionFeatures
+
+    feats = InceptionFeatures(str(tmp_path / "inception.safetensors"), torch.device("cpu"))
+    direct = fidlib.fid([_images(0, n=6)], [_images(1, n=6, bright=90)], feats)
+    assert m["fid_inception"] == pytest.approx(direct, rel=1e-6) and m["fid_inception"] > 0

@@ -124,8 +124,9 @@ def evaluate(folders: Optional[List[Path]] = typer.Argument(None, help="generati
              metrics: Optional[str] = typer.Option(None, help="comma list of shapes, fid, clip, hpsv2, imagereward, "
                                                    "hpsv3 (default: shapes; fid,clip with --reference)"),
              reference: Optional[Path] = typer.Option(None, help="real images for FID (a folder, searched recursively)"),
-             features: Optional[str] = typer.Option(None, help="FID feature network: a transformers vision model "
-                                                    "folder, safetensors (default: --clip-model's image tower)"),
+             features: Optional[str] = typer.Option(None, help="FID feature network: the FID Inception-v3 as a "
+                                                    ".safetensors file (see convert-inception), or a transformers "
+                                                    "vision model folder (default: --clip-model's image tower)"),
              clip_model: str = typer.Option("openai/clip-vit-large-patch14", help="CLIP model folder or cached hub id"),
              model: Optional[str] = typer.Option(None, help="generate with this model first (--prompts-file, --out)"),
              prompts_file: Optional[Path] = typer.Option(None, help="with --model: prompts, one per line"),
@@ -155,6 +156,18 @@ def evaluate(folders: Optional[List[Path]] = typer.Argument(None, help="generati
     scale = ScaleConfig(tuple(wanted), reference, features, clip_model)
     rows = {str(f): run(f, classifier, metrics=wanted, scale=scale) for f in folders}
     console().print(table(rows))
+
+
+@app.command("convert-inception")
+def convert_inception(src: Path = typer.Argument(..., help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth"),
+                      dst: Path = typer.Argument(..., help="where the .safetensors file goes")) -> None:
+    """Convert the FID Inception-v3 weights (a plain state dict) to safetensors, once."""
+    from .eval.inception import convert
+
+    if dst.suffix != ".safetensors":
+        raise CrossdistillError(f"the output must end in .safetensors, got {dst}")
+    n = convert(src, dst)
+    print(f"wrote {n} tensors to {dst}; use it with `crossdistill eval ... --features {dst}`")
 
 
 @bridge_app.command("train")

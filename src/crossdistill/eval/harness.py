@@ -10,7 +10,6 @@ scores. Both FIDs are `fid.frechet_distance` on `fid.feature_stats`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,9 +119,10 @@ def evaluate(folder: Path, classifier: str = "shapes-classifier", write: bool = 
     metrics = out
     metrics["folder"] = str(folder)
     if write:
-        tmp = Path(folder) / f".metrics.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(metrics, indent=1))
-        tmp.replace(Path(folder) / "metrics.json")
+        from ..io import atomic_file
+
+        with atomic_file(Path(folder) / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(metrics, indent=1))
     return metrics
 
 

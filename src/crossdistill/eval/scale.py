@@ -133,6 +133,27 @@ class VisionFeatures:
         return _as_tensor(self.model(pixel_values=x)).float()
 
 
+class InceptionFeatures:
+    """The FID's Inception-v3 pool3 features: clean resize to 299, [0, 255] -> [-1, 1]."""
+
+    def __init__(self, path: str, device: torch.device):
+        from .inception import SIZE, load_inception
+
+        self.model, self.size, self.device = load_inception(Path(path), device), SIZE, device
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([clean_resize(im, self.size) for im in images])).permute(0, 3, 1, 2)
+        return self.model((x.float() / 255 * 2 - 1).to(self.device)).float()
+
+
+def feature_net(spec: str, device: torch.device):
+    """`--features`: a .safetensors file is the FID Inception-v3, a folder a transformers model."""
+    if spec.endswith(".safetensors"):
+        return InceptionFeatures(spec, device)
+    return VisionFeatures(spec, device)
+
+
 class ClipScore:
     """torchmetrics' CLIP score: 100 * max(cos(image, text), 0) per image."""
 
@@ -238,8 +259,8 @@ def evaluate_scale(paths: list[Path], prompts: list[str], cfg: ScaleConfig) -> d
         refs = reference_images(cfg.reference)
     clip = ClipScore(cfg.clip_model, device) if "clip" in wanted or ("fid" in wanted and not cfg.features) else None
     if "fid" in wanted:
-        net = VisionFeatures(cfg.features, device) if cfg.features else clip.images
-        name = _feature_name(cfg.features or cfg.clip_model)
+        net = feature_net(cfg.features, device) if cfg.features else clip.images
+        name = "inception" if isinstance(net, InceptionFeatures) else _feature_name(cfg.features or cfg.clip_model)
         stats = [fidlib.feature_stats(_feature_batches(p, net, cfg.batch), net) for p in (paths, refs)]
         metrics[f"fid_{name}"] = fidlib.frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
         metrics["fid_features"] = cfg.features or cfg.clip_model
