@@ -4,6 +4,10 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# cached FID reference statistics go to a throwaway folder, not the user's ~/.cache
+import tempfile  # noqa: E402
+
+os.environ["CROSSDISTILL_CACHE"] = tempfile.mkdtemp(prefix="crossdistill-cache-")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 TINY = ["tiny-sd15", "tiny-sdxl", "tiny-sd3", "tiny-sd35", "tiny-flux"]

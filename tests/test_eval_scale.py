@@ -66,6 +66,12 @@ def test_fid_and_clip_score_follow_their_conventions(tiny_clip, tmp_path):
     assert abs(m_same["fid_tiny_clip"]) < 1e-6 * max(1.0, m_other["fid_tiny_clip"])   # identical sets: 0
     assert m_other["fid_tiny_clip"] > 1e-3                                          # a shifted set: > 0
     assert m_same["n_reference"] == 12 and m_same["fid_features"] == str(tiny_clip)
+    assert m_same["reference_stats"] == "computed"
+    again = evaluate_scale(paths, PROMPTS, cfg)   # the reference's statistics come from the cache ...
+    assert again["reference_stats"] == "cached" and again["fid_tiny_clip"] == m_same["fid_tiny_clip"]
+    Image.fromarray(_images(9, n=1)[0]).save(same / "00000.png")   # ... until the folder changes
+    changed = evaluate_scale(paths, PROMPTS, cfg)
+    assert changed["reference_stats"] == "computed" and changed["fid_tiny_clip"] > m_same["fid_tiny_clip"]
 
     # CLIP score as torchmetrics defines it, computed here independently of ClipScore
     from transformers import AutoTokenizer, CLIPModel

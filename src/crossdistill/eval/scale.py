@@ -16,7 +16,9 @@ CLIP score follows torchmetrics: 100 * max(cos(image, text), 0), averaged over i
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,9 +232,47 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _feature_batches(paths: list[Path], net: VisionFeatures, batch: int):
-    for i in range(0, len(paths), batch):
+def _feature_batches(paths: list[Path], batch: int, desc: str):
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(0, len(paths), batch), desc=desc, disable=len(paths) <= batch):
         yield [read_rgb(p) for p in paths[i:i + batch]]
+
+
+def _net_identity(spec: str) -> str:
+    """The feature network for the cache key: its name, and its weight files' size and mtime."""
+    path = Path(spec)
+    files = [path] if path.is_file() else sorted(path.rglob("*.safetensors")) if path.is_dir() else []
+    return "|".join([str(path.resolve()) if files else spec] +
+                    [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files])
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CROSSDISTILL_CACHE", Path.home() / ".cache" / "crossdistill")) / "fid-stats"
+
+
+def reference_stats(refs: list[Path], net, features: str, batch: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """(mean, covariance, n, cached) of the reference images' features. Cached under
+    $CROSSDISTILL_CACHE (default ~/.cache/crossdistill) by feature network and the folder's
+    files (path, size, mtime): a changed folder or network is recomputed."""
+    h = hashlib.sha256(features.encode())
+    for p in refs:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    path = _cache_dir() / f"{h.hexdigest()[:32]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return z["mu"], z["sigma"], int(z["n"]), True
+        except Exception:   # unreadable cache: recompute
+            pass
+    mu, sigma, n = fidlib.feature_stats(_feature_batches(refs, batch, "reference features"), net)
+    from ..io import atomic_file
+
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma, n=n)
+    return mu, sigma, n, False
 
 
 def _feature_name(spec: str) -> str:
@@ -261,13 +301,17 @@ def evaluate_scale(paths: list[Path], prompts: list[str], cfg: ScaleConfig) -> d
     if "fid" in wanted:
         net = feature_net(cfg.features, device) if cfg.features else clip.images
         name = "inception" if isinstance(net, InceptionFeatures) else _feature_name(cfg.features or cfg.clip_model)
-        stats = [fidlib.feature_stats(_feature_batches(p, net, cfg.batch), net) for p in (paths, refs)]
-        metrics[f"fid_{name}"] = fidlib.frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
-        metrics["fid_features"] = cfg.features or cfg.clip_model
-        metrics["n_reference"] = len(refs)
+        mu, sigma, _ = fidlib.feature_stats(_feature_batches(paths, cfg.batch, "generated features"), net)
+        spec = cfg.features or cfg.clip_model
+        mu_r, sigma_r, n_r, cached = reference_stats(refs, net, _net_identity(spec), cfg.batch)
+        metrics[f"fid_{name}"] = fidlib.frechet_distance(mu, sigma, mu_r, sigma_r)
+        metrics.update(fid_features=spec, n_reference=n_r, reference_stats="cached" if cached else "computed")
     if "clip" in wanted:
+        from tqdm.auto import tqdm
+
         scores = torch.cat([clip([read_rgb(p) for p in paths[i:i + cfg.batch]], prompts[i:i + cfg.batch])
-                            for i in range(0, len(paths), cfg.batch)])
+                            for i in tqdm(range(0, len(paths), cfg.batch), desc="CLIP score",
+                                          disable=len(paths) <= cfg.batch)])
         metrics["clip_score"] = scores.mean().item()
         metrics["clip_model"] = cfg.clip_model
     for name in SCORERS:
