@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
@@ -37,6 +36,7 @@ from crossdistill.attention import AttentionCapture, CaptureSpec
 from crossdistill.bridge import Bridge, BridgeConfig
 from crossdistill.bridge.losses import attention_fidelity, latent_reconstruction
 from crossdistill.denoisers import build_denoiser
+from crossdistill.eval.bench import timed
 
 TEACHERS = ("sd35-large", "sd35-medium", "flux-dev", "sdxl")
 TEXT = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -44,23 +44,6 @@ TEXT = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 def params(m) -> float:
     return sum(p.numel() for p in m.parameters()) / 1e9
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, repeats=3):
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def meta_report(name, student, S_RES, T_RES):

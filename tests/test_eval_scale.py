@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from crossdistill.eval import fid as fidlib
-from crossdistill.eval.scale import ClipScore, ScaleConfig, VisionFeatures, clean_resize, evaluate_scale
+from crossdistill.eval.scale import ScaleConfig, VisionFeatures, clean_resize, evaluate_scale
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 

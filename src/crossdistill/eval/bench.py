@@ -21,25 +21,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timed(fn, device: torch.device, repeats: int = 3, warmup: bool = True) -> float:
+    """Best of `repeats` timed calls of `fn`, in seconds (after one untimed warm-up call)."""
+    if warmup:
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 @torch.no_grad()
 def ms_per_image(den: Denoiser, batch: int, repeats: int = 3, prompt: str = "a red circle at the top") -> float:
     """Best of `repeats` timed runs (after one warm-up) of sampling + decoding `batch` images."""
     res = den.defaults.resolution
     cond = den.encode_prompt([prompt] * batch)
     noise = torch.randn(batch, *den.latent_shape(res, res), generator=torch.Generator().manual_seed(0))
-
-    def once():
-        den.space.decode(den.sample(cond, latents=noise, height=res, width=res))
-
-    once()
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(den.device)
-        t0 = time.perf_counter()
-        once()
-        _sync(den.device)
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best / batch
+    return 1000 * timed(lambda: den.space.decode(den.sample(cond, latents=noise, height=res, width=res)),
+                        den.device, repeats) / batch
 
 
 def bench(models: dict[str, str], batches: tuple[int, ...] = (1, 8), repeats: int = 3,
@@ -76,20 +79,6 @@ def table(rows: dict[str, dict], batches: tuple[int, ...] = (1, 8)):
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
-def _timed(fn, device: torch.device, repeats: int) -> float:
-    """Best of `repeats` (after one warm-up on a GPU; a CPU call of seconds needs none)."""
-    if device.type == "cuda":
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _with_depth(preset: dict, keys: dict[str, int]) -> dict:
     import copy
 
@@ -106,29 +95,22 @@ def family_of(preset: dict):
 
 
 @torch.no_grad()
-def _call_ms(preset: dict, res: int, device, dtype, repeats: int, guidance: float | None = None) -> float:
-    """One denoiser call at batch 1 as the default sampler makes it (CFG batch 2 where used)."""
+def _preset_ms(preset: dict, res: int, device, dtype, repeats: int, guidance: float | None = None,
+               decode: bool = True) -> tuple[float, float | None]:
+    """(ms of one denoiser call at batch 1 as the default sampler makes it, CFG batch 2 where
+    used; ms of one VAE decode, if `decode`), from one build of the preset. A CPU call of
+    seconds needs no warm-up; a GPU gets one."""
     from ..denoisers import build_denoiser
 
     den = build_denoiser(preset, device=device, dtype=dtype, omit=TEXT_ENCODERS)
+    warm = device.type == "cuda"
     z = torch.randn(1, *den.latent_shape(res, res), device=device, dtype=dtype)
     t = den.time_at(torch.tensor([0.5])).to(device)
     cond, unc = den.dummy_conditioning(1), den.dummy_conditioning(1)
     g = den.defaults.guidance if guidance is None else guidance
-    ms = 1000 * _timed(lambda: den.guided_output(z, t, cond, guidance=g, uncond=unc), device, repeats)
-    del den
-    return ms
-
-
-@torch.no_grad()
-def _decode_ms(preset: dict, res: int, device, dtype, repeats: int) -> float:
-    from ..denoisers import build_denoiser
-
-    den = build_denoiser(preset, device=device, dtype=dtype, omit=TEXT_ENCODERS)
-    z = torch.randn(1, *den.latent_shape(res, res), device=device, dtype=dtype)
-    ms = 1000 * _timed(lambda: den.space.decode(z), device, repeats)
-    del den
-    return ms
+    call = 1000 * timed(lambda: den.guided_output(z, t, cond, guidance=g, uncond=unc), device, repeats, warm)
+    dec = 1000 * timed(lambda: den.space.decode(z), device, repeats, warm) if decode else None
+    return call, dec
 
 
 def full_size(student: str = "sd15", teacher: str = "sd35-large", student_res: int = 512,
@@ -156,36 +138,33 @@ def full_size(student: str = "sd15", teacher: str = "sd35-large", student_res: i
            "batch": 1, "narrow": narrow_k or 1}
 
     progress(f"student {student} @ {student_res}: one UNet call + decode")
-    s_call = _call_ms(s_p, student_res, dev, dtype, repeats, guidance=0.0)
-    s_dec = _decode_ms(s_p, student_res, dev, dtype, repeats)
+    s_call, s_dec = _preset_ms(s_p, student_res, dev, dtype, repeats, guidance=0.0)
     out.update(student_call_ms=round(s_call, 1), student_decode_ms=round(s_dec, 1),
                student_ms=round(s_call + s_dec, 1))
 
     if dev.type == "cuda":
-        progress(f"teacher {teacher} @ {teacher_res}: one call, whole model")
-        t_call = _call_ms(t_p, teacher_res, dev, dtype, repeats)
+        progress(f"teacher {teacher} @ {teacher_res}: one call + VAE decode, whole model")
+        t_call, t_dec = _preset_ms(t_p, teacher_res, dev, dtype, repeats)
         out["teacher_call"] = "whole model"
     else:
         if not cls.blocks_uniform(backbone_cfg):
             raise CrossdistillError(f"{teacher} mixes block kinds; per-block CPU timing would not hold. "
                                     f"Time it whole on a GPU (bench --full-size --device cuda)")
         base_depth = {k: 1 for k in cls.depth_keys}
-        progress(f"teacher {teacher} @ {teacher_res}: backbone at depth {base_depth}")
-        base = _call_ms(_with_depth(t_p, base_depth), teacher_res, dev, dtype, repeats)
+        # the VAE decoder does not depend on the backbone: timed beside the depth-1 one (the
+        # whole 8B backbone in fp32 would not fit in memory)
+        progress(f"teacher {teacher} @ {teacher_res}: backbone at depth {base_depth} + VAE decode")
+        base, t_dec = _preset_ms(_with_depth(t_p, base_depth), teacher_res, dev, dtype, repeats)
         t_call, per_block = base, {}
         for k in cls.depth_keys:
             progress(f"teacher {teacher} @ {teacher_res}: one more {k} block")
-            more = _call_ms(_with_depth(t_p, dict(base_depth, **{k: 2})), teacher_res, dev, dtype, repeats)
+            more, _ = _preset_ms(_with_depth(t_p, dict(base_depth, **{k: 2})), teacher_res, dev, dtype, repeats,
+                                 decode=False)
             per_block[k] = more - base
             t_call += (backbone_cfg[k] - 1) * per_block[k]
         out.update(teacher_call="per-block extrapolation", teacher_base_ms=round(base, 1),
                    teacher_block_ms={k: round(v, 1) for k, v in per_block.items()},
                    teacher_blocks={k: backbone_cfg[k] for k in cls.depth_keys})
-    progress(f"teacher {teacher} @ {teacher_res}: VAE decode")
-    # the decoder does not depend on the backbone: on a CPU build it beside a depth-1 one
-    # (the whole 8B backbone in fp32 would not fit in memory)
-    small = t_p if dev.type == "cuda" else _with_depth(t_p, {k: 1 for k in cls.depth_keys})
-    t_dec = _decode_ms(small, teacher_res, dev, dtype, repeats)
     steps = t_p.get("defaults", {}).get("steps", cls.family_defaults.steps)
     teacher_ms = steps * t_call + t_dec
     out.update(teacher_call_ms=round(t_call, 1), teacher_steps=steps,

@@ -32,9 +32,9 @@ class Generations:
         return [r["prompt"] for r in self.rows]
 
     def images(self) -> list[np.ndarray]:
-        from PIL import Image
+        from .scale import read_rgb
 
-        return [np.array(Image.open(self.folder / r["file"]).convert("RGB")) for r in self.rows]
+        return [read_rgb(self.folder / r["file"]) for r in self.rows]
 
 
 def read_generations(folder: Path) -> Generations:
@@ -116,14 +116,13 @@ def evaluate(folder: Path, classifier: str = "shapes-classifier", write: bool = 
                                   replace(scale or ScaleConfig(), metrics=rest)))
         out.setdefault("n_images", len(gens.rows))
         out.setdefault("n_prompts", len(set(gens.prompts)))
-    metrics = out
-    metrics["folder"] = str(folder)
+    out["folder"] = str(folder)
     if write:
         from ..io import atomic_file
 
         with atomic_file(Path(folder) / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(metrics, indent=1))
-    return metrics
+            tmp.write_text(json.dumps(out, indent=1))
+    return out
 
 
 def table(rows: dict[str, dict]) -> "rich.table.Table":
@@ -145,8 +144,8 @@ def scale_table(rows: dict[str, dict]) -> "rich.table.Table":
     """Real-model metrics: one column per numeric metric any row has."""
     from rich.table import Table
 
-    cols = [k for k in dict.fromkeys(k for m in rows.values() for k, v in m.items()
-                                     if isinstance(v, float) or k.startswith("n_"))]
+    cols = list(dict.fromkeys(k for m in rows.values() for k, v in m.items()
+                              if isinstance(v, float) or k.startswith("n_")))
     t = Table(title="generations")
     t.add_column("run")
     for c in cols:

@@ -5,11 +5,11 @@ FID follows clean-fid's conventions: every image, generated or reference, is rea
 8-bit RGB and resized to the feature network's input size with PIL bicubic in float32,
 one channel at a time, then normalised as the network expects; the statistic is the
 Frechet distance of the float64 feature mean and covariance (`fid.py`, the same code the
-shapes world uses). The feature network is a local transformers vision model loaded from
-safetensors (`features`): a CLIP image tower (clean-fid's CLIP-FID mode) or DINOv2
-(EDM2's FD-DINOv2). The Inception-v3 graph of the original FID ships only as a pickle or
-TorchScript file, which crossdistill never loads (safetensors only), so the value is
-reported under the name of its feature space (`fid_<features>`), never as "FID" alone.
+shapes world uses). The feature network (`features`) is either the FID's own Inception-v3
+(a `.safetensors` file converted once from pytorch-fid's weights, `inception.py`; reported
+as `fid_inception`), or a local transformers vision model in safetensors: a CLIP image
+tower (clean-fid's CLIP-FID mode, the default, as the CLIP model is loaded for the CLIP
+score anyway) or DINOv2 (EDM2's FD-DINOv2), reported as `fid_<model name>`.
 
 CLIP score follows torchmetrics: 100 * max(cos(image, text), 0), averaged over images.
 """
@@ -74,6 +74,11 @@ def clean_resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.stack(chans, -1), 0, 255)
 
 
+def resized(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """(B, 3, size, size) float in [0, 255], clean-resized."""
+    return torch.from_numpy(np.stack([clean_resize(im, size) for im in images])).permute(0, 3, 1, 2).float()
+
+
 # -- networks ------------------------------------------------------------------------------
 
 def _load_transformers(spec: str, cls_name: str = "AutoModel"):
@@ -114,7 +119,6 @@ class VisionFeatures:
     """Images (uint8 HWC arrays) -> pooled features of a transformers vision model."""
 
     def __init__(self, spec: str, device: torch.device, model=None):
-        self.spec = spec
         self.model = (model or _load_transformers(spec)).to(device)
         cfg = self.model.config
         self.size = int(getattr(getattr(cfg, "vision_config", cfg), "image_size", 224))
@@ -124,8 +128,7 @@ class VisionFeatures:
         self.device = device
 
     def pixels(self, images: list[np.ndarray]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack([clean_resize(im, self.size) for im in images])).permute(0, 3, 1, 2)
-        return ((x.float() / 255 - self.mean) / self.std).to(self.device)
+        return ((resized(images, self.size) / 255 - self.mean) / self.std).to(self.device)
 
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
@@ -145,8 +148,7 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack([clean_resize(im, self.size) for im in images])).permute(0, 3, 1, 2)
-        return self.model((x.float() / 255 * 2 - 1).to(self.device)).float()
+        return self.model((resized(images, self.size) / 255 * 2 - 1).to(self.device)).float()
 
 
 def feature_net(spec: str, device: torch.device):
@@ -170,48 +172,51 @@ class ClipScore:
             raise CrossdistillError(f"cannot load the tokenizer of {spec!r} ({type(e).__name__})") from None
 
     @torch.no_grad()
-    def __call__(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
+    def __call__(self, image_features: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """Per-image scores from the image features `self.images` gave (shared with FID)."""
         tok = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.images.device)
         t = _as_tensor(self.model.get_text_features(**tok)).float()
-        i = self.images(images)
-        cos = torch.nn.functional.cosine_similarity(i, t, dim=-1)
+        cos = torch.nn.functional.cosine_similarity(image_features.to(t.device), t, dim=-1)
         return 100 * cos.clamp(min=0)
 
 
 # -- human-preference scorers (their own packages and weights) -------------------------------
 
-def _scorer_missing(name: str, package: str, what: str) -> CrossdistillError:
-    return CrossdistillError(f"{name} needs {what}; install it with `pip install {package}` and make its weights "
-                             f"available locally, or leave {name.lower()} out of --metrics")
+SCORER_PACKAGES = {"hpsv2": ("hpsv2", "hpsv2"), "imagereward": ("ImageReward", "image-reward"),
+                   "hpsv3": ("hpsv3", "hpsv3")}   # metric: (module, pip package)
+
+
+def check_scorers(names) -> None:
+    """A one-line error for a preference scorer whose package is not installed."""
+    import importlib.util
+
+    for name in names:
+        module, package = SCORER_PACKAGES[name]
+        if importlib.util.find_spec(module) is None:
+            raise CrossdistillError(f"{name} needs the {package} package; install it with `pip install {package}` "
+                                    f"and make its weights available locally, or leave {name} out of --metrics")
 
 
 def preference_scores(name: str, paths: list[Path], prompts: list[str], device: torch.device) -> list[float]:
     """HPSv2 / ImageReward / HPSv3 through their own packages (which load their own
     checkpoint formats; they run only when named in --metrics)."""
+    check_scorers([name])
     try:
         if name == "hpsv2":
-            try:
-                import hpsv2
-            except ImportError:
-                raise _scorer_missing("HPSv2", "hpsv2", "the hpsv2 package") from None
+            import hpsv2
+
             return [float(hpsv2.score([str(p)], prompt, hps_version="v2.1")[0]) for p, prompt in zip(paths, prompts)]
         if name == "imagereward":
-            try:
-                import ImageReward
-            except ImportError:
-                raise _scorer_missing("ImageReward", "image-reward", "the ImageReward package") from None
+            import ImageReward
+
             model = ImageReward.load("ImageReward-v1.0", device=str(device))
             return [float(model.score(prompt, [str(p)])) for p, prompt in zip(paths, prompts)]
-        try:
-            from hpsv3 import HPSv3RewardInferencer
-        except ImportError:
-            raise _scorer_missing("HPSv3", "hpsv3", "the hpsv3 package") from None
+        from hpsv3 import HPSv3RewardInferencer
+
         inferencer = HPSv3RewardInferencer(device=str(device))
         with torch.no_grad():
             rewards = inferencer.reward(prompts=prompts, image_paths=[str(p) for p in paths])
         return [float(r[0]) for r in rewards]
-    except CrossdistillError:
-        raise
     except Exception as e:   # weights not downloadable offline, wrong versions: one line
         raise CrossdistillError(f"{name} could not run ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                                 f"its weights must be available locally") from None
@@ -279,39 +284,34 @@ def _feature_name(spec: str) -> str:
     return Path(spec).name.replace("-", "_").lower() or "features"
 
 
-SCORER_MODULES = {"hpsv2": ("hpsv2", "hpsv2"), "imagereward": ("ImageReward", "image-reward"),
-                  "hpsv3": ("hpsv3", "hpsv3")}
+def _features(paths: list[Path], net, batch: int, desc: str) -> torch.Tensor:
+    return torch.cat([net(images) for images in _feature_batches(paths, batch, desc)])
 
 
 def evaluate_scale(paths: list[Path], prompts: list[str], cfg: ScaleConfig) -> dict:
     """Metrics for generated images `paths` with their `prompts`."""
-    import importlib.util
-
     device, metrics = _device(), {}
     wanted = set(cfg.metrics)
-    for name in SCORERS:   # a missing package fails now, before any network is loaded
-        module, package = SCORER_MODULES[name]
-        if name in wanted and importlib.util.find_spec(module) is None:
-            raise _scorer_missing(name, package, f"the {package} package")
-    if "fid" in wanted:   # check the cheap things first: no network loads for a missing folder
+    check_scorers(n for n in SCORERS if n in wanted)   # cheap checks first, before any network loads
+    if "fid" in wanted:
         if cfg.reference is None:
             raise CrossdistillError("fid needs --reference DIR (a folder of real images)")
         refs = reference_images(cfg.reference)
     clip = ClipScore(cfg.clip_model, device) if "clip" in wanted or ("fid" in wanted and not cfg.features) else None
+    # the generated images' CLIP features, computed once when FID (default) and CLIP score both use them
+    clip_feats = _features(paths, clip.images, cfg.batch, "CLIP image features") if clip is not None else None
     if "fid" in wanted:
-        net = feature_net(cfg.features, device) if cfg.features else clip.images
-        name = "inception" if isinstance(net, InceptionFeatures) else _feature_name(cfg.features or cfg.clip_model)
-        mu, sigma, _ = fidlib.feature_stats(_feature_batches(paths, cfg.batch, "generated features"), net)
         spec = cfg.features or cfg.clip_model
+        net = feature_net(cfg.features, device) if cfg.features else clip.images
+        name = "inception" if isinstance(net, InceptionFeatures) else _feature_name(spec)
+        feats = clip_feats if clip is not None and net is clip.images else _features(paths, net, cfg.batch, "generated features")
+        mu, sigma, _ = fidlib.feature_stats([feats], lambda x: x)
         mu_r, sigma_r, n_r, cached = reference_stats(refs, net, _net_identity(spec), cfg.batch)
         metrics[f"fid_{name}"] = fidlib.frechet_distance(mu, sigma, mu_r, sigma_r)
         metrics.update(fid_features=spec, n_reference=n_r, reference_stats="cached" if cached else "computed")
     if "clip" in wanted:
-        from tqdm.auto import tqdm
-
-        scores = torch.cat([clip([read_rgb(p) for p in paths[i:i + cfg.batch]], prompts[i:i + cfg.batch])
-                            for i in tqdm(range(0, len(paths), cfg.batch), desc="CLIP score",
-                                          disable=len(paths) <= cfg.batch)])
+        scores = torch.cat([clip(clip_feats[i:i + cfg.batch], prompts[i:i + cfg.batch])
+                            for i in range(0, len(paths), cfg.batch)])
         metrics["clip_score"] = scores.mean().item()
         metrics["clip_model"] = cfg.clip_model
     for name in SCORERS:
