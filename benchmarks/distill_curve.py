@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", nargs="*", default=[], dest="overrides")
     ap.add_argument("--steps", nargs="+", type=int, required=True)
-    ap.add_argument("--n-per-prompt", type=int, default=2)
+    ap.add_argument("--n-per-prompt", type=int, default=4)
     ap.add_argument("--root", default="runs/curves")
     ap.add_argument("--log", default="runs/curves/results.jsonl")
     ap.add_argument("--threads", type=int, default=1)
@@ -51,10 +51,14 @@ def main() -> None:
         generate(GenerateConfig(str(run / "student"), prompts, folder, n_per_prompt=a.n_per_prompt,
                                 seed=100_000, batch_size=90, overwrite=True), progress=False)
         m = evaluate(folder)
+        hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if x.strip()]
+        diag = {k: hist[-1][k] for k in ("z_std", "reencode_err", "clipped", "bridge_drift") if k in hist[-1]}
         row = {"name": a.name, "steps": steps, "overrides": a.overrides, "config": a.config,
-               "adherence": m["adherence"], "fid": m["fid"], "n_images": m["n_images"],
+               "adherence": m["adherence"], "clean": m["fidelity"]["clean"], "fid": m["fid"],
+               "diagnostics": diag, "fidelity": m["fidelity"], "failures": m["failures"], "n_images": m["n_images"],
                "train_s": round(time.time() - t0, 1), "resolved": to_dict(cfg)}
-        print(json.dumps({k: row[k] for k in ("name", "steps", "adherence", "fid", "train_s")}), flush=True)
+        print(json.dumps({k: row[k] for k in ("name", "steps", "adherence", "clean", "fid", "diagnostics",
+                                              "train_s")}), flush=True)
         Path(a.log).parent.mkdir(parents=True, exist_ok=True)
         with open(a.log, "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -36,3 +36,23 @@ def tiny_pair(tmp_path_factory):
     build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
     build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
     return root
+
+
+def count_steps(monkeypatch, task_cls) -> list[int]:
+    """The steps a task class executes from now on (its `step` wrapped)."""
+    seen, step = [], task_cls.step
+
+    def counted(self, i, gen):
+        seen.append(i)
+        return step(self, i, gen)
+
+    monkeypatch.setattr(task_cls, "step", counted)
+    return seen
+
+
+def invocations(run_dir) -> list[dict]:
+    """Each training invocation of a run folder: the step it started at and the checkpoint it loaded."""
+    import json
+
+    rows = [json.loads(x) for x in (run_dir / "invocations.jsonl").read_text().splitlines()]
+    return [{"start_step": r["start_step"], "checkpoint": r["checkpoint"]} for r in rows]

@@ -88,3 +88,62 @@ def test_capture_under_gradient_checkpointing(name):
             sum(m["text"].pow(2).sum() for m in maps.values()).backward()
         grads.append(xi.grad)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny-sd15", "tiny-sdxl", "tiny-sd3", "tiny-sd35", "tiny-flux"])
+def test_captured_maps_equal_the_attention_each_layer_computes(tiny_models, name, monkeypatch):
+    """The reference is recorded from the layer itself: every `scaled_dot_product_attention`
+    call diffusers makes (queries and keys after its norms and RoPE, its scale and mask),
+    turned into softmax(QK^T * scale + mask) and tagged with the attention module that made
+    it. Our capture recomputes queries and keys on its own; both must agree on every site
+    (SD 1.5 / SDXL cross- and self-attention, SD 3 joint, SD 3.5 joint + dual, Flux
+    double- and single-stream with RoPE)."""
+    import torch.nn.functional as F
+
+    den = tiny_models(name)
+    x, t, c = _inputs(den)
+    text_len = c.embeds.shape[1]
+    sdpa, current, ref = F.scaled_dot_product_attention, [None], {}
+
+    def recording(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+        q, k = query, key
+        if current[0] is not None:
+            logits = (q.float() @ k.float().transpose(-1, -2)) * (scale or q.shape[-1] ** -0.5)
+            if attn_mask is not None:
+                logits = logits + attn_mask if attn_mask.dtype != torch.bool else \
+                    logits.masked_fill(~attn_mask, float("-inf"))
+            ref[current[0]] = logits.softmax(-1).mean(1)       # (B, S_q, S_k), heads averaged
+        return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                    **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    sites = den.attention_sites()
+    hooks = [s.module.register_forward_pre_hook(lambda m, a, n=s.name: current.__setitem__(0, n)) for s in sites]
+    hooks += [s.module.register_forward_hook(lambda m, a, o: current.__setitem__(0, None)) for s in sites]
+    try:
+        with AttentionCapture(den, CaptureSpec(image_to_image=True)) as cap:
+            _, maps = cap.run(lambda: den.model_output(x, t, c), text_len=text_len)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert set(maps) == {s.name for s in cap.sites} and set(maps) <= set(ref)
+    kinds = {s.name: s.kind for s in sites}
+    for site, m in maps.items():
+        p, n_img = ref[site], next(iter(m.values())).shape[1]     # image-query rows of this layer
+        kind = kinds[site]
+        if kind == "joint_img_first":       # [image; text] queries and keys
+            groups = {"image": p[:, :n_img, :n_img], "text": p[:, :n_img, n_img:]}
+        elif kind in ("joint_txt_first", "single_txt_first"):   # [text; image]
+            tl = p.shape[-1] - n_img
+            groups = {"text": p[:, tl:, :tl], "image": p[:, tl:, tl:]}
+        elif kind == "cross":
+            groups = {"text": p}
+        else:
+            groups = {"image": p}
+        for g, want in groups.items():
+            assert g in m, (site, g)
+            assert m[g].shape == want.shape, (site, g, m[g].shape, want.shape)
+            assert torch.allclose(m[g], want, atol=1e-5), (site, g, (m[g] - want).abs().max())
+    assert {kinds[s] for s in maps} == {"tiny-sd15": {"cross", "self"}, "tiny-sdxl": {"cross", "self"},
+                                         "tiny-sd3": {"joint_img_first"}, "tiny-sd35": {"joint_img_first", "self"},
+                                         "tiny-flux": {"joint_txt_first", "single_txt_first"}}[name]

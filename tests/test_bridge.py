@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import count_steps, invocations
 from crossdistill.bridge import Bridge, BridgeConfig
 from crossdistill.bridge.stage1 import DataConfig, Stage1Config, train_bridge
 from crossdistill.denoisers import build_denoiser
@@ -69,10 +70,15 @@ def _cfg(root, steps):
                         train=TrainConfig(steps=steps, batch=8, checkpoint_every=2, log_every=1))
 
 
-def test_stage1_resume_continues_the_same_loss_curve(tiny_pair, tmp_path):
+def test_stage1_resume_continues_the_same_loss_curve(tiny_pair, tmp_path, monkeypatch):
+    from crossdistill.bridge.stage1 import BridgeTask
+
     train_bridge(_cfg(tiny_pair, 6), tmp_path / "straight", progress=False)
     train_bridge(_cfg(tiny_pair, 4), tmp_path / "resumed", progress=False)      # "interrupted" at 4
+    steps = count_steps(monkeypatch, BridgeTask)
     train_bridge(_cfg(tiny_pair, 6), tmp_path / "resumed", progress=False)      # same command again
+    assert steps == [4, 5]                                       # only the remaining steps ran
+    assert invocations(tmp_path / "resumed")[-1] == {"start_step": 4, "checkpoint": "ckpt-0000004"}
     a = load_file(str(tmp_path / "straight" / "bridge" / "projector.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "bridge" / "projector.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -121,3 +127,63 @@ def test_stage1_data_errors(exported):
 
     with pytest.raises(CrossdistillError, match="no column 'caption'"):
         _hf_images(DataConfig(source="hf", path=str(folder), caption_column="caption"), 32, 2)
+
+
+def test_load_bridge_refuses_a_bridge_trained_for_another_pair(tiny_pair, tmp_path):
+    from crossdistill.bridge.stage1 import load_bridge
+    from crossdistill.denoisers import build_denoiser, load_denoiser
+
+    train_bridge(_cfg(tiny_pair, 1), tmp_path / "run", progress=False)
+    folder = tmp_path / "run" / "bridge"
+    student, teacher = load_denoiser(tiny_pair / "student"), load_denoiser(tiny_pair / "teacher")
+    load_bridge(folder, student, teacher)                                       # its own pair: fine
+    load_bridge(folder, student, load_denoiser(tiny_pair / "teacher", dtype=torch.bfloat16))   # same VAE in bf16
+    other = build_denoiser("tiny-sd15", seed=7)                                 # same shapes, another VAE
+    with pytest.raises(CrossdistillError, match="trained for student .* differs from this run's student"):
+        load_bridge(folder, other, teacher)
+    with pytest.raises(CrossdistillError, match="trained for teacher"):
+        load_bridge(folder, student, build_denoiser("tiny-sd35", seed=7))
+
+
+def test_stage1_losses_known_values():
+    from crossdistill.bridge.losses import attention_fidelity, latent_reconstruction, map_distance
+
+    p = torch.tensor([[[0.5, 0.5, 0.0]]])          # one row, three keys
+    q = torch.tensor([[[0.25, 0.25, 0.5]]])
+    assert map_distance(p, p).item() == 0 and map_distance(p, p, "kl").item() == pytest.approx(0, abs=1e-6)
+    assert map_distance(p, q).item() == pytest.approx(0.25 + 0.25 + 0.5)      # sum |p - q|
+    kl = 0.25 * torch.log(torch.tensor(0.5)) * 2 + 0.5 * (torch.log(torch.tensor(0.5)) - torch.log(torch.tensor(1e-8)))
+    assert map_distance(p, q, "kl").item() == pytest.approx(float(kl), rel=1e-4)   # sum q log(q / p), q the reference
+    maps = {"l0": {"text": p, "image": q}, "l1": {"text": q}}
+    ref = {"l0": {"text": q, "image": q}, "l1": {"text": q}}
+    loss, logs = attention_fidelity(maps, ref)
+    assert loss.item() == pytest.approx(1.0) and logs["attn"] == pytest.approx(1.0)   # summed over layers, groups
+    assert attention_fidelity(ref, ref)[0].item() == 0
+    a, b = torch.zeros(2, 3), torch.full((2, 3), 2.0)
+    assert latent_reconstruction(a, a)[0].item() == 0 and latent_reconstruction(a, b)[0].item() == 4.0
+
+
+def test_stage1_reference_and_prediction_share_t_and_noise(tiny_pair, monkeypatch):
+    """Both Teacher passes of a stage-1 step see the same timestep and noise (only the
+    latent differs), so the attention maps compare like with like."""
+    from accelerate import Accelerator
+
+    from crossdistill.bridge import stage1
+
+    task = stage1.BridgeTask(_cfg(tiny_pair, 1))
+    task.setup(Accelerator(cpu=True))
+    calls = []
+    maps = stage1.teacher_maps
+    monkeypatch.setattr(stage1, "teacher_maps", lambda den, cap, z, t, noise, cond: (
+        calls.append((z.detach().clone(), t.clone(), noise.clone())), maps(den, cap, z, t, noise, cond))[1])
+    task.step(0, torch.Generator().manual_seed(0))
+    (z_ref, t_ref, n_ref), (z_pred, t_pred, n_pred) = calls
+    assert torch.equal(t_ref, t_pred) and torch.equal(n_ref, n_pred) and not torch.equal(z_ref, z_pred)
+
+
+def test_stage1_loss_goes_down(tiny_pair, tmp_path):
+    cfg = _cfg(tiny_pair, 30)
+    cfg.lr = 3e-3
+    train_bridge(cfg, tmp_path / "run", progress=False)
+    hist = [json.loads(x)["loss"] for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert sum(hist[-5:]) / 5 < 0.7 * sum(hist[:5]) / 5, hist

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import count_steps, invocations
 from crossdistill.denoisers import build_denoiser, load_denoiser
 from crossdistill.distill.stage2 import FakeConfig, Stage2Config, distill
 from crossdistill.train import TrainConfig
@@ -23,10 +24,15 @@ def _cfg(root, steps, kind="full", bridge="roundtrip", gan=0.0):
 
 
 @pytest.mark.parametrize("kind,gan", [("full", 0.0), ("lora", 0.0), ("lora", 0.01)])
-def test_distill_resumes_exactly(tiny_pair, tmp_path, kind, gan):
+def test_distill_resumes_exactly(tiny_pair, tmp_path, kind, gan, monkeypatch):
+    from crossdistill.distill.stage2 import DistillTask
+
     distill(_cfg(tiny_pair, 4, kind, gan=gan), tmp_path / "a", PROMPTS, progress=False)
     distill(_cfg(tiny_pair, 2, kind, gan=gan), tmp_path / "b", PROMPTS, progress=False)
+    steps = count_steps(monkeypatch, DistillTask)
     distill(_cfg(tiny_pair, 4, kind, gan=gan), tmp_path / "b", PROMPTS, progress=False)
+    assert steps == [2, 3]                                       # the rerun ran only the remaining steps
+    assert invocations(tmp_path / "b")[-1] == {"start_step": 2, "checkpoint": "ckpt-0000002"}
     a = load_file(str(tmp_path / "a" / "student" / "unet.safetensors"))
     b = load_file(str(tmp_path / "b" / "student" / "unet.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -104,3 +110,101 @@ def test_bench_times_student_and_teacher_from_one_run(tiny_pair, tmp_path):
     assert rows["teacher"]["speedup_b1"] == 1.0      # (speeds are measured by `bench`, not asserted here)
     s, t = rows["student"], rows["teacher"]
     assert s["ms_per_image_b2"] > 0 and s["speedup_b2"] == round(t["ms_per_image_b2"] / s["ms_per_image_b2"], 1)
+
+
+def _task(root, **kw):
+    from accelerate import Accelerator
+
+    from crossdistill.distill.stage2 import DistillTask
+
+    cfg = _cfg(root, 1)
+    cfg = Stage2Config(**{**cfg.__dict__, **kw})
+    task = DistillTask(cfg, PROMPTS)
+    task.setup(Accelerator(cpu=True))
+    return task
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_stage2_step_moves_the_generator_toward_the_real_prediction(tiny_pair, swap):
+    """Stub scores at the call site: real = the generator's bridged sample + 1, fake = the
+    sample itself. One generator step must bring B(G(noise)) closer to the real prediction;
+    passing real and fake the wrong way round (swap) must not."""
+    task = _task(tiny_pair, guidance=1.0)
+    task.opt_g = torch.optim.SGD(task.student.model.parameters(), lr=1e-3)   # a small step: first order holds
+    seen = {}
+    forward, generate = task.bridge.forward, task.generator.forward
+    task.bridge.forward = lambda z, **k: seen.setdefault("z_hat", forward(z, **k))
+    task.generator.forward = lambda n, c: (seen.setdefault("batch", (n, c)), generate(n, c))[1]
+    real = lambda x_t, t, c, **k: seen["z_hat"].detach() + 1.0            # noqa: E731
+    fake = lambda x_t, t, c, **k: seen["z_hat"].detach()                  # noqa: E731
+    task.teacher.predict_x0, task.fake.den.predict_x0 = (fake, real) if swap else (real, fake)
+    task.cfg.fake.updates, task._fake_update = 1, lambda *a, **k: {"fake": 0.0}   # generator update only
+    task.step(0, torch.Generator().manual_seed(0))
+    before = seen["z_hat"].detach()
+    with torch.no_grad():
+        after = forward(generate(*seen["batch"]), clamp=task.cfg.clamp)   # the same batch, after the step
+    target = before + 1.0
+    closer = bool((after - target).norm() < (before - target).norm())
+    assert closer != swap
+
+
+def test_real_score_guidance_calls_the_teachers_empty_prompt(tiny_pair):
+    for guidance, expect_uncond in ((3.0, True), (1.0, False)):
+        task = _task(tiny_pair, guidance=guidance)
+        calls = []
+        output = task.teacher.model_output
+        task.teacher.model_output = lambda x, t, c, **k: (calls.append(c), output(x, t, c, **k))[1]
+        task.step(0, torch.Generator().manual_seed(0))
+        empty = task.teacher.encode_prompt([""])
+        n = task.cfg.train.batch
+        assert len(calls) == 1 and len(calls[0]) == (2 * n if expect_uncond else n)
+        if expect_uncond:   # the first half of the batched call: the Teacher's own "" conditioning
+            assert torch.equal(calls[0].embeds[:n], empty.embeds.expand(n, -1, -1))
+            if empty.pooled is not None:
+                assert torch.equal(calls[0].pooled[:n], empty.pooled.expand(n, -1))
+
+
+def test_export_is_the_ema_of_the_checkpoint(tiny_pair, tmp_path):
+    distill(_cfg(tiny_pair, 2), tmp_path / "run", PROMPTS, progress=False)
+    state = load_file(str(tmp_path / "run" / "ckpt-0000002" / "state.safetensors"))
+    exported = load_file(str(tmp_path / "run" / "student" / "unet.safetensors"))
+    ema = {k[len("module/ema/"):]: v for k, v in state.items() if k.startswith("module/ema/")}
+    raw = {k[len("module/generator/"):]: v for k, v in state.items() if k.startswith("module/generator/")}
+    assert ema.keys() == exported.keys() and all(torch.equal(ema[k], exported[k]) for k in ema)
+    assert any(not torch.equal(raw[k], exported[k]) for k in raw)      # and not the raw generator
+    from diffusers import UNet2DConditionModel
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "run" / "student", subfolder="unet")
+    assert all(torch.equal(v, ema[k]) for k, v in unet.state_dict().items())   # the pipeline's UNet too
+
+
+def test_ema_update_matches_a_hand_computation():
+    from crossdistill.train import ema_update
+
+    ema, model = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(ema.weight, 1.0), torch.nn.init.constant_(model.weight, 3.0)
+    ema_update(ema, model, decay=0.99, step=0)        # warm-up: d = min(0.99, 1/10) = 0.1
+    assert ema.weight.item() == pytest.approx(0.1 * 1.0 + 0.9 * 3.0)
+    torch.nn.init.constant_(ema.weight, 1.0)
+    ema_update(ema, model, decay=0.99, step=10_000)   # d = 0.99
+    assert ema.weight.item() == pytest.approx(0.99 * 1.0 + 0.01 * 3.0)
+
+
+def test_each_process_takes_its_own_half_of_the_global_batch(tiny_pair):
+    """Process k of 2 gets rows [k * B/2, (k + 1) * B/2) of what one process draws for the
+    global batch B: distinct halves that cover it (noise, prompts, Teacher times and noise)."""
+    from types import SimpleNamespace
+
+    task = _task(tiny_pair)
+    parts = []
+    for rank, world in ((0, 1), (0, 2), (1, 2)):
+        task.acc = SimpleNamespace(num_processes=world, process_index=rank)
+        gen = torch.Generator().manual_seed(5)
+        noise, cs, ct = task._batch(gen)
+        t, eps = task._noising(torch.zeros(len(noise), *task.teacher.latent_shape(32, 32)), gen)
+        parts.append((noise, cs.embeds, t, eps))
+    full, a, b = parts
+    n = task.cfg.train.batch
+    for i in range(4):
+        assert len(a[i]) == len(b[i]) == n // 2 and len(full[i]) == n
+        assert torch.equal(torch.cat([a[i], b[i]]), full[i])        # the halves cover the global batch
+    assert not torch.equal(a[0], b[0]) and not torch.equal(a[3], b[3])   # and are not the same rows

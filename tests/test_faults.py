@@ -1,6 +1,7 @@
 """Faults: kill -9 mid-run and rerun (bit-exact resume), corrupted newest checkpoint,
 non-finite steps, out-of-memory (issue "reliability")."""
 
+import json
 import os
 import random
 import signal
@@ -12,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import invocations
 from crossdistill.errors import CrossdistillError
 from crossdistill.train import TrainConfig, run
 from crossdistill.train.loop import NonFiniteStep
@@ -49,7 +51,11 @@ def test_kill_9_then_rerun_equals_uninterrupted(tiny_pair, tmp_path, stage):
     p.wait()
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (b / "student").exists() and not (b / "bridge" / "projector.safetensors").exists()
+    newest = max(int(c.name[5:]) for c in b.glob("ckpt-*"))     # k, or k + 1 if written before the kill
     subprocess.run(_cmd(stage, tiny_pair, b), env=ENV, check=True, capture_output=True, timeout=600)
+    assert invocations(b)[-1] == {"start_step": newest, "checkpoint": f"ckpt-{newest:07d}"}   # resumed, not redone
+    hist = [json.loads(x)["step"] for x in (b / "history.jsonl").read_text().splitlines()]
+    assert hist[-(10 - newest):] == list(range(newest + 1, 11))     # the rerun logged only the remaining steps
     (wa, sa), (wb, sb) = _final(stage, a), _final(stage, b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[x], wb[x]) for x in wa)      # bit for bit
     assert sa.keys() == sb.keys() and all(torch.equal(sa[x], sb[x]) for x in sa)      # optimizer state too
@@ -61,8 +67,9 @@ class _Toy:
 
     def __init__(self, fail=lambda step: None):
         self.w = torch.nn.Linear(1, 1)
+        torch.nn.init.constant_(self.w.weight, 0.5), torch.nn.init.constant_(self.w.bias, 0.1)   # same start every time
         self.opt = torch.optim.SGD(self.w.parameters(), lr=0.1)
-        self.fail = fail
+        self.fail, self.steps = fail, []
 
     def setup(self, acc):
         self.acc = acc
@@ -74,6 +81,7 @@ class _Toy:
         return {"w": self.opt}
 
     def step(self, step, gen):
+        self.steps.append(step)
         self.fail(step)
         loss = self.w(torch.ones(1, 1)).pow(2).sum()
         self.opt.zero_grad()
@@ -111,10 +119,17 @@ def test_out_of_memory_is_one_clear_message_with_the_knobs(tmp_path):
 
 
 def test_corrupted_newest_checkpoint_warns_and_resumes_from_the_one_before(tmp_path):
-    run(_Toy(), TrainConfig(steps=3, batch=1, checkpoint_every=1, keep_checkpoints=3), tmp_path, progress=False)
-    state = tmp_path / "ckpt-0000003" / "state.safetensors"
+    cfg = TrainConfig(steps=3, batch=1, checkpoint_every=1, keep_checkpoints=3)
+    straight, run_dir = tmp_path / "straight", tmp_path / "run"
+    run(_Toy(), cfg, straight, progress=False)
+    run(_Toy(), cfg, run_dir, progress=False)
+    state = run_dir / "ckpt-0000003" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:100])            # truncated newest checkpoint
     task = _Toy()
     with pytest.warns(UserWarning, match="ckpt-0000003.*unreadable"):
-        run(task, TrainConfig(steps=3, batch=1, checkpoint_every=1, keep_checkpoints=3), tmp_path, progress=False)
-    assert (tmp_path / "ckpt-0000003" / "manifest.json").exists()          # step 3 redone and rewritten
+        run(task, cfg, run_dir, progress=False)
+    assert task.steps == [2]                                # resumed from step 2: only step 3 redone
+    assert invocations(run_dir)[-1] == {"start_step": 2, "checkpoint": "ckpt-0000002"}
+    a = load_file(str(straight / "ckpt-0000003" / "state.safetensors"))
+    b = load_file(str(run_dir / "ckpt-0000003" / "state.safetensors"))   # rewritten, equal to the straight run
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

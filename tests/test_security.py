@@ -18,6 +18,22 @@ def test_source_never_unpickles_or_trusts_remote_code():
             assert "weights_only=True" in m.group(1), f"{f}: torch.load without weights_only=True"
         assert not re.search(r"trust_remote_code\s*=\s*True", text), f"{f}: trust_remote_code=True"
         assert "pickle.load" not in text, f"{f}: pickle.load"
+        assert not re.search(r"from\s+torch\s+import\s+[^\n]*\bload\b", text), f"{f}: from torch import load"
+        assert not re.search(r"from\s+pickle\s+import|import\s+(c?pickle|dill|joblib)\b", text), f"{f}: pickle module"
+        for m in re.finditer(r"\bnp\.load\((.*)", text):
+            assert "allow_pickle=True" not in m.group(1), f"{f}: np.load(..., allow_pickle=True)"
+
+
+def test_the_scan_catches_what_it_claims(tmp_path, monkeypatch):
+    """The scan above, run on a planted file: each unpickling form is reported."""
+    import test_security as me
+
+    for bad in ("from torch import load\n", "import pickle\n", "x = np.load(f, allow_pickle=True)\n",
+                "torch.load(f)\n", "pickle.load(f)\n"):
+        (tmp_path / "bad.py").write_text(bad)
+        monkeypatch.setattr(me, "SRC", tmp_path)
+        with pytest.raises(AssertionError):
+            me.test_source_never_unpickles_or_trusts_remote_code()
 
 
 def test_offline_means_no_network(monkeypatch, tmp_path):

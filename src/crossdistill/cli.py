@@ -226,6 +226,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
          bridge_steps: int = typer.Option(300),
          bridge_images: int = typer.Option(2000, help="images whose latents stage 1 trains on"),
          distill_steps: int = typer.Option(300, help="stage-2 generator steps per Student"),
+         train_seeds: int = typer.Option(1, help="stage-2 training seeds per Student (3 or more: means with 95-percent intervals)"),
          threads: int = typer.Option(2)) -> None:
     """The shapes-world method end to end: Bridge, both one-step Students, evaluation, latency, report.html."""
     from .demo import DemoConfig, run_demo
@@ -234,11 +235,11 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to
         raise CrossdistillError(f"--prompts must be in 1..90, got {prompts}")
     for name, v in (("--n-per-prompt", n_per_prompt or 1), ("--bridge-steps", bridge_steps),
                     ("--bridge-images", bridge_images), ("--distill-steps", distill_steps),
-                    ("--threads", threads)):
+                    ("--train-seeds", train_seeds), ("--threads", threads)):
         if v < 1:
             raise CrossdistillError(f"{name} must be >= 1, got {v}")
     run_demo(DemoConfig(out, full, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
-                        bridge_images=bridge_images, distill_steps=distill_steps,
+                        bridge_images=bridge_images, distill_steps=distill_steps, train_seeds=train_seeds,
                         threads=threads))
 
 

@@ -7,15 +7,17 @@ cross-space one-step Student (stage 2, same loop, same budget), each exported as
 diffusers pipeline, generated with the same prompts and seeds and scored; latency of
 every model; `report.html` and `metrics.json`. `--full` adds the ablations (round-trip,
 projector-only and no-attention-fidelity Bridges, each distilled alike) and 8 images
-per prompt. Every stage writes its own folder atomically; rerunning the same command
-skips what is finished.
+per prompt; `--train-seeds 3` trains every Student with stage-2 seeds 0, 1, 2 (the
+generator's noise and prompt order change; Teacher, Student base and Bridge stay) and
+reports means with 95 % intervals. Every stage writes its own folder atomically;
+rerunning the same command skips what is finished.
 
-    DIR/metrics.json  DIR/report.html  DIR/demo.log  DIR/config.json
-    DIR/students/<method>/      exported StableDiffusionPipeline folders (1 step)
-    DIR/bridge/bridge/          the stage-1 Bridge (DIR/bridge: its run, logs, history)
-    DIR/runs/<method>/          stage-2 runs (checkpoints, history.jsonl, tensorboard logs)
-    DIR/ablations/<variant>/    --full: the other stage-1 Bridges
-    DIR/generations/<method>/   PNGs + manifest.jsonl + metrics.json
+    DIR/metrics.json  DIR/report.html  DIR/grid.png  DIR/demo.log  DIR/config.json
+    DIR/students/<method>[-seedN]/   exported StableDiffusionPipeline folders (1 step)
+    DIR/bridge/bridge/               the stage-1 Bridge (DIR/bridge: its run, logs, history)
+    DIR/runs/<method>[-seedN]/       stage-2 runs (checkpoints, history.jsonl, tensorboard logs)
+    DIR/ablations/<variant>/         --full: the other stage-1 Bridges
+    DIR/generations/<method>[-seedN]/  PNGs + manifest.jsonl + metrics.json
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import CrossdistillError
+from .report import BASE, CROSS, REAL, SHARED, TEACHER
 
 
 @dataclass
@@ -41,6 +44,7 @@ class DemoConfig:
     bridge_steps: int = 300
     bridge_images: int = 2000
     distill_steps: int = 300
+    train_seeds: int = 1           # stage-2 training seeds per Student (0 .. n-1); n > 1: means and 95 % intervals
     prompts: int = 90              # first N of the 90 prompts (tests use fewer)
     bench_repeats: int = 3
     threads: int = 2
@@ -56,22 +60,20 @@ class Method:
     slug: str           # folder name
     teacher: str
     bridge: str         # "identity", "roundtrip", or a stage-1 variant name (DIR/bridge, DIR/ablations/<v>)
-    guidance: float     # real-score CFG
-    fake_updates: int   # fake-score updates per generator step
+    settings: dict = field(default_factory=dict)   # stage-2 config overrides (dotted keys)
 
 
-# Each method at the best setting of the same one-factor search (docs/distill.md, "Tuning"):
-# shared-space: its Teacher's own guidance (7.5), 1 fake update; cross-space: 2x its
-# Teacher's guidance (4.0), 2 fake updates. lr 2e-4 was best for both.
-SHARED = dict(teacher="shapes-student-base", guidance=7.5, fake_updates=1)
-CROSS = dict(teacher="shapes-teacher", guidance=4.0, fake_updates=2)
+# Each method at the best setting of the same search (docs/distill.md, "Tuning").
+SHARED_SETTINGS = {"teacher": "shapes-student-base", "settings": {"guidance": 7.5, "fake.updates": 1}}
+CROSS_SETTINGS = {"teacher": "shapes-teacher", "settings": {"guidance": 4.0, "fake.updates": 2}}
 BRIDGES = {"bridge": {}, "bridge-no-attn": {"attn.weight": 0.0}, "projector-only": {"bridge.kind": "projector_only"}}
-MAIN = [Method("shared-space one-step", "shared-space", bridge="identity", **SHARED),
-        Method("cross-space one-step", "cross-space", bridge="bridge", **CROSS)]
-ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", bridge="roundtrip", **CROSS),
-             Method("cross-space, projector-only Bridge", "cross-projector-only", bridge="projector-only", **CROSS),
+MAIN = [Method(SHARED, "shared-space", bridge="identity", **SHARED_SETTINGS),
+        Method(CROSS, "cross-space", bridge="bridge", **CROSS_SETTINGS)]
+ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", bridge="roundtrip", **CROSS_SETTINGS),
+             Method("cross-space, projector-only Bridge", "cross-projector-only", bridge="projector-only",
+                    **CROSS_SETTINGS),
              Method("cross-space, Bridge without attention fidelity", "cross-no-attn", bridge="bridge-no-attn",
-                    **CROSS)]
+                    **CROSS_SETTINGS)]
 
 
 class _Log:
@@ -93,125 +95,183 @@ def _bridge_dir(out: Path, variant: str) -> Path:
     return out / "bridge" if variant == "bridge" else out / "ablations" / variant
 
 
+def _seeded(slug: str, seed: int) -> str:
+    return slug if seed == 0 else f"{slug}-seed{seed}"
+
+
+class Demo:
+    """The demo's folder, log and stage timings; one method per stage."""
+
+    def __init__(self, cfg: DemoConfig):
+        from .config import to_dict
+        from .io import RUN_MARKER
+        from .toy.shapes import all_prompts
+
+        self.cfg = cfg = cfg.resolved()
+        self.out = out = Path(cfg.out)
+        if out.exists() and any(out.iterdir()) and not (out / RUN_MARKER).exists():
+            raise CrossdistillError(f"{out} exists and is not a crossdistill demo folder; choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_MARKER).write_text("crossdistill demo\n")
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1, default=str))
+        self.prompts = all_prompts()[:cfg.prompts]
+        self.t0 = time.time()
+        self.log = _Log(out / "demo.log", self.t0)
+        self.log(f"demo start: {json.dumps(to_dict(cfg), default=str)}")
+        self.timings_path = out / "stage_times.json"
+        self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
+        self.resumed = bool(self.timings)
+        self.methods = MAIN + (ABLATIONS if cfg.full else [])
+        self.variants = ["bridge"] + ([m.bridge for m in ABLATIONS if m.bridge in BRIDGES] if cfg.full else [])
+
+    def timed(self, key: str, fn) -> None:
+        start = time.time()
+        fn()
+        self.timings[key] = round(time.time() - start, 1)
+        self.timings_path.write_text(json.dumps(self.timings, indent=1))
+        self.log(f"{key} done in {self.timings[key]} s")
+
+    def generate(self, model: str, folder: Path, batch: int) -> dict:
+        """Generate (once) the demo's prompts x n_per_prompt with its seeds, and score them."""
+        from .eval.harness import evaluate
+        from .generate import GenerateConfig, generate
+
+        if not (folder / "manifest.jsonl").exists():
+            cfg = self.cfg
+            self.timed(f"generate {folder.name}", lambda: generate(GenerateConfig(
+                model, self.prompts, folder, n_per_prompt=cfg.n_per_prompt, seed=cfg.seed, batch_size=batch)))
+        return evaluate(folder)
+
+    # -- stages --------------------------------------------------------------------------
+    def references(self) -> tuple[dict, dict]:
+        """Real renders, the Teacher and the Student base (multi-step): rows and model names."""
+        from .toy.data import export
+
+        self.log.stage("real renders (reference row)")
+        real = self.out / "generations" / "real"
+        if not (real / "manifest.jsonl").exists():
+            export(len(self.prompts) * self.cfg.n_per_prompt, 64, real, seed=self.cfg.seed)
+        from .eval.harness import evaluate
+
+        rows, models = {REAL: evaluate(real)}, {}
+        for label, model in ((TEACHER, "shapes-teacher"), (BASE, "shapes-student-base")):
+            self.log.stage(f"{label}: generate {len(self.prompts) * self.cfg.n_per_prompt} images")
+            rows[label] = self.generate(model, self.out / "generations" / model, 60)
+            models[label] = model
+        return rows, models
+
+    def bridges(self) -> dict:
+        """Stage 1 for every Bridge variant, then their held-out evaluation (with the round-trip)."""
+        from .bridge.report import evaluate_runs
+        from .bridge.stage1 import DataConfig, Stage1Config, train_bridge
+        from .config import load_config
+        from .train import TrainConfig
+
+        cfg = self.cfg
+        for variant in self.variants:
+            self.log.stage(f"stage 1: {variant}")
+            run = _bridge_dir(self.out, variant)
+            if not (run / "bridge" / "bridge.json").exists():
+                s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in BRIDGES[variant].items()])
+                s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
+                                         train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100))
+                self.timed(f"stage 1 {variant}", lambda: train_bridge(s1, run))
+        self.log.stage("stage 1: held-out Bridge evaluation")
+        return evaluate_runs([_bridge_dir(self.out, v) for v in self.variants], "shapes-teacher",
+                             "shapes-student-base", images=min(360, len(self.prompts) * 4))
+
+    def stage2_config(self, m: Method, seed: int):
+        from .config import load_config
+        from .distill.stage2 import Stage2Config
+
+        bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(self.out, m.bridge) / "bridge")
+        sets = {"teacher": m.teacher, "bridge": bridge, "train.steps": self.cfg.distill_steps, "train.batch": 16,
+                "train.checkpoint_every": 50, "train.seed": seed, **m.settings}
+        return load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
+
+    def student(self, m: Method, seed: int) -> tuple[dict, str]:
+        """Stage 2 for one method and training seed, its export, generations and scores."""
+        from .distill.stage2 import distill
+
+        slug = _seeded(m.slug, seed)
+        self.log.stage(f"stage 2: {m.label}" + (f" (training seed {seed})" if seed else ""))
+        run, student = self.out / "runs" / slug, self.out / "students" / slug
+        if not (student / "model_index.json").exists():
+            s2 = self.stage2_config(m, seed)
+            self.timed(f"stage 2 {slug}", lambda: distill(s2, run, self.prompts))
+            student.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(run / "student", student)
+        row = self.generate(str(student), self.out / "generations" / slug, 90)
+        row["diagnostics"] = last_diagnostics(run / "history.jsonl")
+        return row, str(student)
+
+    def latency(self, models: dict) -> dict:
+        from .eval.bench import bench
+
+        self.log.stage("latency (same process, batch 1 and 8)")
+        path = self.out / "latency.json"
+        if path.exists() and set(json.loads(path.read_text())) == set(models):
+            return json.loads(path.read_text())
+        latency = bench(models, (1, 8), self.cfg.bench_repeats, reference=TEACHER)
+        path.write_text(json.dumps(latency, indent=1))
+        return latency
+
+    def histories(self) -> dict[str, str]:
+        """Where each training run's history.jsonl lies (the report plots them)."""
+        h = {f"stage 1: {v}": str(_bridge_dir(self.out, v) / "history.jsonl") for v in self.variants}
+        h.update({f"stage 2: {m.label}": str(self.out / "runs" / m.slug / "history.jsonl") for m in self.methods})
+        return {k: v for k, v in h.items() if Path(v).exists()}
+
+
+def last_diagnostics(history: Path) -> dict[str, float]:
+    """The stage-2 latent diagnostics of a run's last logged step (distill/diagnostics.py)."""
+    keys = ("z_std", "reencode_err", "clipped", "bridge_drift")
+    if not Path(history).exists():
+        return {}
+    rows = [json.loads(x) for x in Path(history).read_text().splitlines() if x.strip()]
+    last = next((r for r in reversed(rows) if "z_std" in r), {})
+    return {k: last[k] for k in keys if k in last}
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     from .artifacts import NAMED
-    from .bridge.report import evaluate_runs
-    from .bridge.stage1 import DataConfig, Stage1Config, train_bridge
-    from .config import load_config, to_dict
-    from .distill.stage2 import FakeConfig, Stage2Config, distill
-    from .eval.bench import bench, table as bench_table
-    from .eval.harness import evaluate, table
-    from .generate import GenerateConfig, generate
-    from .io import RUN_MARKER
-    from .report import write_report
-    from .toy.data import export
-    from .toy.shapes import all_prompts
-    from .train import TrainConfig
+    from .config import to_dict
+    from .eval.bench import table as bench_table
+    from .eval.harness import table
+    from .eval.seeds import seed_summary
+    from .report import provenance, write_report
     from .ui import console
 
-    cfg = cfg.resolved()
     for name in ("shapes-teacher", "shapes-student-base", "shapes-classifier"):
         if not NAMED[name].exists():
             raise CrossdistillError(f"shapes-world model {name} is missing; run `crossdistill shapes pretrain --install`")
     torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not (out / RUN_MARKER).exists():
-        raise CrossdistillError(f"{out} exists and is not a crossdistill demo folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_MARKER).write_text("crossdistill demo\n")
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1, default=str))
-    prompts = all_prompts()[:cfg.prompts]
-    t0 = time.time()
-    log = _Log(out / "demo.log", t0)
-    log(f"demo start: {json.dumps(to_dict(cfg), default=str)}")
-    timings_path = out / "stage_times.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    resumed = bool(timings)
-
-    def timed(key: str, fn) -> None:
-        start = time.time()
-        fn()
-        timings[key] = round(time.time() - start, 1)
-        timings_path.write_text(json.dumps(timings, indent=1))
-        log(f"{key} done in {timings[key]} s")
-
-    def gen(model: str, folder: Path, batch: int) -> None:
-        generate(GenerateConfig(model, prompts, folder, n_per_prompt=cfg.n_per_prompt, seed=cfg.seed,
-                                batch_size=batch))
-
-    rows, models = {}, {}
-    log.stage("real renders (reference row)")
-    real = out / "generations" / "real"
-    if not (real / "manifest.jsonl").exists():
-        export(len(prompts) * cfg.n_per_prompt, 64, real, seed=cfg.seed)
-    rows["real renders"] = evaluate(real)
-
-    for label, model in (("Teacher (multi-step)", "shapes-teacher"), ("Student base (multi-step)", "shapes-student-base")):
-        log.stage(f"{label}: generate {len(prompts) * cfg.n_per_prompt} images")
-        folder = out / "generations" / model
-        if not (folder / "manifest.jsonl").exists():
-            timed(f"generate {model}", lambda: gen(model, folder, 60))
-        rows[label] = evaluate(folder)
-        models[label] = model
+    demo = Demo(cfg)
+    cfg = demo.cfg
+    rows, models = demo.references()
     console().print(table(rows))
-
-    methods = MAIN + (ABLATIONS if cfg.full else [])
-    variants = ["bridge"] + ([m.bridge for m in ABLATIONS if m.bridge in BRIDGES] if cfg.full else [])
-    for variant in variants:
-        log.stage(f"stage 1: {variant}")
-        run = _bridge_dir(out, variant)
-        if not (run / "bridge" / "bridge.json").exists():
-            s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in BRIDGES[variant].items()])
-            s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
-                                     train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100))
-            timed(f"stage 1 {variant}", lambda: train_bridge(s1, run))
-    log.stage("stage 1: held-out Bridge evaluation")
-    bridge_rows = evaluate_runs([_bridge_dir(out, v) for v in variants], "shapes-teacher", "shapes-student-base",
-                                images=min(360, len(prompts) * 4))
-
-    for m in methods:
-        log.stage(f"stage 2: {m.label}")
-        run, student = out / "runs" / m.slug, out / "students" / m.slug
-        if not (student / "model_index.json").exists():
-            bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(out, m.bridge) / "bridge")
-            s2 = Stage2Config(teacher=m.teacher, bridge=bridge, guidance=m.guidance,
-                              fake=FakeConfig(updates=m.fake_updates),
-                              train=TrainConfig(steps=cfg.distill_steps, batch=16, checkpoint_every=50))
-            timed(f"stage 2 {m.slug}", lambda: distill(s2, run, prompts))
-            student.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(run / "student", student)
-        folder = out / "generations" / m.slug
-        if not (folder / "manifest.jsonl").exists():
-            gen(str(student), folder, 90)
-        rows[m.label] = evaluate(folder)
-        models[m.label] = str(student)
+    bridge_rows = demo.bridges()
+    per_seed: dict[str, list[dict]] = {}
+    for m in demo.methods:
+        for seed in range(cfg.train_seeds):
+            row, student = demo.student(m, seed)
+            per_seed.setdefault(m.label, []).append(row)
+            if seed == 0:
+                rows[m.label], models[m.label] = row, student
     console().print(table(rows))
-
-    log.stage("latency (same process, batch 1 and 8)")
-    latency_path = out / "latency.json"
-    if latency_path.exists() and set(json.loads(latency_path.read_text())) == set(models):
-        latency = json.loads(latency_path.read_text())
-    else:
-        latency = bench(models, (1, 8), cfg.bench_repeats, reference="Teacher (multi-step)")
-        latency_path.write_text(json.dumps(latency, indent=1))
+    latency = demo.latency(models)
     console().print(bench_table(latency))
 
     metrics = {"generations": rows, "bridge": bridge_rows, "latency": latency,
-               "wall_time_s": round(time.time() - t0, 1), "resumed": resumed, "stage_time_s": timings,
-               "n_per_prompt": cfg.n_per_prompt, "prompts": len(prompts),
-               "histories": _histories(out, methods, variants),
-               "config": dict(to_dict(cfg), methods=[dataclasses.asdict(m) for m in methods])}
-    tmp = out / ".metrics.json.tmp"
+               "seeds": seed_summary(per_seed, pair=(CROSS, SHARED)) if cfg.train_seeds > 1 else {},
+               "wall_time_s": round(time.time() - demo.t0, 1), "resumed": demo.resumed,
+               "stage_time_s": demo.timings, "n_per_prompt": cfg.n_per_prompt, "prompts": len(demo.prompts),
+               "histories": demo.histories(), "provenance": provenance(),
+               "config": dict(to_dict(cfg), methods=[dataclasses.asdict(m) for m in demo.methods])}
+    tmp = demo.out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1, default=str))
-    tmp.replace(out / "metrics.json")
-    write_report(out, metrics)
-    log(f"done in {metrics['wall_time_s']} s" + (" (resumed: this invocation only)" if resumed else ""))
-    print(f"\nwrote {out / 'metrics.json'} and {out / 'report.html'} ({metrics['wall_time_s']} s)")
+    tmp.replace(demo.out / "metrics.json")
+    write_report(demo.out, metrics)
+    demo.log(f"done in {metrics['wall_time_s']} s" + (" (resumed: this invocation only)" if demo.resumed else ""))
+    print(f"\nwrote {demo.out / 'metrics.json'} and {demo.out / 'report.html'} ({metrics['wall_time_s']} s)")
     return metrics
-
-
-def _histories(out: Path, methods: list[Method], variants: list[str]) -> dict[str, str]:
-    """Where each training run's history.jsonl lies (the report plots them)."""
-    h = {f"stage 1: {v}": str(_bridge_dir(out, v) / "history.jsonl") for v in variants}
-    h.update({f"stage 2: {m.label}": str(out / "runs" / m.slug / "history.jsonl") for m in methods})
-    return {k: v for k, v in h.items() if Path(v).exists()}

@@ -1,6 +1,9 @@
 """report.html: one self-contained page (images inlined as data URIs, plots as inline SVG)
-from a demo folder's metrics: the results table, sample grids with the same prompts and
-seeds for every method, loss curves, Bridge metrics, the config and package versions."""
+from a demo folder's metrics: the results table (with 95 % intervals over training seeds
+when there are several), image fidelity, per-attribute failures, stage-2 latent
+diagnostics, sample grids with the same prompts and seeds for every method, loss curves,
+Bridge metrics, how to load each exported Student, the config and the provenance
+(commit, hardware, versions, wall time per stage)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ import json
 import platform
 from pathlib import Path
 
-REFERENCE = "Teacher (multi-step)"
+# the demo's row labels (demo.py builds the rows, this page reads them)
+REAL, TEACHER, BASE = "real renders", "Teacher (multi-step)", "Student base (multi-step)"
+SHARED, CROSS = "shared-space one-step", "cross-space one-step"
+REFERENCE = TEACHER
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -25,6 +31,34 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "-"
     return out
+
+
+def provenance() -> dict:
+    """What made these numbers: git commit (and whether the tree had changes), CPU / GPU,
+    core count, package versions."""
+    import os
+    import subprocess
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                   if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import torch
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except Exception:   # provenance never fails a report
+        gpu = "unknown"
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain")),
+            "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "versions": _versions()}
 
 
 def _png_uri(path: Path, scale: int = 2) -> str:
@@ -96,11 +130,19 @@ def write_grid_png(rows: dict[str, dict], path: Path, columns: int = 8, cell: in
     return Path(path)
 
 
+def _pm(stats: dict | None, value: float, fmt: str) -> str:
+    """`value`, or the seeds' mean +- 95 % interval when there are several seeds."""
+    if not stats or stats.get("n", 1) < 2:
+        return format(value, fmt)
+    return f"{format(stats['mean'], fmt)} &plusmn; {format(stats['ci95'], fmt)}"
+
+
 def _results_table(metrics: dict) -> str:
     lat = metrics.get("latency", {})
     ref = lat.get(REFERENCE, {}).get("ms_per_image_b1")
-    cols = ["method", "steps", "color", "shape", "position", "all three", "domain FID", "ms/image (b=1)",
-            "ms/image (b=8)", "speed-up vs Teacher (b=1)"]
+    seeds = metrics.get("seeds") or {}
+    cols = ["method", "steps", "color", "shape", "position", "all three", "clean images", "domain FID",
+            "ms/image (b=1)", "ms/image (b=8)", "speed-up vs Teacher (b=1)"]
     out = ["<table class='results'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
     one_step = [k for k in metrics["generations"] if lat.get(k, {}).get("steps") == 1]
     best = max((metrics["generations"][k]["adherence"]["all"] for k in one_step), default=None)   # best one-step row
@@ -110,12 +152,59 @@ def _results_table(metrics: dict) -> str:
         b1, b8 = lt.get("ms_per_image_b1"), lt.get("ms_per_image_b8")
         speed = f"{ref / b1:.1f}x" if (ref and b1) else "-"
         cls = " class='best'" if label in one_step and a["all"] == best else ""
+        st = seeds.get(label, {})
+        clean = r.get("fidelity", {}).get("clean", float("nan"))
         out.append(f"<tr{cls}><td>{html.escape(label)}</td><td>{steps}</td>"
-                   + "".join(f"<td>{a[k]:.3f}</td>" for k in ("color", "shape", "position", "all"))
-                   + f"<td>{r['fid']:.1f}</td><td>{'-' if b1 is None else f'{b1:.1f}'}</td>"
+                   + "".join(f"<td>{_pm(st.get(k), a[k], '.3f')}</td>" for k in ("color", "shape", "position", "all"))
+                   + f"<td>{_pm(st.get('clean'), clean, '.3f')}</td><td>{_pm(st.get('fid'), r['fid'], '.1f')}</td>"
+                   f"<td>{'-' if b1 is None else f'{b1:.1f}'}</td>"
                    f"<td>{'-' if b8 is None else f'{b8:.1f}'}</td><td>{speed}</td></tr>")
     out.append("</table>")
     return "".join(out)
+
+
+def _failures_table(gens: dict) -> str:
+    """Per attribute, how many images got it wrong, by the value the prompt asked for."""
+    rows = {k: r["failures"] for k, r in gens.items() if "failures" in r}
+    if not rows:
+        return ""
+    first = next(iter(rows.values()))
+    cols = [(attr, v) for attr, d in first.items() for v in d]
+    head = "".join(f"<th>{html.escape(v)}</th>" for _, v in cols)
+    body = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{f[a][v]}</td>" for a, v in cols) + "</tr>"
+                   for k, f in rows.items())
+    n = next(iter(gens.values()))["n_images"]
+    return (f"<h2>Failures by attribute</h2><p>Images (of {n} per method) whose colour / shape / position the judge "
+            f"reads wrong, by the value the prompt asked for.</p><table class='results'><tr><th>method</th>{head}"
+            f"</tr>{body}</table>")
+
+
+def _diagnostics_table(gens: dict) -> str:
+    rows = {k: r["diagnostics"] for k, r in gens.items() if r.get("diagnostics")}
+    if not rows:
+        return ""
+    keys = ["z_std", "reencode_err", "clipped", "bridge_drift"]
+    body = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(
+        f"<td>{d[c]:.3g}</td>" if c in d else "<td>-</td>" for c in keys) + "</tr>" for k, d in rows.items())
+    return ("<h2>Stage-2 latent diagnostics (last logged step)</h2><p>z_std: std of the generated Student latents "
+            "(data: 1.0); reencode_err: ||z - E_s(clamp(D_s(z)))|| / ||z||; clipped: fraction of decoded pixels "
+            "outside [-1, 1]; bridge_drift: ||B(z) - R(z)|| / ||R(z)|| against the pixel round-trip R.</p>"
+            "<table class='results'><tr><th>method</th>" + "".join(f"<th>{c}</th>" for c in keys)
+            + f"</tr>{body}</table>")
+
+
+def _load_snippets(gens: dict) -> str:
+    """How to load each exported Student (a standard diffusers pipeline, one step)."""
+    out = []
+    for label, r in gens.items():
+        folder = Path(r["folder"]).parent.parent / "students" / Path(r["folder"]).name
+        if (folder / "model_index.json").exists():
+            out.append(f"# {label}\npipe = StableDiffusionPipeline.from_pretrained({str(folder)!r})\n"
+                       f"image = pipe('a red circle on the left', num_inference_steps=1, guidance_scale=0).images[0]")
+    if not out:
+        return ""
+    return ("<h2>Load a Student</h2><pre>from diffusers import StableDiffusionPipeline\n\n"
+            + html.escape("\n\n".join(out)) + "</pre>")
 
 
 def _svg_lines(series: dict[str, list[tuple[float, float]]], title: str, w: int = 460, h: int = 220,
@@ -170,12 +259,13 @@ def _loss_plots(histories: dict[str, str]) -> str:
 def _bridge_section(bridge_rows: dict[str, dict]) -> str:
     if not bridge_rows:
         return ""
-    keys = ["latent_mse", "attn_error", "psnr"]
+    keys = ["latent_mse", "roundtrip_drift", "attn_error", "psnr"]
     rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4g}</td>" for k in keys)
                    + f"<td>{m['adherence']['all']:.3f}</td></tr>" if "adherence" in m else
                    f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4g}</td>" for k in keys)
                    + "<td>-</td></tr>" for n, m in bridge_rows.items())
-    table = ("<table class='results'><tr><th>Bridge</th><th>latent MSE</th><th>attention error</th><th>PSNR (dB)</th>"
+    table = ("<table class='results'><tr><th>Bridge</th><th>latent MSE</th><th>drift from round-trip</th>"
+             "<th>attention error</th><th>PSNR (dB)</th>"
              f"<th>adherence of Teacher-decoded bridged latents</th></tr>{rows}</table>")
     bars = []
     for k in ("latent_mse", "attn_error"):
@@ -207,20 +297,24 @@ pre{background:#f6f6f6;padding:8px;font-size:11px;overflow:auto;max-height:320px
 def _summary(metrics: dict) -> str:
     g = metrics["generations"]
     get = lambda k: g.get(k, {}).get("adherence", {}).get("all")   # noqa: E731
-    cross, shared = get("cross-space one-step"), get("shared-space one-step")
-    teacher, base = get(REFERENCE), get("Student base (multi-step)")
+    clean = lambda k: g.get(k, {}).get("fidelity", {}).get("clean", float("nan"))   # noqa: E731
+    cross, shared, teacher, base = get(CROSS), get(SHARED), get(TEACHER), get(BASE)
     if None in (cross, shared, teacher, base):
         return ""
     lat = metrics.get("latency", {})
     speed = ""
-    if REFERENCE in lat and "cross-space one-step" in lat:
-        speed = (f" It runs in one step: {lat['cross-space one-step']['ms_per_image_b1']:.1f} ms per image vs the "
-                 f"Teacher's {lat[REFERENCE]['ms_per_image_b1']:.1f} ms "
-                 f"({lat[REFERENCE]['ms_per_image_b1'] / lat['cross-space one-step']['ms_per_image_b1']:.0f}x faster).")
+    if TEACHER in lat and CROSS in lat:
+        speed = (f" It runs in one step: {lat[CROSS]['ms_per_image_b1']:.1f} ms per image vs the "
+                 f"Teacher's {lat[TEACHER]['ms_per_image_b1']:.1f} ms "
+                 f"({lat[TEACHER]['ms_per_image_b1'] / lat[CROSS]['ms_per_image_b1']:.0f}x faster).")
+    gap = (metrics.get("seeds") or {}).get(f"{CROSS} - {SHARED}", {}).get("all")
+    gap_txt = (f" Over {gap['n']} training seeds the cross-space minus shared-space difference in all-three is "
+               f"<b>{gap['mean']:+.3f} &plusmn; {gap['ci95']:.3f}</b> (95 % interval)." if gap else "")
     return (f"<p class='summary'>The cross-space one-step Student follows the prompt (color, shape and position "
-            f"all right) in <b>{cross:.1%}</b> of images, vs <b>{shared:.1%}</b> for the shared-space one-step "
+            f"all right) in <b>{cross:.1%}</b> of images ({clean(CROSS):.0%} with a clean background), vs "
+            f"<b>{shared:.1%}</b> ({clean(SHARED):.0%} clean) for the shared-space one-step "
             f"Student distilled from the Student base with the same loop and budget, {base:.1%} for the Student base "
-            f"with its 50-step sampler and {teacher:.1%} for the Teacher.{speed} "
+            f"with its 50-step sampler and {teacher:.1%} for the Teacher.{gap_txt}{speed} "
             f"{metrics['n_per_prompt']} images for each of {metrics['prompts']} prompts per method.</p>")
 
 
@@ -235,16 +329,22 @@ def write_report(out: Path, metrics: dict) -> Path:
 {_results_table(metrics)}
 <p>Adherence: fraction of images whose colour, shape and position the judge reads as the prompt's (all three:
 all at once). Domain FID: Fréchet distance of the shapes classifier's features to real renders of the same prompts
-(equal image counts in every row). Latency: denoiser calls + VAE decode per image, one process, prompts pre-encoded.</p>
+(equal image counts in every row). Clean images: fraction whose background outside the object is flat
+(per-channel std &lt; 5 of 255), untinted (channel means within 6) and at a render's gray level (175-235).
+With several training seeds: mean &plusmn; 95 % interval over seeds. Latency: denoiser calls + VAE decode per image, one process, prompts pre-encoded.</p>
 <h2>Samples (same prompt and seed in every row)</h2>
 {_grid(metrics["generations"])}
+{_failures_table(metrics["generations"])}
+{_diagnostics_table(metrics["generations"])}
 <h2>Training curves</h2>
 {_loss_plots(metrics.get("histories", {}))}
 <h2>Bridge (stage 1, held-out)</h2>
 {_bridge_section(metrics.get("bridge", {}))}
-<h2>Config and versions</h2>
+{_load_snippets(metrics["generations"])}
+<h2>Config and provenance</h2>
 <pre>{html.escape(json.dumps({"demo": metrics.get("config", {}), "stage_time_s": metrics.get("stage_time_s", {}),
-                          "wall_time_s": metrics.get("wall_time_s"), "versions": _versions()}, indent=1, default=str))}</pre>
+                          "wall_time_s": metrics.get("wall_time_s"),
+                          "provenance": metrics.get("provenance") or provenance()}, indent=1, default=str))}</pre>
 </body></html>"""
     tmp = out / ".report.html.tmp"
     tmp.write_text(page, encoding="utf-8")

@@ -1,6 +1,8 @@
 """Stage-1 evaluation on held-out images: how well does a Bridge stand in for E_t?
 
   latent_mse        || B(z_s) - E_t(x) ||^2
+  roundtrip_drift   || B(z_s) - R(z_s) || / || R(z_s) ||, R the pixel round-trip E_t(up(clamp(D_s(z_s)))):
+                    stage 2 logs the same quantity on generated samples (`bridge_drift`)
   attn_error        Teacher attention-map row L1 distance, bridged vs true latent
                     (same noise, fixed timesteps), mean over layers and timesteps
   x0_mse@t          Teacher x0 prediction agreement, bridged vs true latent, per t
@@ -17,7 +19,7 @@ import torch
 from ..attention import AttentionCapture
 from ..denoisers import Denoiser
 from .losses import map_distance
-from .model import Bridge
+from .model import Bridge, BridgeConfig
 from .stage1 import AttnConfig, PairBank, teacher_maps
 
 FRACTIONS = (0.25, 0.5, 0.75, 0.95)
@@ -31,6 +33,8 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
     g = torch.Generator().manual_seed(seed)
     n = len(bank.z_s)
     sums = {"latent_mse": 0.0, "attn_error": 0.0, "psnr": 0.0, **{f"x0_mse@{f}": 0.0 for f in fractions}}
+    roundtrip = Bridge(bridge.student, bridge.teacher, bridge.student_res, bridge.teacher_res, BridgeConfig("roundtrip"))
+    drift_num = drift_den = 0.0
     decoded = []
     for i in range(0, n, batch):
         idx = torch.arange(i, min(i + batch, n))
@@ -38,6 +42,8 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
         cond = table.index(rows[idx])
         k = len(idx)
         sums["latent_mse"] += (pred - z_t).pow(2).mean().item() * k
+        r = roundtrip(bank.z_s[idx])
+        drift_num, drift_den = drift_num + (pred - r).pow(2).sum().item(), drift_den + r.pow(2).sum().item()
         err = 0.0
         for f in fractions:
             t = teacher.time_at(torch.full((k,), f))
@@ -60,6 +66,7 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
             mse = (img - ref_img).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
             sums["psnr"] += (10 * torch.log10(4 / mse)).sum().item()
     out = {k: v / n for k, v in sums.items()}
+    out["roundtrip_drift"] = math.sqrt(drift_num / max(drift_den, 1e-12))
     if bank.images is None:
         out.pop("psnr")
     if teacher.defaults.domain == "shapes":

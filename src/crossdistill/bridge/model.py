@@ -23,6 +23,21 @@ from ..errors import CrossdistillError, choice_error
 from ..spaces import LatentSpace
 
 KINDS = ("bridge", "projector_only", "roundtrip", "identity")
+CLAMPS = ("none", "hard", "straight_through")
+
+
+def clamp_pixels(x: Tensor, mode: str) -> Tensor:
+    """Decoded pixels limited to [-1, 1], as the exported pipeline shows them to users.
+    "straight_through": clamped forward, identity gradient (out-of-range pixels still
+    receive the Teacher's gradient that pulls them back); "hard": torch.clamp (zero
+    gradient outside); "none": unclamped."""
+    if mode == "none":
+        return x
+    if mode == "hard":
+        return x.clamp(-1, 1)
+    if mode == "straight_through":
+        return x + (x.clamp(-1, 1) - x).detach()
+    raise choice_error("clamp", mode, CLAMPS)
 TAPS = ("pixels", "features")
 
 
@@ -117,9 +132,9 @@ class Bridge(nn.Module):
     def trainable(self) -> bool:
         return self.projector is not None
 
-    def _decoded(self, z_s: Tensor) -> Tensor:
+    def _decoded(self, z_s: Tensor, clamp: str) -> Tensor:
         if self.cfg.tap == "pixels":
-            return self.student.decode(z_s)
+            return clamp_pixels(self.student.decode(z_s), clamp)
         feats = {}
         hook = self.student.vae.decoder.conv_norm_out.register_forward_hook(
             lambda m, inp, out: feats.setdefault("x", inp[0]))
@@ -129,7 +144,9 @@ class Bridge(nn.Module):
             hook.remove()
         return feats["x"]
 
-    def forward(self, z_s: Tensor) -> Tensor:
+    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+        """`clamp`: how decoded Student pixels are limited to [-1, 1] before the projector
+        (`clamp_pixels`; the features tap is not clamped; the round-trip always clamps)."""
         kind = self.cfg.kind
         if kind == "identity":
             return z_s
@@ -140,8 +157,8 @@ class Bridge(nn.Module):
             if self.teacher_res != self.student_res:
                 img = F.interpolate(img, size=(self.teacher_res, self.teacher_res), mode="bilinear",
                                     align_corners=False, antialias=self.teacher_res < self.student_res)
-            return self.teacher.encode(img.clamp(-1, 1))
-        return self.projector(self._decoded(z_s).to(next(self.projector.parameters()).dtype))
+            return self.teacher.encode(clamp_pixels(img, "hard" if clamp == "none" else clamp))
+        return self.projector(self._decoded(z_s, clamp).to(next(self.projector.parameters()).dtype))
 
     def state_dict_trainable(self) -> dict[str, Tensor]:
         return {} if self.projector is None else self.projector.state_dict()

@@ -32,7 +32,7 @@ def evaluate_runs(runs: list[Path], teacher: str, student: str, images: int = 54
 def table(rows: dict[str, dict]):
     from rich.table import Table
 
-    cols = ["latent_mse", "attn_error"] + sorted(k for k in next(iter(rows.values())) if k.startswith("x0_mse"))
+    cols = ["latent_mse", "roundtrip_drift", "attn_error"] + sorted(k for k in next(iter(rows.values())) if k.startswith("x0_mse"))
     t = Table(title="Bridge, stage-1 evaluation (held-out)")
     t.add_column("bridge")
     for c in cols + ["psnr", "adherence (all)"]:

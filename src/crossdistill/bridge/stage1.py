@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..attention import AttentionCapture, CaptureSpec
 from ..denoisers import Conditioning, Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import TrainConfig, average_gradients, default_device, finite_or_raise, local_part, run, weights_dtype
+from ..train import TrainConfig, average_gradients, default_device, local_part, optimizer_step, run, weights_dtype
 from .losses import DISTANCES, attention_fidelity, latent_reconstruction
 from .model import Bridge, BridgeConfig
 
@@ -217,7 +217,7 @@ class BridgeTask:
         self.bank = encode_pairs(imgs, prompts, self.student, self.teacher, self.s_res, self.t_res)
         with torch.no_grad():
             self._cond, self._rows = self.teacher.encode_table(prompts)
-        self.opt = torch.optim.AdamW(self.bridge.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.opt = cfg.train.optimizer(self.bridge.parameters(), cfg.lr)
 
     def setup(self, acc) -> None:
         self.acc = acc
@@ -276,8 +276,7 @@ class BridgeTask:
             self.opt.zero_grad(set_to_none=True)
             self.acc.backward(loss)
         average_gradients(self.acc, self.bridge.parameters())
-        finite_or_raise(loss, self.bridge.parameters())
-        self.opt.step()
+        logs.update(optimizer_step(self.opt, loss, self.bridge.parameters(), self.cfg.train, step, self.cfg.lr))
         return logs
 
     def export(self, run_dir: Path) -> None:
@@ -295,7 +294,27 @@ def save_bridge(bridge: Bridge, cfg: Stage1Config, out: Path) -> None:
                       str(tmp / "projector.safetensors"))
         (tmp / "bridge.json").write_text(json.dumps({
             "bridge": asdict(bridge.cfg), "teacher": cfg.teacher, "student": cfg.student,
-            "student_resolution": bridge.student_res, "teacher_resolution": bridge.teacher_res}, indent=1))
+            "student_resolution": bridge.student_res, "teacher_resolution": bridge.teacher_res,
+            "student_space": space_signature(bridge.student), "teacher_space": space_signature(bridge.teacher)},
+            indent=1))
+
+
+def space_signature(space) -> dict:
+    """What identifies a latent space for a Bridge: latent channels, normalisation, packing
+    and a checksum of its VAE's weights (sum in float64: the same VAE in fp32 or bf16 agrees
+    to ~1e-3, two different VAEs do not)."""
+    vae = space.vae
+    params = list(vae.parameters())
+    total = None if any(p.is_meta for p in params) else sum(float(p.detach().double().sum()) for p in params)
+    return {"channels": int(vae.config.latent_channels), "scale": float(space.scale), "shift": float(space.shift),
+            "patch": int(space.patch), "vae_checksum": total}
+
+
+def _same_space(saved: dict, now: dict) -> bool:
+    exact = all(saved[k] == now[k] for k in ("channels", "patch"))
+    close = all(saved[k] is None or now[k] is None or abs(saved[k] - now[k]) <= 1e-3 * max(1.0, abs(saved[k]))
+                for k in ("scale", "shift", "vae_checksum"))
+    return exact and close
 
 
 def load_bridge(path: Path, student: Denoiser, teacher: Denoiser) -> Bridge:
@@ -305,6 +324,13 @@ def load_bridge(path: Path, student: Denoiser, teacher: Denoiser) -> Bridge:
     if not (path / "bridge.json").is_file():
         raise CrossdistillError(f"{path} is not a Bridge folder (no bridge.json)")
     meta = json.loads((path / "bridge.json").read_text())
+    for side, den in (("student", student), ("teacher", teacher)):
+        saved = meta.get(f"{side}_space")
+        if saved is not None and not _same_space(saved, space_signature(den.space)):
+            raise CrossdistillError(
+                f"the Bridge in {path} was trained for {side} {meta.get(side)!r}, whose latent space (VAE weights, "
+                f"channels or normalisation) differs from this run's {side}; train a Bridge for this pair "
+                f"(`crossdistill bridge train`)")
     bridge = Bridge(student.space, teacher.space, meta["student_resolution"], meta["teacher_resolution"],
                     BridgeConfig(**meta["bridge"]))
     if bridge.projector is not None:

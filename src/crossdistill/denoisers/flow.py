@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import CrossdistillError
 from .base import Denoiser
 
-DENSITIES = ("uniform", "logit_normal")
+DENSITIES = ("uniform", "logit_normal", "unshifted")
 
 
 class FlowDenoiser(Denoiser):
@@ -61,6 +61,8 @@ class FlowDenoiser(Denoiser):
         return float(c.get("shift", 1.0))
 
     def sample_timesteps(self, n, generator=None, lo=0.0, hi=1.0, density="uniform"):
+        if density == "unshifted":   # sigma itself uniform in [lo, hi]: no time shift toward high noise
+            return lo + (hi - lo) * torch.rand(n, generator=generator)
         if density == "uniform":
             u = torch.rand(n, generator=generator)
         elif density == "logit_normal":   # SD3 paper, eq. 19 (m = 0, s = 1)

@@ -1,8 +1,10 @@
 """DMD2's optional GAN head: a small classifier on the fake score's middle features.
 
 The fake score's middle block (a UNet's mid block; the middle transformer block of an
-MM-DiT or Flux) is hooked; its image-stream output, averaged over positions, feeds a
-two-layer head giving one logit. The head and the fake score are trained to tell noised
+MM-DiT or Flux) is hooked. Two heads: "pooled", its image-stream output averaged over
+positions into a two-layer MLP giving one logit per image; "conv" (DMD2's SD 1.5 head),
+convolutions over the spatial feature map giving one logit per position (tokens are laid
+back on their square grid). The head and the fake score are trained to tell noised
 real Teacher-space latents from noised bridged generator samples; the generator is
 trained to make its samples read as real (DMD2, Yin et al. 2024, sec. 4.3).
 """
@@ -26,20 +28,41 @@ def feature_module(model: nn.Module) -> nn.Module:
     raise TypeError(f"no middle block found in {type(model).__name__}")
 
 
+HEADS = ("pooled", "conv")
+
+
 def _image_stream(out) -> Tensor:
-    """(B, C) features from a block output: the image stream (last tuple item), position-averaged."""
+    """(B, C, h, w) features from a block output: the image stream (last tuple item); tokens
+    (B, N, C) are laid back on their square grid."""
     x = out[-1] if isinstance(out, (tuple, list)) else out
-    return x.mean(dim=(2, 3)) if x.ndim == 4 else x.mean(dim=1)
+    if x.ndim == 4:
+        return x
+    side = int(round(x.shape[1] ** 0.5))
+    if side * side != x.shape[1]:
+        raise ValueError(f"cannot lay {x.shape[1]} tokens on a square grid")
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
 
 
 class GanHead(nn.Module):
-    def __init__(self, channels: int):
+    """"pooled": position-averaged features -> LayerNorm, Linear, SiLU, Linear -> (B,) logits;
+    "conv": 3x3 conv, GroupNorm, SiLU (twice) -> 1x1 conv -> (B, h, w) logits."""
+
+    def __init__(self, channels: int, kind: str = "pooled"):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels), nn.SiLU(),
-                                 nn.Linear(channels, 1))
+        self.kind = kind
+        if kind == "pooled":
+            self.net = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels), nn.SiLU(),
+                                     nn.Linear(channels, 1))
+        else:
+            g = next(k for k in (32, 16, 8, 4, 2, 1) if channels % k == 0)
+            self.net = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(g, channels), nn.SiLU(),
+                                     nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(g, channels), nn.SiLU(),
+                                     nn.Conv2d(channels, 1, 1))
 
     def forward(self, feats: Tensor) -> Tensor:
-        return self.net(feats.float()).squeeze(-1)
+        if self.kind == "pooled":
+            return self.net(feats.float().mean(dim=(2, 3))).squeeze(-1)
+        return self.net(feats.float()).squeeze(1)
 
 
 class FeatureTap:

@@ -24,6 +24,24 @@ def dmd_generator_loss(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor,
                   "dmd_weight": w.mean().item()}
 
 
+def reencode_loss(z: Tensor, z_reencoded: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Keeps generator latents on the Student VAE's manifold: ||z - sg(E_s(clamp(D_s(z))))||^2,
+    mean over elements. The decoder ignores some latent directions (its null space); DMD's
+    gradient, which reaches z only through the decoder, leaves them free to drift, and a
+    real VAE decodes drifted latents to noise. The re-encoded latent is what the decoder
+    shows, so this pulls the invisible part back toward it."""
+    loss = (z.float() - z_reencoded.detach().float()).pow(2).mean()
+    return loss, {"manifold": loss.item()}
+
+
+def latent_std_loss(z: Tensor, target: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+    """A latent-statistics penalty: (std(z_i) - target)^2 per sample, averaged (the Student's
+    latents are normalised to unit std)."""
+    std = z.float().flatten(1).std(dim=1)
+    loss = (std - target).pow(2).mean()
+    return loss, {"manifold": loss.item()}
+
+
 def regression_loss(pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Optional paired regression onto Teacher samples (DMD's L_reg, here in latent MSE)."""
     loss = (pred.float() - target.float()).pow(2).mean()

@@ -20,16 +20,20 @@ from pathlib import Path
 import torch
 
 from ..bridge import Bridge, BridgeConfig
+from ..bridge.model import CLAMPS
 from ..bridge.stage1 import DataConfig, load_bridge
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
-from ..train import (TrainConfig, average_gradients, default_device, ema_update, finite_or_raise, local_part, run,
+from ..train import (TrainConfig, average_gradients, default_device, ema_update, local_part, optimizer_step, run,
                      weights_dtype)
+from .diagnostics import latent_diagnostics
 from .generator import OneStepGenerator, one_step_scheduler
-from .gan import FeatureTap, GanHead
-from .losses import dmd_generator_loss, gan_discriminator_loss, gan_generator_loss
+from .gan import HEADS, FeatureTap, GanHead
+from .losses import (dmd_generator_loss, gan_discriminator_loss, gan_generator_loss, latent_std_loss,
+                     reencode_loss)
 
 FAKE_KINDS = ("full", "lora")
+MANIFOLD_KINDS = ("reencode", "std")
 
 
 @dataclass
@@ -50,13 +54,30 @@ class FakeConfig:
 @dataclass
 class GanConfig:
     """DMD2's optional GAN head on the fake score's middle features (weight 0: off)."""
-    weight: float = 0.0         # generator GAN loss weight (DMD2: 1e-3 .. 5e-3)
+    weight: float = 0.0         # generator GAN loss weight (DMD2: 1e-3 .. 1e-2)
     d_weight: float = 1.0       # classifier loss weight, added to the fake score's loss
+    head: str = "pooled"        # pooled (MLP on averaged features) | conv (DMD2's head, a logit per position)
     data: DataConfig = field(default_factory=lambda: DataConfig(images=1000))   # real images, as in stage 1
 
     def validate(self):
         if self.weight < 0 or self.d_weight < 0:
             raise CrossdistillError(f"gan.weight and gan.d_weight must be >= 0, got {self.weight}, {self.d_weight}")
+        if self.head not in HEADS:
+            raise choice_error("gan.head", self.head, HEADS)
+        return self
+
+
+@dataclass
+class ManifoldConfig:
+    """A term keeping generator latents on the Student's manifold (weight 0: off)."""
+    kind: str = "reencode"      # reencode: ||z - sg(E_s(clamp(D_s(z))))||^2 | std: (std(z) - 1)^2
+    weight: float = 0.0
+
+    def validate(self):
+        if self.kind not in MANIFOLD_KINDS:
+            raise choice_error("manifold.kind", self.kind, MANIFOLD_KINDS)
+        if self.weight < 0:
+            raise CrossdistillError(f"manifold.weight must be >= 0, got {self.weight}")
         return self
 
 
@@ -70,9 +91,11 @@ class Stage2Config:
     guidance: float | None = None   # real-score CFG; the Teacher's default if None
     t_min: float = 0.02         # Teacher timestep range (fractions of its range)
     t_max: float = 0.98
-    t_density: str = "uniform"  # uniform | logit_normal (flow Teachers; their own time shift applies)
+    t_density: str = "uniform"  # uniform | logit_normal (flow: the time shift applies) | unshifted (flow: sigma uniform)
     lr: float = 2e-4            # generator
     ema: float = 0.99
+    clamp: str = "straight_through"   # decoded pixels before the Bridge's projector: straight_through | hard | none
+    manifold: ManifoldConfig = field(default_factory=ManifoldConfig)
     fake: FakeConfig = field(default_factory=FakeConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch=16, checkpoint_every=100))
@@ -85,6 +108,8 @@ class Stage2Config:
         if not 0 <= self.t_min < self.t_max <= 1:
             raise CrossdistillError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
         weights_dtype(self.weights_dtype)
+        if self.clamp not in CLAMPS:
+            raise choice_error("clamp", self.clamp, CLAMPS)
         return self
 
 
@@ -185,6 +210,10 @@ class DistillTask:
         if self.gan:
             self._setup_gan()
         self.guidance = self.teacher.defaults.guidance if cfg.guidance is None else cfg.guidance
+        # the exact map the Bridge stands in for, for the drift diagnostic (nothing to compare for these two)
+        self.roundtrip = None if self.bridge.cfg.kind in ("roundtrip", "identity") else Bridge(
+            self.student.space, self.teacher.space, self.student.defaults.resolution,
+            self.teacher.defaults.resolution, BridgeConfig("roundtrip"))
 
     def _setup_gan(self) -> None:
         """Real Teacher-space latents (+ their prompts) and the head, sized by one probe pass."""
@@ -201,7 +230,7 @@ class DistillTask:
         with torch.no_grad(), self.fake.active() as fake, self.tap.recording():
             t = self.teacher.time_at(torch.tensor([0.5])).to(self.device)
             fake.model_output(self.real_z[:1].to(self.teacher.dtype), t, self.real_cond.index(self.real_rows[:1]))
-        self.head = GanHead(self.tap.feats.shape[-1]).to(self.device)
+        self.head = GanHead(self.tap.feats.shape[1], self.cfg.gan.head).to(self.device)
 
     def _fake_params(self):
         return list(self.fake_module.parameters()) + (list(self.head.parameters()) if self.gan else [])
@@ -217,8 +246,8 @@ class DistillTask:
         """Optimizers, built over the parameters as the loop left them (sharded or not)."""
         self.acc = acc
         self.fake_module = self.fake.module
-        opt_g = torch.optim.AdamW(self.student.model.parameters(), lr=self.cfg.lr, weight_decay=0.0)
-        opt_f = torch.optim.AdamW(self._fake_params(), lr=self.cfg.fake.lr, weight_decay=0.0)
+        opt_g = self.cfg.train.optimizer(self.student.model.parameters(), self.cfg.lr)
+        opt_f = self.cfg.train.optimizer(self._fake_params(), self.cfg.fake.lr)
         self.opt_g, self.opt_f = acc.prepare(opt_g, opt_f)
 
     def modules(self):
@@ -257,7 +286,7 @@ class DistillTask:
             self.fake.den.model_output(self.teacher.add_noise(z, t, eps), t, self.real_cond.index(self.real_rows[rows]))
         return self.head(self.tap.feats)
 
-    def _fake_update(self, z_hat: torch.Tensor, ct, gen: torch.Generator) -> dict[str, float]:
+    def _fake_update(self, z_hat: torch.Tensor, ct, gen: torch.Generator, step: int) -> dict[str, float]:
         t, eps = self._noising(z_hat, gen)
         with self.fake.active() as fake:   # LoRA on: forward, backward and update
             if self.gan:
@@ -272,15 +301,22 @@ class DistillTask:
             self.opt_f.zero_grad(set_to_none=True)
             self.acc.backward(loss)
             average_gradients(self.acc, self._fake_params())
-            finite_or_raise(loss, self._fake_params())
-            self.opt_f.step()
-        return {"fake": loss_f.item(), **ld}
+            lo = optimizer_step(self.opt_f, loss, self._fake_params(), self.cfg.train, step, self.cfg.fake.lr)
+        return {"fake": loss_f.item(), **ld, **{f"fake_{k}": v for k, v in lo.items()}}
+
+    def _manifold(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.cfg.manifold.kind == "std":
+            return latent_std_loss(z)
+        with torch.no_grad():
+            space = self.student.space
+            z_re = space.encode(space.decode(z).clamp(-1, 1)).to(z.dtype)
+        return reencode_loss(z, z_re)
 
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         cfg, teacher = self.cfg, self.teacher
         noise, cs, ct = self._batch(gen)
         z = self.generator(noise, cs)
-        z_hat = self.bridge(z)
+        z_hat = self.bridge(z, clamp=cfg.clamp)
         t, eps = self._noising(z_hat, gen)
         x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
@@ -296,21 +332,25 @@ class DistillTask:
         if self.gan:
             loss_g = loss_g + self.cfg.gan.weight * gan_g
             logs.update(lgan)
+        if cfg.manifold.weight > 0:
+            loss_m, lm = self._manifold(z)
+            loss_g = loss_g + cfg.manifold.weight * loss_m
+            logs.update(lm)
         self.opt_g.zero_grad(set_to_none=True)
         self.acc.backward(loss_g)
         average_gradients(self.acc, self.student.model.parameters())
-        finite_or_raise(loss_g, self.student.model.parameters())
-        self.opt_g.step()
+        logs.update(optimizer_step(self.opt_g, loss_g, self.student.model.parameters(), cfg.train, step, cfg.lr))
         ema_update(self.ema, self.student.model, cfg.ema, step)
-        logs["z_std"] = z.detach().float().std().item()   # generated latents' statistics (DESIGN.md pitfall)
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:   # what gets logged
+            logs.update(latent_diagnostics(z.detach(), self.student.space, z_hat.detach(), self.roundtrip))
 
         # two time-scale rule: the fake score keeps up with the generator
-        lf = self._fake_update(z_hat.detach(), ct, gen)
+        lf = self._fake_update(z_hat.detach(), ct, gen, step)
         for _ in range(cfg.fake.updates - 1):
             noise, cs, ct = self._batch(gen)
             with torch.no_grad():
-                z_hat = self.bridge(self.generator(noise, cs))
-            lf = self._fake_update(z_hat, ct, gen)
+                z_hat = self.bridge(self.generator(noise, cs), clamp=cfg.clamp)
+            lf = self._fake_update(z_hat, ct, gen, step)
         logs.update(lf)
         return logs
 

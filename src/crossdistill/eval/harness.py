@@ -79,11 +79,13 @@ def shapes_reference(prompts: list[str], seed: int = REFERENCE_SEED) -> list[np.
 def evaluate_shapes(gens: Generations, classifier: str = "shapes-classifier") -> dict:
     from ..artifacts import resolve
     from ..toy.classifier import ShapesClassifier
-    from ..toy.judge import adherence
+    from ..toy.judge import adherence, failures, fidelity
 
     images = gens.images()
     metrics = {"n_images": len(images), "n_prompts": len(set(gens.prompts))}
     metrics["adherence"] = adherence(images, gens.prompts)
+    metrics["fidelity"] = fidelity(images)
+    metrics["failures"] = failures(images, gens.prompts)
     net = ShapesClassifier.load(resolve(classifier))
     real = shapes_reference(gens.prompts)
     metrics["fid"] = fidlib.fid(_batches(images), _batches(real), net.features)
@@ -131,12 +133,12 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
     if not all("adherence" in m for m in rows.values()):
         return scale_table(rows)
     t = Table(title="shapes world")
-    for col in ("run", "images", "color", "shape", "position", "all three", "domain FID"):
+    for col in ("run", "images", "color", "shape", "position", "all three", "clean", "domain FID"):
         t.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         a = m["adherence"]
         t.add_row(name, str(m["n_images"]), f"{a['color']:.3f}", f"{a['shape']:.3f}", f"{a['position']:.3f}",
-                  f"{a['all']:.3f}", f"{m['fid']:.2f}")
+                  f"{a['all']:.3f}", f"{m['fidelity']['clean']:.3f}" if "fidelity" in m else "-", f"{m['fid']:.2f}")
     return t
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .shapes import COLORS, POSITIONS, SIZE, parse_prompt
+from .shapes import COLORS, POSITIONS, SHAPES, SIZE, parse_prompt
 
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float64)
 _NAMES = list(COLORS)
@@ -31,22 +31,30 @@ class Reading:
     fill: float = 0.0
 
 
-def read_image(img: np.ndarray) -> Reading:
-    """What a uint8 (H, W, 3) image shows."""
-    img = img.astype(np.float64)
-    h, w, _ = img.shape
+def _segment(img: np.ndarray):
+    """(background colour, dominant palette index, its largest connected component) of a
+    float image, or None when no pixel is nearest a palette colour."""
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     bg = np.median(border, axis=0)
     palette = np.vstack([_PALETTE, bg[None]])
-    dist = ((img[:, :, None, :] - palette[None, None]) ** 2).sum(-1)
-    label = dist.argmin(-1)
+    label = ((img[:, :, None, :] - palette[None, None]) ** 2).sum(-1).argmin(-1)
     counts = np.bincount(label.ravel(), minlength=len(palette))[: len(_NAMES)]
     if counts.max() == 0:
-        return Reading(None, None, None)
+        return None
     ci = int(counts.argmax())
-    comp, n = ndimage.label(label == ci, structure=np.ones((3, 3)))
+    comp, _ = ndimage.label(label == ci, structure=np.ones((3, 3)))
     sizes = np.bincount(comp.ravel())[1:]
-    obj = comp == (int(sizes.argmax()) + 1)
+    return bg, ci, comp == (int(sizes.argmax()) + 1)
+
+
+def read_image(img: np.ndarray) -> Reading:
+    """What a uint8 (H, W, 3) image shows."""
+    img = img.astype(np.float64)
+    w = img.shape[1]
+    seg = _segment(img)
+    if seg is None:
+        return Reading(None, None, None)
+    bg, ci, obj = seg
     ys, xs = np.nonzero(obj)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     fill = _soft_fill(img, obj, bg, _PALETTE[ci])
@@ -86,3 +94,60 @@ def adherence(images, prompts) -> dict[str, float]:
     if not rows:
         return {k: float("nan") for k in ("color", "shape", "position", "all")}
     return {k: float(np.mean([r[k] for r in rows])) for k in ("color", "shape", "position", "all")}
+
+
+def failures(images, prompts) -> dict[str, dict[str, int]]:
+    """Per attribute, how many images got it wrong, by the value the prompt asked for
+    (e.g. {"shape": {"triangle": 31, ...}}): which colours / shapes / positions fail."""
+    out = {"color": dict.fromkeys(COLORS, 0), "shape": dict.fromkeys(SHAPES, 0),
+           "position": dict.fromkeys(POSITIONS, 0)}
+    for im, p in zip(images, prompts):
+        ok, asked = score(np.asarray(im), p), dict(zip(("color", "shape", "position"), parse_prompt(p)))
+        for k in out:
+            out[k][asked[k]] += not ok[k]
+    return out
+
+
+# -- image fidelity ----------------------------------------------------------------------
+# A generated image is "clean" when its background (every pixel outside the judged object,
+# grown by MARGIN px on the 64 px grid) looks like a render's: flat, gray, at a render's
+# level. Renders: std 0, tint 0, level in GRAY (180..230).
+FLAT_STD = 5.0        # per-channel standard deviation of the background, 0-255 scale
+MAX_TINT = 6.0        # largest difference between two channels' background means
+LEVEL = (175.0, 235.0)   # background mean, the renders' gray range (180..230) +- 5
+MARGIN = 3            # px of the 64 px grid around the object left out (edges, halo)
+
+
+def background(img: np.ndarray) -> dict[str, float]:
+    """Statistics of the background of a uint8 (H, W, 3) image on the 64 px grid: its
+    per-channel std (the largest of the three), tint (max - min of channel means), mean
+    level, and the fraction of the canvas it covers."""
+    img = np.asarray(img)
+    if img.shape[0] != SIZE:   # a 32 px Student image: nearest-upsampled, so std is unchanged
+        f = SIZE // img.shape[0]
+        img = img.repeat(f, axis=0).repeat(f, axis=1)
+    seg = _segment(img.astype(np.float64))
+    if seg is not None:
+        obj = seg[2]
+        obj = ndimage.binary_dilation(obj, structure=np.ones((3, 3)), iterations=MARGIN)
+        bg = img[~obj].astype(np.float64)
+    else:
+        bg = img.reshape(-1, 3).astype(np.float64)
+    means = bg.mean(axis=0)
+    return {"std": float(bg.std(axis=0).max()), "tint": float(means.max() - means.min()),
+            "level": float(means.mean()), "area": len(bg) / (SIZE * SIZE)}
+
+
+def is_clean(stats: dict[str, float]) -> bool:
+    return (stats["std"] < FLAT_STD and stats["tint"] < MAX_TINT and LEVEL[0] <= stats["level"] <= LEVEL[1])
+
+
+def fidelity(images) -> dict[str, float]:
+    """Fraction of clean images (flat, untinted gray background at a render's level), and
+    the means of the background statistics."""
+    stats = [background(im) for im in images]
+    if not stats:
+        return {"clean": float("nan")}
+    out = {"clean": float(np.mean([is_clean(s) for s in stats]))}
+    out.update({f"bg_{k}": float(np.mean([s[k] for s in stats])) for k in ("std", "tint", "level")})
+    return out

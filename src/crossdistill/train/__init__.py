@@ -1,7 +1,7 @@
 """The training loop shared by stage 1 (Bridge) and stage 2 (distillation)."""
 
 from .loop import (NonFiniteStep, TrainConfig, average_gradients, default_device, ema_update, finite_or_raise,
-                   local_part, run, weights_dtype)
+                   local_part, optimizer_step, run, weights_dtype)
 
 __all__ = ["NonFiniteStep", "TrainConfig", "average_gradients", "default_device", "ema_update", "finite_or_raise",
-           "local_part", "run", "weights_dtype"]
+           "local_part", "optimizer_step", "run", "weights_dtype"]

@@ -31,8 +31,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def flatten_state(modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                  extra: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict]:
+def flatten_state(modules: dict[str, torch.nn.Module],
+                  optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, Tensor], dict]:
     """Tensors keyed `module/<name>/<param>`, `optim/<name>/<idx>/<key>`; the rest as JSON.
     Sharded (FSDP) tensors are stored whole: with any, every process must call this."""
     tensors: dict[str, Tensor] = {}
@@ -47,12 +47,10 @@ def flatten_state(modules: dict[str, torch.nn.Module], optimizers: dict[str, tor
                 t = v if torch.is_tensor(v) else torch.tensor(v)
                 tensors[f"optim/{name}/{idx}/{k}"] = full(t).detach().contiguous().cpu()
         meta["optim"][name] = sd["param_groups"]
-    for k, v in (extra or {}).items():
-        tensors[f"extra/{k}"] = v.detach().contiguous().cpu()
     return tensors, meta
 
 
-def restore_state(tensors: dict[str, Tensor], meta: dict, modules, optimizers) -> dict[str, Tensor]:
+def restore_state(tensors: dict[str, Tensor], meta: dict, modules, optimizers) -> None:
     for name, m in modules.items():
         prefix = f"module/{name}/"
         current = m.state_dict()
@@ -69,10 +67,9 @@ def restore_state(tensors: dict[str, Tensor], meta: dict, modules, optimizers) -
                 # moments of a sharded parameter: this process's shard (step counters stay whole)
                 state.setdefault(int(idx), {})[key] = like(p, v) if v.shape == p.shape and v.ndim else v
         opt.load_state_dict({"state": state, "param_groups": meta["optim"][name]})
-    return {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
 
 
-def save_checkpoint(run_dir: Path, step: int, modules, optimizers, extra=None, keep: int = 2,
+def save_checkpoint(run_dir: Path, step: int, modules, optimizers, keep: int = 2,
                     state: tuple[dict[str, Tensor], dict] | None = None) -> Path:
     """Write the checkpoint for `step` (`state`: a `flatten_state` result gathered by
     every process beforehand, when weights are sharded)."""
@@ -83,7 +80,7 @@ def save_checkpoint(run_dir: Path, step: int, modules, optimizers, extra=None, k
     tmp = run_dir / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors, meta = state if state is not None else flatten_state(modules, optimizers, extra)
+    tensors, meta = state if state is not None else flatten_state(modules, optimizers)
     save_file(tensors, str(tmp / "state.safetensors"))
     manifest = {"step": step, "tensors": len(tensors), "sha256": _sha256(tmp / "state.safetensors"), **meta}
     (tmp / "manifest.json").write_text(json.dumps(manifest))
@@ -106,8 +103,8 @@ def _verified(ckpt: Path) -> dict | None:
         return None
 
 
-def load_latest(run_dir: Path, modules, optimizers) -> tuple[int, dict[str, Tensor]]:
-    """Restore the newest valid checkpoint; returns (its step, its extra tensors), or (0, {})."""
+def load_latest(run_dir: Path, modules, optimizers) -> tuple[int, str | None]:
+    """Restore the newest valid checkpoint; returns (its step, its folder name), or (0, None)."""
     from safetensors.torch import load_file
 
     for ckpt in sorted(Path(run_dir).glob(f"{PREFIX}*"), reverse=True):
@@ -115,6 +112,6 @@ def load_latest(run_dir: Path, modules, optimizers) -> tuple[int, dict[str, Tens
         if manifest is None:
             continue
         tensors = load_file(str(ckpt / "state.safetensors"))
-        extra = restore_state(tensors, manifest, modules, optimizers)
-        return int(manifest["step"]), extra
-    return 0, {}
+        restore_state(tensors, manifest, modules, optimizers)
+        return int(manifest["step"]), ckpt.name
+    return 0, None

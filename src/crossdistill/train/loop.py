@@ -65,6 +65,10 @@ class TrainConfig:
     max_bad_steps: int = 5           # consecutive non-finite steps before stopping
     threads: int = 0                 # torch CPU threads (0: leave torch's default)
     parallel: str = "ddp"            # ddp | fsdp (FSDP2 shards the Teacher side; see train/parallel.py)
+    max_grad_norm: float = 0.0       # clip each optimizer's gradient norm to this (0: off; DMD2 uses 10)
+    warmup_steps: int = 0            # linear learning-rate warm-up from 0 over the first N steps
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0        # AdamW's decoupled weight decay
 
     def validate(self) -> "TrainConfig":
         if self.mixed_precision not in PRECISIONS:
@@ -73,7 +77,16 @@ class TrainConfig:
         for k in ("steps", "batch", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints"):
             if getattr(self, k) < 1:
                 raise CrossdistillError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+        for k in ("max_grad_norm", "warmup_steps", "weight_decay"):
+            if getattr(self, k) < 0:
+                raise CrossdistillError(f"train.{k} must be >= 0, got {getattr(self, k)}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise CrossdistillError(f"train.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
         return self
+
+    def optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        """AdamW with this config's betas and weight decay (both stages, every optimizer)."""
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(self.adam_betas), weight_decay=self.weight_decay)
 
 
 class Task(Protocol):
@@ -192,7 +205,7 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
         if not enable_gradient_checkpointing(targets.values() if isinstance(targets, dict) else targets):
             acc.print("warning: gradient_checkpointing is on but no model here supports it")
     modules = {k: unwrap(acc, m) for k, m in task.modules().items()}
-    start, _ = load_latest(run_dir, modules, task.optimizers())
+    start, resumed_from = load_latest(run_dir, modules, task.optimizers())
     if acc.num_processes > 1:
         acc.print(f"{task.name}: {acc.num_processes} processes ({acc.distributed_type.value}), "
                   f"global batch {cfg.batch}, {cfg.batch // acc.num_processes} per process")
@@ -203,6 +216,13 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     history_path = run_dir / "history.jsonl"
     if start == 0 and history_path.exists():
         history_path.unlink()
+    if acc.is_main_process:   # one line per invocation: where it started and from which checkpoint
+        if start:
+            acc.print(f"{task.name}: resuming from {resumed_from} (step {start} of {cfg.steps})")
+        with open(run_dir / "invocations.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": start,
+                                "checkpoint": resumed_from, "steps": cfg.steps,
+                                "processes": acc.num_processes}) + "\n")
     bad, t0 = 0, time.time()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=task.name,
                disable=not (progress and acc.is_main_process))
@@ -269,6 +289,24 @@ def write_samples(acc, run_dir: Path, step: int, images: torch.Tensor) -> None:
             acc.get_tracker("tensorboard").writer.add_image("samples", grid, step)
         except Exception:   # a tracker without images: the PNG is there
             pass
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, cfg: TrainConfig, step: int,
+                   base_lr: float) -> dict[str, float]:
+    """After backward and the gradient all-reduce: refuse a non-finite step, clip the
+    gradient norm (`cfg.max_grad_norm`), set the warm-up learning rate, step. Returns the
+    pre-clipping gradient norm when clipping is on (logged as `<name>_grad_norm`)."""
+    params = list(params)
+    finite_or_raise(loss, params)
+    logs = {}
+    if cfg.max_grad_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.max_grad_norm)
+        logs["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    for g in opt.param_groups:
+        g["lr"] = base_lr * scale
+    opt.step()
+    return logs
 
 
 def finite_or_raise(loss: torch.Tensor, params) -> None:

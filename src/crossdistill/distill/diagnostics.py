@@ -1,0 +1,36 @@
+"""What stage 2 logs about the generated Student latents besides its losses.
+
+DMD's gradient reaches the generator's latent z only through the Student decoder, so
+the latent can leave the data manifold along directions the decoder hides; loss values
+do not show it. Measured on the generator step's own samples, without gradient:
+
+  z_std          std of the generated latents (data: 1.0 for a normalised Student space)
+  reencode_err   ||z - E_s(clamp(D_s(z)))|| / ||z||: how much of z the decoder does not show
+  clipped        fraction of decoded pixels outside [-1, 1] (users see them clamped)
+  bridge_drift   ||B(z) - R(z)|| / ||R(z)||, R the pixel round-trip E_t(up(clamp(D_s(z)))):
+                 how far the learned Bridge strays from the exact map on generated
+                 samples (compare with its held-out value on real images, stage 1)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..spaces import LatentSpace
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-8)).item()
+
+
+@torch.no_grad()
+def latent_diagnostics(z: Tensor, space: LatentSpace, z_hat: Tensor | None = None,
+                       roundtrip: torch.nn.Module | None = None) -> dict[str, float]:
+    x = space.decode(z)
+    logs = {"z_std": z.float().std().item(), "clipped": (x.abs() > 1).float().mean().item()}
+    logs["reencode_err"] = _rel(z, space.encode(x.clamp(-1, 1)))
+    if roundtrip is not None and z_hat is not None:
+        r = roundtrip(z)
+        logs["bridge_drift"] = _rel(z_hat, r)
+    return logs
