@@ -122,9 +122,15 @@ def test_shapes_pretrain_quick_all_stages(tmp_path):
 def test_demo_smoke(tmp_path):
     out = tmp_path / "demo"
     args = ("demo", "--out", out, "--full", "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
-            "--bridge-images", "16", "--distill-steps", "2", "--threads", "1")
+            "--bridge-images", "16", "--distill-steps", "2", "--train-seeds", "2", "--threads", "1")
     run(*args)
     m = json.loads((out / "metrics.json").read_text())
+    gap = m["seeds"]["cross-space one-step - shared-space one-step"]["all"]
+    assert gap["n"] == 2 and len(gap["values"]) == 2 and gap["ci95"] >= 0     # two training seeds, paired
+    assert (out / "students" / "cross-space-seed1" / "model_index.json").exists()
+    assert {"z_std", "reencode_err", "clipped", "bridge_drift"} <= set(m["generations"]["cross-space one-step"]
+                                                                        ["diagnostics"])
+    assert 0 <= m["generations"]["cross-space one-step"]["fidelity"]["clean"] <= 1
     assert set(m["generations"]) == {"real renders", "Teacher (multi-step)", "Student base (multi-step)",
                                      "shared-space one-step", "cross-space one-step",
                                      "cross-space, round-trip Bridge", "cross-space, projector-only Bridge",
@@ -145,3 +151,15 @@ def test_demo_smoke(tmp_path):
     assert (out / "stage_times.json").read_text() == times
     assert {p: p.stat().st_mtime for p in out.rglob("state.safetensors")} == ckpts
     assert json.loads((out / "metrics.json").read_text())["resumed"] is True
+
+
+@pytest.mark.parametrize("cmd", ["", "presets", "shapes export", "shapes pretrain", "generate", "eval",
+                                 "convert-inception", "bridge train", "bridge eval", "distill", "demo", "bench"])
+def test_help_imports_no_heavy_library(cmd):
+    """`--help` (and `--version`) stay fast: neither torch, diffusers nor transformers is imported."""
+    code = ("import sys\nfrom crossdistill.cli import main\nsys.argv = ['crossdistill', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    for args in ([*cmd.split(), "--help"], ["--version"]):
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+        assert "HEAVY []" in p.stdout, (args, p.stdout[-500:], p.stderr[-500:])

@@ -35,7 +35,10 @@ def _fake_demo(root):
                 f.write(json.dumps({"file": f"{k:05d}.png", "prompt": p, "seed": 100 + k}) + "\n")
         a = 1.0 - 0.1 * i
         gens[label] = {"n_images": 6, "adherence": {"color": a, "shape": a, "position": a, "all": a},
-                       "fid": 10.0 * (i + 1), "folder": str(folder)}
+                       "fid": 10.0 * (i + 1), "folder": str(folder), "fidelity": {"clean": a},
+                       "failures": {"color": {"red": i}, "shape": {"circle": 0}, "position": {"top": 1}}}
+        if "one-step" in label:
+            gens[label]["diagnostics"] = {"z_std": 1.5, "reencode_err": 0.5, "clipped": 0.01}
     hist = root / "history.jsonl"
     hist.write_text("".join(json.dumps({"step": s, "dmd": 1 / s, "fake": 0.5 + 0.1 / s}) + "\n" for s in range(1, 30)))
     lat = {label: {"steps": 28 if "Teacher" in label else 1, "ms_per_image_b1": 400.0 if "Teacher" in label else 20.0,
@@ -44,6 +47,9 @@ def _fake_demo(root):
             "psnr": 33.0, "adherence": {"all": 0.99}}, "round-trip": {"latent_mse": 0.03, "attn_error": 0.003,
                                                                       "psnr": 32.0}},
             "histories": {"stage 2: cross-space one-step": str(hist)}, "n_per_prompt": 2, "prompts": 3,
+            "seeds": {"cross-space one-step": {"all": {"mean": 0.6, "ci95": 0.05, "n": 3, "values": [0.55, 0.6, 0.65]}},
+                      "cross-space one-step - shared-space one-step": {
+                          "all": {"mean": 0.1, "ci95": 0.04, "n": 3, "values": [0.06, 0.1, 0.14]}}},
             "config": {"out": str(root)}, "wall_time_s": 1.0}
 
 
@@ -69,7 +75,10 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert m, dom[-2000:]
     images, loaded, tables, plots = map(int, m.groups())
     assert images == len(LABELS) * 6 and loaded == images       # every grid image decoded (6 columns)
-    assert tables == 2 and plots >= 3                           # results + Bridge tables; loss curve + bars
+    assert tables == 4 and plots >= 3           # results, failures, diagnostics, Bridge; loss curve + bars
+    assert "0.600 &plusmn; 0.050" in html and "+0.100 &plusmn; 0.040" in html   # seeds: mean +- 95 % interval
+    assert "StableDiffusionPipeline.from_pretrained" not in html or "num_inference_steps=1" in html
+    assert "&quot;commit&quot;" in html and "&quot;cpu&quot;" in html                     # provenance
     shot = tmp_path / "shot.png"
     subprocess.run([exe, *flags, "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)

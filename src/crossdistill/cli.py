@@ -316,7 +316,13 @@ def _quiet_library_bars() -> None:
 
 
 def main() -> None:
-    _quiet_library_bars()
+    args = sys.argv[1:]
+    if args[:1] == ["--version"]:
+        from . import __version__
+        print(f"crossdistill {__version__}")
+        return
+    if args and not {"--help", "-h"} & set(args):   # help stays fast: no diffusers / transformers import
+        _quiet_library_bars()
     try:
         app()
     except CrossdistillError as e:

@@ -1,4 +1,4 @@
-"""Stage-1 losses (DESIGN.md, "Stage 1"): each takes tensors, returns (loss, logs)."""
+"""Stage-1 losses (docs/design.md, "Stage 1"): each takes tensors, returns (loss, logs)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The Bridge: Student latents -> Teacher latents, and the baselines it is compared to.
 
   bridge          B(z_s) = P(D_s(z_s))  frozen Student decoder (pixels or its last
-                  feature map) + a small learned projector P (DESIGN.md, "Bridge")
+                  feature map) + a small learned projector P (docs/design.md, "The Bridge")
   projector_only  B(z_s) = P(z_s)       no decoder prior
   roundtrip       B(z_s) = E_t(up(D_s(z_s)))  the Teacher's own VAE encoder; nothing learned
   identity        B(z_s) = z_s          shared latent space (Student base as Teacher)

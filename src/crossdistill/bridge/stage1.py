@@ -1,4 +1,4 @@
-"""Stage 1: train the Bridge's projector (DESIGN.md, "Stage 1: train the Bridge").
+"""Stage 1: train the Bridge's projector (docs/design.md, "Stage 1").
 
 L = L_rec + lambda * L_attn: latent reconstruction against the Teacher VAE's encoding
 of the high-resolution image, plus attention fidelity: the frozen Teacher runs on the

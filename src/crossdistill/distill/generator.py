@@ -1,8 +1,8 @@
 """The one-step generator: the Student denoiser evaluated once at its noisiest time.
 
 z = x0(noise, t_max) in the Student's own parameterisation (for an epsilon Student,
-(x_T - sqrt(1 - abar_T) eps) / sqrt(abar_T): the 1 / sqrt(abar_T) ~ 15x amplification
-DESIGN.md warns about). Exported as a standard diffusers pipeline whose scheduler,
+(x_T - sqrt(1 - abar_T) eps) / sqrt(abar_T): the 1 / sqrt(abar_T) ~ 15x amplification of
+docs/design.md, "Pitfalls"). Exported as a standard diffusers pipeline whose scheduler,
 with `num_inference_steps=1`, returns exactly this x0 (DDIM, trailing spacing, final
 alpha 1).
 """

@@ -1,4 +1,4 @@
-"""Stage-2 losses (DESIGN.md, "Stage 2"; Yin et al. 2024, DMD2). Each takes explicit
+"""Stage-2 losses (docs/design.md, "Stage 2"; Yin et al. 2024, DMD2). Each takes explicit
 tensors and returns (loss, logs)."""
 
 from __future__ import annotations

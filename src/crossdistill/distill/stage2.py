@@ -1,4 +1,4 @@
-"""Stage 2: DMD2 in Teacher space through the frozen Bridge (DESIGN.md, "Stage 2").
+"""Stage 2: DMD2 in Teacher space through the frozen Bridge (docs/design.md, "Stage 2").
 
 Per generator step: one generator update along the normalised difference of fake and
 real x0 predictions at a Teacher timestep, backpropagated through the Bridge and the

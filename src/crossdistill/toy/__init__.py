@@ -1,1 +1,1 @@
-"""The shapes world: the embedded default domain (see TOY_SPEC.md)."""
+"""The shapes world: the embedded default domain (specified in docs/shapes_world.md)."""

@@ -1,4 +1,4 @@
-"""Prompt adherence by image analysis (TOY_SPEC.md, "Metrics for this domain").
+"""Prompt adherence by image analysis (docs/shapes_world.md, "Metrics").
 
 Each pixel is assigned to the nearest of the six palette colours or the background
 gray (estimated from the image border); the dominant colour's largest connected

@@ -1,4 +1,4 @@
-"""Scenes and prompts of the shapes world, exactly as TOY_SPEC.md defines them.
+"""Scenes and prompts of the shapes world, exactly as docs/shapes_world.md specifies them.
 
 One filled shape (circle, square, triangle) of one of six colours at one of five
 positions on a uniform gray background; rendered at 64x64 with 4x4 supersampling
