@@ -14,7 +14,7 @@ run() {
 }
 while read -r line; do
   [ -z "$line" ] && continue; [[ "$line" == \#* ]] && continue
-  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 5; done
+  while [ "$(pgrep -fc "benchmarks/distill_curve.py")" -ge 2 ]; do sleep 5; done   # two at a time, machine-wide
   run $line &
   sleep 2
 done < "$QUEUE"

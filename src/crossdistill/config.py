@@ -59,6 +59,11 @@ def _coerce(value: Any, tp, key: str):
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):   # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not
                                                (tp is int and isinstance(value, bool))):
         hint = " (YAML reads no/yes/off/on as booleans: quote it, e.g. 'no')" if tp is str and isinstance(value, bool) else ""

@@ -78,3 +78,22 @@ class FeatureTap:
             yield self
         finally:
             handle.remove()
+
+
+class PixelDiscriminator(nn.Module):
+    """A small convolutional classifier on Student-resolution images in [-1, 1] (`gan.space:
+    student`): it sees exactly what users see, so it can penalise blotchy or tinted
+    backgrounds that the Teacher's score, through the Bridge, lets pass. One logit per
+    position of a 4x-downsampled grid."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        g = next(k for k in (8, 4, 2, 1) if width % k == 0)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.GroupNorm(g, 2 * width), nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 4, stride=2, padding=1), nn.GroupNorm(g, 2 * width), nn.SiLU(),
+            nn.Conv2d(2 * width, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images.float()).squeeze(1)

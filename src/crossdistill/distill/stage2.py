@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..bridge import Bridge, BridgeConfig
-from ..bridge.model import CLAMPS
+from ..bridge.model import CLAMPS, clamp_pixels
 from ..bridge.stage1 import DataConfig, load_bridge
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
@@ -28,12 +28,13 @@ from ..train import (TrainConfig, average_gradients, default_device, ema_update,
                      weights_dtype)
 from .diagnostics import latent_diagnostics
 from .generator import OneStepGenerator, one_step_scheduler
-from .gan import HEADS, FeatureTap, GanHead
+from .gan import HEADS, FeatureTap, GanHead, PixelDiscriminator
 from .losses import (dmd_generator_loss, gan_discriminator_loss, gan_generator_loss, latent_std_loss,
                      reencode_loss)
 
 FAKE_KINDS = ("full", "lora")
 MANIFOLD_KINDS = ("reencode", "std")
+GAN_SPACES = ("teacher", "student")
 
 
 @dataclass
@@ -56,7 +57,9 @@ class GanConfig:
     """DMD2's optional GAN head on the fake score's middle features (weight 0: off)."""
     weight: float = 0.0         # generator GAN loss weight (DMD2: 1e-3 .. 1e-2)
     d_weight: float = 1.0       # classifier loss weight, added to the fake score's loss
-    head: str = "pooled"        # pooled (MLP on averaged features) | conv (DMD2's head, a logit per position)
+    head: str = "pooled"        # teacher space: pooled (MLP on averaged features) | conv (DMD2's head, a logit per position)
+    space: str = "teacher"      # teacher: the head on the fake score's features (DMD2) | student: a pixel discriminator
+    lr: float = 2e-4            # student space: the discriminator's learning rate
     data: DataConfig = field(default_factory=lambda: DataConfig(images=1000))   # real images, as in stage 1
 
     def validate(self):
@@ -64,6 +67,8 @@ class GanConfig:
             raise CrossdistillError(f"gan.weight and gan.d_weight must be >= 0, got {self.weight}, {self.d_weight}")
         if self.head not in HEADS:
             raise choice_error("gan.head", self.head, HEADS)
+        if self.space not in GAN_SPACES:
+            raise choice_error("gan.space", self.space, GAN_SPACES)
         return self
 
 
@@ -206,9 +211,12 @@ class DistillTask:
         self.generator = OneStepGenerator(self.student)
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
         self.fake = FakeScore(self.teacher, cfg.fake)
-        self.gan = cfg.gan.weight > 0
+        self.gan = cfg.gan.weight > 0 and cfg.gan.space == "teacher"
+        self.pixel_gan = cfg.gan.weight > 0 and cfg.gan.space == "student"
         if self.gan:
             self._setup_gan()
+        if self.pixel_gan:
+            self._setup_pixel_gan()
         self.guidance = self.teacher.defaults.guidance if cfg.guidance is None else cfg.guidance
         # the exact map the Bridge stands in for, for the drift diagnostic (nothing to compare for these two)
         self.roundtrip = None if self.bridge.cfg.kind in ("roundtrip", "identity") else Bridge(
@@ -232,6 +240,29 @@ class DistillTask:
             fake.model_output(self.real_z[:1].to(self.teacher.dtype), t, self.real_cond.index(self.real_rows[:1]))
         self.head = GanHead(self.tap.feats.shape[1], self.cfg.gan.head).to(self.device)
 
+    def _setup_pixel_gan(self) -> None:
+        """Real images at the Student's resolution and the pixel discriminator."""
+        from ..bridge.stage1 import load_images
+
+        data, res = self.cfg.gan.data, self.student.defaults.resolution
+        imgs, _ = load_images(data, self.teacher, self.teacher.defaults.resolution, data.images, data.seed)
+        if imgs.shape[-1] != res:
+            imgs = torch.nn.functional.interpolate(imgs.float(), size=(res, res), mode="area")
+        self.real_px = imgs.float().clamp(-1, 1).to(self.device)
+        self.disc = PixelDiscriminator().to(self.device)
+
+    def _pixel_gan_update(self, x_fake: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
+        """One discriminator step: real Student-resolution images vs this step's samples."""
+        n = self.cfg.train.batch
+        rows = local_part(self.acc, torch.randint(0, len(self.real_px), (n,), generator=gen))
+        loss, logs = gan_discriminator_loss(self.disc(self.real_px[rows.to(self.real_px.device)]),
+                                            self.disc(x_fake.detach()))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.acc.backward(loss)
+        average_gradients(self.acc, self.disc.parameters())
+        optimizer_step(self.opt_d, loss, self.disc.parameters(), self.cfg.train, step, self.cfg.gan.lr)
+        return logs
+
     def _fake_params(self):
         return list(self.fake_module.parameters()) + (list(self.head.parameters()) if self.gan else [])
 
@@ -249,15 +280,22 @@ class DistillTask:
         opt_g = self.cfg.train.optimizer(self.student.model.parameters(), self.cfg.lr)
         opt_f = self.cfg.train.optimizer(self._fake_params(), self.cfg.fake.lr)
         self.opt_g, self.opt_f = acc.prepare(opt_g, opt_f)
+        if self.pixel_gan:
+            self.opt_d = acc.prepare(self.cfg.train.optimizer(self.disc.parameters(), self.cfg.gan.lr))
 
     def modules(self):
         mods = {"generator": self.student.model, "ema": self.ema, "fake": self.fake_module}
         if self.gan:
             mods["gan_head"] = self.head
+        if self.pixel_gan:
+            mods["pixel_disc"] = self.disc
         return mods
 
     def optimizers(self):
-        return {"generator": self.opt_g, "fake": self.opt_f}
+        opts = {"generator": self.opt_g, "fake": self.opt_f}
+        if self.pixel_gan:
+            opts["pixel_disc"] = self.opt_d
+        return opts
 
     def checkpointing_targets(self):
         return [self.student.model, self.teacher.model, self.fake.den.model, self.bridge]
@@ -332,6 +370,11 @@ class DistillTask:
         if self.gan:
             loss_g = loss_g + self.cfg.gan.weight * gan_g
             logs.update(lgan)
+        if self.pixel_gan:   # what users see: the clamped Student decode
+            x_px = clamp_pixels(self.student.space.decode(z), "straight_through")
+            gan_g, lgan = gan_generator_loss(self.disc(x_px))
+            loss_g = loss_g + self.cfg.gan.weight * gan_g
+            logs.update(lgan)
         if cfg.manifold.weight > 0:
             loss_m, lm = self._manifold(z)
             loss_g = loss_g + cfg.manifold.weight * loss_m
@@ -341,6 +384,8 @@ class DistillTask:
         average_gradients(self.acc, self.student.model.parameters())
         logs.update(optimizer_step(self.opt_g, loss_g, self.student.model.parameters(), cfg.train, step, cfg.lr))
         ema_update(self.ema, self.student.model, cfg.ema, step)
+        if self.pixel_gan:
+            logs.update(self._pixel_gan_update(x_px, gen, step))
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:   # what gets logged
             logs.update(latent_diagnostics(z.detach(), self.student.space, z_hat.detach(), self.roundtrip))
 
