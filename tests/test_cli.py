@@ -128,11 +128,15 @@ def test_demo_smoke(tmp_path):
     gap = m["seeds"]["cross-space one-step - shared-space one-step"]["all"]
     assert gap["n"] == 2 and len(gap["values"]) == 2 and gap["ci95"] >= 0     # two training seeds, paired
     assert (out / "students" / "cross-space-seed1" / "model_index.json").exists()
+    assert not (out / "students" / "cross-space-no-manifold-seed1").exists()    # one seed beside the main pair
+    assert m["config"]["methods"][1]["settings"]["manifold.weight"] == 1.0
     assert {"z_std", "reencode_err", "clipped", "bridge_drift"} <= set(m["generations"]["cross-space one-step"]
                                                                         ["diagnostics"])
     assert 0 <= m["generations"]["cross-space one-step"]["fidelity"]["clean"] <= 1
     assert set(m["generations"]) == {"real renders", "Teacher (multi-step)", "Student base (multi-step)",
                                      "shared-space one-step", "cross-space one-step",
+                                     "shared-space one-step, no manifold term",
+                                     "cross-space one-step, no manifold term",
                                      "cross-space, round-trip Bridge", "cross-space, projector-only Bridge",
                                      "cross-space, Bridge without attention fidelity"}
     assert {"round-trip", "bridge", "bridge-no-attn", "projector-only"} <= set(m["bridge"])

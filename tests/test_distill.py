@@ -226,3 +226,27 @@ def test_pixel_gan_trains_and_resumes(tiny_pair, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     hist = [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
     assert all(h["gan_g"] > 0 and 0 < h["d_real"] < 1 for h in hist)
+
+
+def test_fake_score_is_conditioned_alike_in_its_loss_and_in_the_dmd_query(tmp_path):
+    """Flux embeds guidance: the fake score's training loss and its DMD query must pass the
+    same guidance, text and pooled inputs to the network (DMD2 keeps them identical)."""
+    from accelerate import Accelerator
+
+    from crossdistill.distill.stage2 import DistillTask
+
+    build_denoiser("tiny-sd15", seed=1).save_pretrained(tmp_path / "student")
+    build_denoiser("tiny-flux", seed=2).save_pretrained(tmp_path / "teacher")
+    cfg = _cfg(tmp_path, 1)
+    cfg.fake.updates = 1
+    task = DistillTask(cfg, PROMPTS)
+    task.setup(Accelerator(cpu=True))
+    calls = []
+    task.fake.den.model.register_forward_pre_hook(
+        lambda m, a, kw: calls.append({k: kw[k] for k in ("guidance", "pooled_projections", "encoder_hidden_states")}),
+        with_kwargs=True)
+    task.step(0, torch.Generator().manual_seed(0))
+    query, train = calls          # the DMD query, then the fake score's own loss on the same samples
+    assert query["guidance"] is not None and torch.equal(query["guidance"], train["guidance"])
+    assert torch.equal(query["pooled_projections"], train["pooled_projections"])
+    assert torch.equal(query["encoder_hidden_states"], train["encoder_hidden_states"])

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from crossdistill.distill.losses import dmd_generator_loss, regression_loss
+from crossdistill.distill.losses import dmd_generator_loss, latent_std_loss, reencode_loss
 
 
 def test_dmd_gradient_is_normalised_direction():
@@ -26,6 +27,14 @@ def test_dmd_zero_when_fake_matches_real_and_finite_on_degenerate_input():
     assert torch.isfinite(loss)
 
 
-def test_regression_loss():
-    a = torch.ones(2, 3)
-    assert regression_loss(a, a)[0].item() == 0 and regression_loss(a, -a)[0].item() == 4
+def test_manifold_losses_known_values():
+    z = torch.full((2, 4, 2, 2), 3.0, requires_grad=True)
+    loss, logs = reencode_loss(z, torch.ones(2, 4, 2, 2))
+    assert loss.item() == 4.0 and logs["manifold"] == 4.0
+    loss.backward()
+    assert torch.allclose(z.grad, torch.full_like(z, 2 * 2.0 / z.numel()))   # target held fixed (stop-gradient)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 4, 8, 8, generator=g) * 2.0
+    loss, _ = latent_std_loss(z)
+    assert loss.item() == pytest.approx(((z.flatten(1).std(1) - 1) ** 2).mean().item())
+    assert latent_std_loss(torch.randn(64, 4, 32, 32, generator=g))[0].item() < 1e-3

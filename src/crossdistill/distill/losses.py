@@ -42,12 +42,6 @@ def latent_std_loss(z: Tensor, target: float = 1.0) -> tuple[Tensor, dict[str, f
     return loss, {"manifold": loss.item()}
 
 
-def regression_loss(pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """Optional paired regression onto Teacher samples (DMD's L_reg, here in latent MSE)."""
-    loss = (pred.float() - target.float()).pow(2).mean()
-    return loss, {"reg": loss.item()}
-
-
 def gan_discriminator_loss(logits_real: Tensor, logits_fake: Tensor) -> tuple[Tensor, dict[str, float]]:
     """DMD2's GAN term for the classifier head on the fake score (non-saturating logistic):
     softplus(-D(real)) + softplus(D(fake)), averaged."""

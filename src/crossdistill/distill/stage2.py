@@ -365,7 +365,9 @@ class DistillTask:
             gan_g, lgan = gan_generator_loss(self.head(self.tap.feats))
         else:
             with torch.no_grad(), self.fake.active() as fake:
-                fake_x0 = fake.predict_x0(x_t, t, ct, guidance=1.0)
+                # conditioned exactly as `fake.loss` trains it: one call, the model's own inputs
+                # (Flux: the same embedded guidance), no CFG
+                fake_x0 = fake.to_x0(x_t, t, fake.model_output(x_t, t, ct))
         loss_g, logs = dmd_generator_loss(z_hat, real, fake_x0)
         if self.gan:
             loss_g = loss_g + self.cfg.gan.weight * gan_g
