@@ -6,7 +6,11 @@ frozen Student decoder into G; then `fake.updates` updates of the fake score wit
 Teacher's own denoising loss on stopgrad(B(G(noise))) (two time-scale rule), the first
 on the generator step's own samples (as DMD2 does), the rest on fresh ones.
 The fake score is a full copy of the Teacher or a peft LoRA on the one Teacher copy,
-switched off for the real score.
+switched off for the real score, and is queried with exactly the inputs its loss trains
+it on. Optional generator terms: a latent-manifold term (`manifold`), DMD2's GAN head on
+the fake score's features or a pixel discriminator (`gan`). The decoded pixels are
+clamped (straight-through) before the Bridge's projector (`clamp`). Latent diagnostics
+are logged at every log step (`diagnostics.py`).
 """
 
 from __future__ import annotations
