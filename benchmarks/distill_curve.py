@@ -36,6 +36,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
 
     from crossdistill.config import load_config, to_dict
+    from crossdistill.distill.diagnostics import last_logged
     from crossdistill.distill.stage2 import Stage2Config, distill
     from crossdistill.eval.harness import evaluate
     from crossdistill.generate import GenerateConfig, generate
@@ -51,8 +52,7 @@ def main() -> None:
         generate(GenerateConfig(str(run / "student"), prompts, folder, n_per_prompt=a.n_per_prompt,
                                 seed=100_000, batch_size=90, overwrite=True), progress=False)
         m = evaluate(folder)
-        hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if x.strip()]
-        diag = {k: hist[-1][k] for k in ("z_std", "reencode_err", "clipped", "bridge_drift") if k in hist[-1]}
+        diag = last_logged(run / "history.jsonl")
         row = {"name": a.name, "steps": steps, "overrides": a.overrides, "config": a.config,
                "adherence": m["adherence"], "clean": m["fidelity"]["clean"], "fid": m["fid"],
                "diagnostics": diag, "fidelity": m["fidelity"], "failures": m["failures"], "n_images": m["n_images"],

@@ -199,6 +199,7 @@ class Demo:
 
     def student(self, m: Method, seed: int) -> tuple[dict, str]:
         """Stage 2 for one method and training seed, its export, generations and scores."""
+        from .distill.diagnostics import last_logged
         from .distill.stage2 import distill
 
         slug = _seeded(m.slug, seed)
@@ -210,7 +211,7 @@ class Demo:
             student.parent.mkdir(parents=True, exist_ok=True)
             os.replace(run / "student", student)
         row = self.generate(str(student), self.out / "generations" / slug, 90)
-        row["diagnostics"] = last_diagnostics(run / "history.jsonl")
+        row["diagnostics"] = last_logged(run / "history.jsonl")
         return row, str(student)
 
     def latency(self, models: dict) -> dict:
@@ -229,16 +230,6 @@ class Demo:
         h = {f"stage 1: {v}": str(_bridge_dir(self.out, v) / "history.jsonl") for v in self.variants}
         h.update({f"stage 2: {m.label}": str(self.out / "runs" / m.slug / "history.jsonl") for m in self.methods})
         return {k: v for k, v in h.items() if Path(v).exists()}
-
-
-def last_diagnostics(history: Path) -> dict[str, float]:
-    """The stage-2 latent diagnostics of a run's last logged step (distill/diagnostics.py)."""
-    keys = ("z_std", "reencode_err", "clipped", "bridge_drift")
-    if not Path(history).exists():
-        return {}
-    rows = [json.loads(x) for x in Path(history).read_text().splitlines() if x.strip()]
-    last = next((r for r in reversed(rows) if "z_std" in r), {})
-    return {k: last[k] for k in keys if k in last}
 
 
 def run_demo(cfg: DemoConfig) -> dict:

@@ -183,7 +183,8 @@ def _diagnostics_table(gens: dict) -> str:
     rows = {k: r["diagnostics"] for k, r in gens.items() if r.get("diagnostics")}
     if not rows:
         return ""
-    keys = ["z_std", "reencode_err", "clipped", "bridge_drift"]
+    from .distill.diagnostics import KEYS as keys
+
     body = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(
         f"<td>{d[c]:.3g}</td>" if c in d else "<td>-</td>" for c in keys) + "</tr>" for k, d in rows.items())
     return ("<h2>Stage-2 latent diagnostics (last logged step)</h2><p>z_std: std of the generated Student latents "

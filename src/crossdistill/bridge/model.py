@@ -23,6 +23,7 @@ from ..errors import CrossdistillError, choice_error
 from ..spaces import LatentSpace
 
 KINDS = ("bridge", "projector_only", "roundtrip", "identity")
+TAPS = ("pixels", "features")
 CLAMPS = ("none", "hard", "straight_through")
 
 
@@ -38,7 +39,6 @@ def clamp_pixels(x: Tensor, mode: str) -> Tensor:
     if mode == "straight_through":
         return x + (x.clamp(-1, 1) - x).detach()
     raise choice_error("clamp", mode, CLAMPS)
-TAPS = ("pixels", "features")
 
 
 @dataclass

@@ -14,10 +14,15 @@ do not show it. Measured on the generator step's own samples, without gradient:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
 from ..spaces import LatentSpace
+
+KEYS = ("z_std", "reencode_err", "clipped", "bridge_drift")
 
 
 def _rel(a: Tensor, b: Tensor) -> float:
@@ -25,12 +30,28 @@ def _rel(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
+def reencoded(space: LatentSpace, z: Tensor, decoded: Tensor | None = None) -> Tensor:
+    """E_s(clamp(D_s(z))): the latent of the image the decoder shows (`decoded`: D_s(z) if at hand)."""
+    x = space.decode(z) if decoded is None else decoded
+    return space.encode(x.clamp(-1, 1)).to(z.dtype)
+
+
+@torch.no_grad()
 def latent_diagnostics(z: Tensor, space: LatentSpace, z_hat: Tensor | None = None,
                        roundtrip: torch.nn.Module | None = None) -> dict[str, float]:
     x = space.decode(z)
     logs = {"z_std": z.float().std().item(), "clipped": (x.abs() > 1).float().mean().item()}
-    logs["reencode_err"] = _rel(z, space.encode(x.clamp(-1, 1)))
+    logs["reencode_err"] = _rel(z, reencoded(space, z, x))
     if roundtrip is not None and z_hat is not None:
         r = roundtrip(z)
         logs["bridge_drift"] = _rel(z_hat, r)
     return logs
+
+
+def last_logged(history: Path) -> dict[str, float]:
+    """These diagnostics at a run's last logged step (its history.jsonl), {} if none."""
+    if not Path(history).exists():
+        return {}
+    rows = [json.loads(x) for x in Path(history).read_text().splitlines() if x.strip()]
+    last = next((r for r in reversed(rows) if "z_std" in r), {})
+    return {k: last[k] for k in KEYS if k in last}

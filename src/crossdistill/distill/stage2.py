@@ -30,7 +30,7 @@ from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, choice_error
 from ..train import (TrainConfig, average_gradients, default_device, ema_update, local_part, optimizer_step, run,
                      weights_dtype)
-from .diagnostics import latent_diagnostics
+from .diagnostics import latent_diagnostics, reencoded
 from .generator import OneStepGenerator, one_step_scheduler
 from .gan import HEADS, FeatureTap, GanHead, PixelDiscriminator
 from .losses import (dmd_generator_loss, gan_discriminator_loss, gan_generator_loss, latent_std_loss,
@@ -349,10 +349,7 @@ class DistillTask:
     def _manifold(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.cfg.manifold.kind == "std":
             return latent_std_loss(z)
-        with torch.no_grad():
-            space = self.student.space
-            z_re = space.encode(space.decode(z).clamp(-1, 1)).to(z.dtype)
-        return reencode_loss(z, z_re)
+        return reencode_loss(z, reencoded(self.student.space, z))
 
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         cfg, teacher = self.cfg, self.teacher
