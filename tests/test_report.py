@@ -39,6 +39,9 @@ def _fake_demo(root):
                        "failures": {"color": {"red": i}, "shape": {"circle": 0}, "position": {"top": 1}}}
         if "one-step" in label:
             gens[label]["diagnostics"] = {"z_std": 1.5, "reencode_err": 0.5, "clipped": 0.01}
+    student = root / "students" / "4"          # an exported Student beside the last row's generations
+    student.mkdir(parents=True)
+    (student / "model_index.json").write_text("{}")
     hist = root / "history.jsonl"
     hist.write_text("".join(json.dumps({"step": s, "dmd": 1 / s, "fake": 0.5 + 0.1 / s}) + "\n" for s in range(1, 30)))
     lat = {label: {"steps": 28 if "Teacher" in label else 1, "ms_per_image_b1": 400.0 if "Teacher" in label else 20.0,
@@ -77,7 +80,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert images == len(LABELS) * 6 and loaded == images       # every grid image decoded (6 columns)
     assert tables == 4 and plots >= 3           # results, failures, diagnostics, Bridge; loss curve + bars
     assert "0.600 &plusmn; 0.050" in html and "+0.100 &plusmn; 0.040" in html   # seeds: mean +- 95 % interval
-    assert "StableDiffusionPipeline.from_pretrained" not in html or "num_inference_steps=1" in html
+    assert "StableDiffusionPipeline.from_pretrained(" in html and "num_inference_steps=1" in html   # load snippet
     assert "&quot;commit&quot;" in html and "&quot;cpu&quot;" in html                     # provenance
     shot = tmp_path / "shot.png"
     subprocess.run([exe, *flags, "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
