@@ -19,7 +19,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         a, d, f = r["adherence"], r.get("diagnostics", {}), r.get("fidelity", {})
-        sets = " ".join(o for o in r["overrides"] if not o.startswith("bridge="))
+        sets = " ".join(o for o in r["overrides"] if not o.startswith(("bridge=", "bridge_dir=")))
         g = lambda k, fmt=".2f": format(d[k], fmt) if k in d else "-"   # noqa: E731
         print(f"| {r['name']} | `{sets}` | {a['color']:.3f} | {a['shape']:.3f} | {a['all']:.3f} | {r['clean']:.3f} "
               f"| {f.get('bg_std', float('nan')):.1f} | {r['fid']:.0f} | {g('z_std')} | {g('reencode_err')} "

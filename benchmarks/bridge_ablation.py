@@ -20,8 +20,11 @@ from pathlib import Path
 import torch
 
 from crossdistill.bridge import BridgeConfig
-from crossdistill.bridge.report import evaluate_runs
-from crossdistill.bridge.stage1 import AttnConfig, BridgeTask, DataConfig, Stage1Config, train_bridge, load_bridge
+from crossdistill.bridge.evaluate import evaluate_runs
+from crossdistill.bridge.io import load_bridge
+from crossdistill.bridge.losses import AttnConfig
+from crossdistill.bridge.stage1 import BridgeTask, Stage1Config, train_bridge
+from crossdistill.data.sources import DataConfig
 from crossdistill.train import TrainConfig
 
 VARIANTS = {
@@ -37,7 +40,7 @@ def validation_loss(run: Path, cfg: Stage1Config, images: int = 256) -> float:
     """The variant's own objective (L_rec + lambda L_attn) on unseen images."""
     val_cfg = Stage1Config(**{**cfg.__dict__, "data": DataConfig(images=images, seed=VALIDATION_SEED)})
     torch.manual_seed(0)
-    task = BridgeTask(val_cfg)
+    task = BridgeTask.from_config(val_cfg)
     task.bridge = load_bridge(run / "bridge", task.student, task.teacher)
     g = torch.Generator().manual_seed(0)
     total = 0.0

@@ -6,7 +6,7 @@ exports the EMA Student, generates `--n-per-prompt` images for each of the 90 pr
 and scores them; prints one JSON line per point and appends it to `--log`.
 
     python benchmarks/distill_curve.py --name cross --config configs/distill_shapes.yaml \
-        --set bridge=runs/demo/bridge/bridge --steps 200 400 --n-per-prompt 2
+        --set bridge_dir=runs/demo/bridge/bridge --steps 200 400 --n-per-prompt 2
 
 The shared-space baseline and the cross-space Student are tuned with this same script
 and the same grids (docs/distill.md).
@@ -40,13 +40,15 @@ def main() -> None:
     from crossdistill.distill.stage2 import Stage2Config, distill
     from crossdistill.eval.harness import evaluate
     from crossdistill.generate import GenerateConfig, generate
-    from crossdistill.toy.shapes import all_prompts
+    from crossdistill.data.sources import read_prompts
+    from crossdistill.denoisers import load_denoiser
 
-    prompts = all_prompts()
+    prompts = None
     run = Path(a.root) / a.name
     t0 = time.time()
     for steps in a.steps:
         cfg = load_config(Stage2Config, Path(a.config), a.overrides + [f"train.steps={steps}"])
+        prompts = prompts or read_prompts(cfg.prompts, load_denoiser(cfg.teacher))
         distill(cfg, run, prompts, progress=False)
         folder = run / f"gen-{steps}"
         generate(GenerateConfig(str(run / "student"), prompts, folder, n_per_prompt=a.n_per_prompt,

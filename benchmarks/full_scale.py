@@ -8,16 +8,17 @@ and (on a GPU) stage-1 and stage-2 step time and memory, plus per-call inference
 
 Student: SD 1.5 at 512 px. Teachers at 1024 px: SD 3.5 large, SD 3.5 medium, Flux-dev,
 SDXL. Text encoders are not built (random conditioning of the exact shapes the
-backbones take). Per pair on a GPU it measures:
+backbones take). Per pair on a GPU it times the code users run: the real stage-1 and
+stage-2 tasks (`BridgeTask`, `DistillTask`) built from these models, set up by
+`train.prepare` exactly as `train.run` sets them up (gradient checkpointing on), and
+their `step`:
   stage 1: Bridge forward, latent reconstruction + attention fidelity (image->text maps
            of every 4th text-attending layer) through the frozen Teacher run twice
            (reference without grad), backward into the projector, optimizer step;
   bridge vs round-trip: forward+backward of each alone (gradient to the Student latent);
-  stage 2: one DMD2 generator step (one-step SD 1.5 UNet -> Bridge -> Teacher real score
-           with CFG and LoRA fake score, both without grad; backward through the Bridge
-           into the UNet; AdamW) and one fake-score update (the Teacher's own denoising
-           loss with its LoRA on, backward into the LoRA), as crossdistill.distill runs
-           them with fake.kind=lora, gradient checkpointing on both backbones;
+  stage 2: one DMD2 generator step (one-step SD 1.5 UNet, fp32 -> Bridge -> Teacher real
+           score with CFG and LoRA fake score; backward through the Bridge into the UNet;
+           AdamW; EMA) and one fake-score update (fake.kind=lora, fake.updates=1);
   inference: one Student step (UNet + VAE decode) vs one Teacher denoiser call (CFG
            batch where the family uses it) and its default sampler's step count.
 Memory estimates on meta (bytes per parameter): stage 2 trains the UNet in fp32 with
@@ -32,9 +33,7 @@ import json
 
 import torch
 
-from crossdistill.attention import AttentionCapture, CaptureSpec
 from crossdistill.bridge import Bridge, BridgeConfig
-from crossdistill.bridge.losses import attention_fidelity, latent_reconstruction
 from crossdistill.denoisers import build_denoiser
 from crossdistill.eval.bench import timed
 
@@ -79,121 +78,82 @@ def lora_params(t, rank: int = 16) -> int:
     return n
 
 
-def stage2_report(s, t, bridge, S_RES, T_RES, device, dtype, batch, steps):
-    """One DMD2 generator step + one LoRA fake-score update (see the module docstring)."""
-    from crossdistill.distill.generator import OneStepGenerator
-    from crossdistill.distill.losses import dmd_generator_loss
-    from crossdistill.distill.stage2 import FakeConfig, FakeScore
-
-    s.model.requires_grad_(True).train()
-    s.model.enable_gradient_checkpointing()
-    gen = OneStepGenerator(s)
-    fake = FakeScore(t, FakeConfig(kind="lora"))
-    opt_g = torch.optim.AdamW(s.model.parameters(), lr=1e-5)
-    opt_f = torch.optim.AdamW(fake.parameters(), lr=1e-5)
-    bridge.requires_grad_(False)
-    cs, ct, unc = s.dummy_conditioning(batch), t.dummy_conditioning(batch), t.dummy_conditioning(batch)
-
-    def step():
-        noise = torch.randn(batch, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype)
-        z_hat = bridge(gen(noise, cs))
-        tt = t.time_at(torch.rand(batch)).to(device)
-        x_t = t.add_noise(z_hat, tt, torch.randn_like(z_hat))
-        with torch.no_grad():
-            real = t.predict_x0(x_t, tt, ct, guidance=t.defaults.guidance, uncond=unc)
-            with fake.active() as f:
-                fake_x0 = f.predict_x0(x_t, tt, ct, guidance=1.0)
-        loss, _ = dmd_generator_loss(z_hat, real, fake_x0)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        with fake.active() as f:
-            loss_f, _ = f.loss(z_hat.detach(), ct, t=t.time_at(torch.rand(batch)).to(device))
-            opt_f.zero_grad(set_to_none=True)
-            loss_f.backward()
-            opt_f.step()
-
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    out = {"stage2_s_per_step": round(timed(step, device, steps), 3)}
-    if device.type == "cuda":
-        out["stage2_peak_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    return out
-
-
 def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_k=None):
+    """Stage 1 and stage 2 as users run them: the real `BridgeTask` / `DistillTask` built
+    from these models, set up by `train.prepare` (gradient checkpointing on), their `step`
+    timed; then component and inference timings."""
+    import tempfile
+
+    from crossdistill.bridge.losses import AttnConfig
+    from crossdistill.bridge.stage1 import BridgeTask, Stage1Config
+    from crossdistill.data.banks import PairBank
+    from crossdistill.distill.stage2 import DistillTask, FakeConfig, Stage2Config, cast_frozen
     from crossdistill.presets import narrow
+    from crossdistill.train import TrainConfig, prepare, step_generator
 
     torch.manual_seed(0)
     s_p, t_p = (narrow(p, narrow_k) if narrow_k else p for p in (student, name))
-    s = build_denoiser(s_p, device=device, dtype=dtype, omit=TEXT)
+    s = cast_frozen(build_denoiser(s_p, device=device, omit=TEXT), dtype)   # the generator trains in fp32
     t = build_denoiser(t_p, device=device, dtype=dtype, omit=TEXT)
-    t.model.enable_gradient_checkpointing()
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     out = {"teacher": name, "device": dev_name, "dtype": str(dtype), "batch": batch, "narrow": narrow_k or 1}
-    bridge = Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("bridge")).to(device, dtype)
-    opt = torch.optim.AdamW(bridge.parameters(), lr=1e-4)
+    train = TrainConfig(steps=steps, batch=batch, gradient_checkpointing=True)
     n_text = len([x for x in t.attention_sites() if x.kind != "self"])
-    spec = CaptureSpec(layers=tuple(range(0, n_text, 4)))
-    cond = t.dummy_conditioning(batch)
-    z_s = torch.randn(batch, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype)
-    z_true = torch.randn(batch, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype)
-    grid = (z_true.shape[-2] // t.token_patch,) * 2
+    layers = tuple(range(0, n_text, 4))
 
-    def stage1():
-        tt = t.time_at(torch.rand(batch)).to(device)
-        noise = torch.randn_like(z_true)
-        with AttentionCapture(t, spec) as cap:
-            pred = bridge(z_s)
-            loss, _ = latent_reconstruction(pred, z_true)
-            with torch.no_grad():
-                _, ref = cap.run(lambda: t.model_output(t.add_noise(z_true, tt, noise), tt, cond),
-                                 text_len=cond.embeds.shape[1], grid=grid)
-            _, maps = cap.run(lambda: t.model_output(t.add_noise(pred, tt, noise), tt, cond),
-                              text_len=cond.embeds.shape[1], grid=grid)
-            l_attn, _ = attention_fidelity(maps, ref)
-            opt.zero_grad(set_to_none=True)
-            (loss + l_attn).backward()
-        opt.step()
+    def peak(fn, key):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        out[f"{key}_s_per_step"] = round(timed(fn, device, steps), 3)
+        if device.type == "cuda":
+            out[f"{key}_peak_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sec = timed(stage1, device, steps)
-    out["stage1_s_per_step"] = round(sec, 3)
-    if device.type == "cuda":
-        out["stage1_peak_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    out["captured_layers"] = len(spec.layers)
+    with tempfile.TemporaryDirectory() as tmp:
+        # stage 1: a bank of random paired latents with the Teacher's conditioning precomputed
+        n = max(batch, 4)
+        bank = PairBank(torch.randn(n, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype),
+                        torch.randn(n, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype), [""] * n,
+                        conditioning=(t.dummy_conditioning(n), torch.arange(n)))
+        bridge = Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("bridge")).to(device)
+        cfg1 = Stage1Config(attn=AttnConfig(layers=layers), train=train)
+        task1 = BridgeTask(t, s, bridge, bank, cfg1)
+        prepare(task1, train, tmp)
+        counter = iter(range(10**6))
+        peak(lambda: task1.step(0, step_generator(0, next(counter))), "stage1")
+        out["captured_layers"] = len(layers)
 
-    for kind in ("bridge", "roundtrip"):
-        b = bridge if kind == "bridge" else Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("roundtrip"))
+        for kind in ("bridge", "roundtrip"):
+            b = bridge if kind == "bridge" else Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("roundtrip"))
 
-        def fb():
-            z = z_s.clone().requires_grad_(True)
-            b(z).float().pow(2).mean().backward()
-        out[f"{kind}_fwd_bwd_ms"] = round(timed(fb, device) * 1000, 1)
+            def fb():
+                z = bank.z_s[:batch].clone().requires_grad_(True)
+                b(z).float().pow(2).mean().backward()
+            out[f"{kind}_fwd_bwd_ms"] = round(timed(fb, device) * 1000, 1)
 
-    with torch.no_grad():
-        sc = s.dummy_conditioning(1)
-        one = torch.randn(1, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype)
-        student_ms = timed(lambda: s.space.decode(s.model_output(one, s.t_max.to(device).expand(1), sc)),
-                           device) * 1000
-        tc = t.dummy_conditioning(1)
-        zt = torch.randn(1, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype)
-        tt = t.time_at(torch.tensor([0.5])).to(device)
-        call_ms = timed(lambda: t.guided_output(zt, tt, tc, guidance=t.defaults.guidance,
-                                                uncond=t.dummy_conditioning(1)), device) * 1000
-        decode_ms = timed(lambda: t.space.decode(zt), device) * 1000
-    steps_default = t.defaults.steps
-    teacher_ms = call_ms * steps_default + decode_ms
-    out.update(student_one_step_ms=round(student_ms, 1), teacher_call_ms=round(call_ms, 1),
-               teacher_default_steps=steps_default, teacher_sampler_ms=round(teacher_ms, 1),
-               speedup=round(teacher_ms / student_ms, 1))
-    out.update(stage2_report(s, t, bridge, S_RES, T_RES, device, dtype, batch, steps))
-    del s, t, bridge, opt
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return out
+        with torch.no_grad():
+            sc = s.dummy_conditioning(1)
+            one = torch.randn(1, *s.latent_shape(S_RES, S_RES), device=device, dtype=torch.float32)
+            student_ms = timed(lambda: s.space.decode(s.model_output(one, s.t_max.to(device).expand(1), sc)),
+                               device) * 1000
+            tc = t.dummy_conditioning(1)
+            zt = torch.randn(1, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype)
+            tt = t.time_at(torch.tensor([0.5])).to(device)
+            call_ms = timed(lambda: t.guided_output(zt, tt, tc, guidance=t.defaults.guidance,
+                                                    uncond=t.dummy_conditioning(1)), device) * 1000
+            decode_ms = timed(lambda: t.space.decode(zt), device) * 1000
+        teacher_ms = call_ms * t.defaults.steps + decode_ms
+        out.update(student_one_step_ms=round(student_ms, 1), teacher_call_ms=round(call_ms, 1),
+                   teacher_default_steps=t.defaults.steps, teacher_sampler_ms=round(teacher_ms, 1),
+                   speedup=round(teacher_ms / student_ms, 1))
+
+        # stage 2: the DMD2 step through the trained-alike Bridge, LoRA fake score
+        cfg2 = Stage2Config(fake=FakeConfig(kind="lora", updates=1), train=train)
+        cond = (s.dummy_conditioning(batch), t.dummy_conditioning(batch), t.dummy_conditioning(1))
+        task2 = DistillTask(t, s, bridge, [""] * batch, cfg2, conditioning=cond)
+        prepare(task2, train, tmp)
+        peak(lambda: task2.step(0, step_generator(0, next(counter))), "stage2")
+    return out   # the models go with this frame; main() empties the CUDA cache between Teachers
 
 
 def main():
@@ -217,6 +177,8 @@ def main():
                                   getattr(torch, args.dtype), args.batch, args.steps, args.narrow))
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -14,16 +14,17 @@ def main() -> None:
     from crossdistill.denoisers import load_denoiser
     from crossdistill.distill.diagnostics import latent_diagnostics
     from crossdistill.distill.generator import OneStepGenerator
-    from crossdistill.toy.data import ShapesDataset
-    from crossdistill.toy.shapes import all_prompts
+    from crossdistill.domains import get
+    from crossdistill.domains.data import SceneDataset
 
-    student = load_denoiser("shapes-student-base")
-    prompts = all_prompts()[::6]                                    # 15 prompts, every colour and position
+    shapes = get("shapes")
+    student = load_denoiser(shapes.student)
+    prompts = shapes.prompts()[::6]                                 # 15 prompts, every colour and position
     n = 2 * len(prompts)
     with torch.no_grad():
         cond = student.encode_prompt(prompts * 2)
         noise = torch.randn(n, *student.latent_shape(32, 32), generator=torch.Generator().manual_seed(0))
-        ds = ShapesDataset(256, 32, 0)
+        ds = SceneDataset(shapes, 256, 32, 0)
         data = student.space.encode(torch.stack([ds[i][0] for i in range(len(ds))]))
         rows = {"data (256 renders, 32 px)": data,
                 "Student base, one step (the generator at init)": OneStepGenerator(student)(noise, cond),

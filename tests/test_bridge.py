@@ -8,8 +8,9 @@ from safetensors.torch import load_file
 
 from conftest import count_steps, invocations
 from crossdistill.bridge import Bridge, BridgeConfig
-from crossdistill.bridge.stage1 import DataConfig, Stage1Config, train_bridge
-from crossdistill.denoisers import build_denoiser
+from crossdistill.bridge.stage1 import Stage1Config, train_bridge
+from crossdistill.data.sources import DataConfig
+from crossdistill.denoisers import build_denoiser, load_denoiser
 from crossdistill.errors import CrossdistillError
 from crossdistill.train import TrainConfig
 
@@ -65,7 +66,7 @@ def test_gradients_reach_projector_through_frozen_teacher_not_decoder(tiny_model
 
 
 def _cfg(root, steps):
-    return Stage1Config(teacher=str(root / "teacher"), student=str(root / "student"), data=DataConfig(images=48),
+    return Stage1Config(teacher=str(root / "teacher"), student=str(root / "student"), data=DataConfig(images=48, domain="shapes"),
                         bridge=BridgeConfig(width=16, depth=1),
                         train=TrainConfig(steps=steps, batch=8, checkpoint_every=2, log_every=1))
 
@@ -90,9 +91,10 @@ def test_stage1_resume_continues_the_same_loss_curve(tiny_pair, tmp_path, monkey
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from crossdistill.toy.data import export
+    from crossdistill.domains import get
+    from crossdistill.domains.data import export
 
-    out = export(6, 64, tmp_path_factory.mktemp("imgs") / "scenes", seed=4)
+    out = export(get("shapes"), 6, 64, tmp_path_factory.mktemp("imgs") / "scenes", seed=4)
     rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     # the same folder is also a Hugging Face "imagefolder" dataset with captions
     (out / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": r["file"], "text": r["prompt"]})
@@ -100,17 +102,17 @@ def exported(tmp_path_factory):
     return out, [r["prompt"] for r in rows]
 
 
-@pytest.mark.parametrize("source", ["folder", "hf", "teacher", "shapes"])
+@pytest.mark.parametrize("source", ["folder", "hf", "teacher", "renders"])
 def test_stage1_image_sources(tiny_pair, exported, source):
-    from crossdistill.bridge.stage1 import load_images
+    from crossdistill.data.sources import load_images
     from crossdistill.denoisers import load_denoiser
 
     folder, prompts = exported
-    cfg = DataConfig(source=source, path=str(folder) if source in ("folder", "hf") else None, images=4,
+    cfg = DataConfig(source=source, path=str(folder) if source in ("folder", "hf") else None, images=4, domain="shapes",
                      caption_column="text" if source == "hf" else None).validate()
     teacher = load_denoiser(tiny_pair / "teacher")
     images, got = load_images(cfg, teacher, 32, 4, seed=0)
-    size = 64 if source == "shapes" else 32   # shapes renders natively at 64 px; encode_pairs resizes
+    size = 64 if source == "renders" else 32   # shapes renders natively at 64 px; encode_pairs resizes
     assert images.shape == (4, 3, size, size) and images.min() >= -1 and images.max() <= 1
     assert len(got) == 4
     if source in ("folder", "hf"):
@@ -123,14 +125,14 @@ def test_stage1_data_errors(exported):
         DataConfig(source="hf").validate()
     with pytest.raises(CrossdistillError, match="unknown data.source 'web'"):
         DataConfig(source="web").validate()
-    from crossdistill.bridge.stage1 import _hf_images
+    from crossdistill.data.sources import _hf_images
 
     with pytest.raises(CrossdistillError, match="no column 'caption'"):
         _hf_images(DataConfig(source="hf", path=str(folder), caption_column="caption"), 32, 2)
 
 
 def test_load_bridge_refuses_a_bridge_trained_for_another_pair(tiny_pair, tmp_path):
-    from crossdistill.bridge.stage1 import load_bridge
+    from crossdistill.bridge.io import load_bridge
     from crossdistill.denoisers import build_denoiser, load_denoiser
 
     train_bridge(_cfg(tiny_pair, 1), tmp_path / "run", progress=False)
@@ -170,11 +172,11 @@ def test_stage1_reference_and_prediction_share_t_and_noise(tiny_pair, monkeypatc
 
     from crossdistill.bridge import stage1
 
-    task = stage1.BridgeTask(_cfg(tiny_pair, 1))
+    task = stage1.BridgeTask.from_config(_cfg(tiny_pair, 1))
     task.setup(Accelerator(cpu=True))
     calls = []
-    maps = stage1.teacher_maps
-    monkeypatch.setattr(stage1, "teacher_maps", lambda den, cap, z, t, noise, cond: (
+    maps = stage1.noised_maps
+    monkeypatch.setattr(stage1, "noised_maps", lambda den, cap, z, t, noise, cond: (
         calls.append((z.detach().clone(), t.clone(), noise.clone())), maps(den, cap, z, t, noise, cond))[1])
     task.step(0, torch.Generator().manual_seed(0))
     (z_ref, t_ref, n_ref), (z_pred, t_pred, n_pred) = calls
@@ -187,3 +189,20 @@ def test_stage1_loss_goes_down(tiny_pair, tmp_path):
     train_bridge(cfg, tmp_path / "run", progress=False)
     hist = [json.loads(x)["loss"] for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert sum(hist[-5:]) / 5 < 0.7 * sum(hist[:5]) / 5, hist
+
+
+def test_bridge_variants_are_classes_that_copy_and_check_their_kind(tiny_pair):
+    import copy
+
+    from crossdistill.bridge.model import DecoderBridge, RoundtripBridge
+
+    s, t = load_denoiser(tiny_pair / "student"), load_denoiser(tiny_pair / "teacher")
+    b = Bridge(s.space, t.space, 32, 32, BridgeConfig("bridge", width=8, depth=0))
+    assert type(b) is DecoderBridge and b.kind == "bridge"
+    c = copy.deepcopy(b)
+    assert type(c) is DecoderBridge and c is not b
+    z = torch.randn(1, *s.latent_shape(32, 32))
+    assert torch.equal(b(z), c(z))
+    assert type(Bridge(s.space, t.space, 32, 32, cfg=BridgeConfig("roundtrip"))) is RoundtripBridge
+    with pytest.raises(CrossdistillError, match="kind"):
+        DecoderBridge(s.space, t.space, 32, 32, BridgeConfig("roundtrip"))

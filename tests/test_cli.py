@@ -102,7 +102,7 @@ def test_bridge_train_and_eval_end_to_end(tmp_path):
     assert (tmp_path / "run" / "bridge" / "projector.safetensors").exists()
     assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "ckpt-0000003").exists()
     out = run("bridge", "eval", tmp_path / "run", "--teacher", root / "teacher", "--student", root / "student",
-              "--images", "8", "--out", tmp_path / "t.json", "--threads", "1").stdout
+              "--images", "8", "--domain", "shapes", "--out", tmp_path / "t.json", "--threads", "1").stdout
     rows = json.loads((tmp_path / "t.json").read_text())
     assert set(rows) == {"run", "round-trip"} and rows["run"]["latent_mse"] > 0
     assert "round-trip" in out

@@ -32,7 +32,7 @@ def _run(cmd, **kw):
 
 
 def _config(tiny_pair, tmp_path, kind, parallel, steps=3):
-    cfg = {"teacher": str(tiny_pair / "teacher"), "student": str(tiny_pair / "student"), "bridge": "roundtrip", "lr": 1e-3,
+    cfg = {"teacher": str(tiny_pair / "teacher"), "student": str(tiny_pair / "student"), "bridge_dir": "roundtrip", "lr": 1e-3,
            "prompts": str(tmp_path / "prompts.txt"),
            "fake": {"kind": kind, "updates": 2},
            "train": {"steps": steps, "batch": 4, "checkpoint_every": 1, "log_every": 1, "parallel": parallel}}

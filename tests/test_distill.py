@@ -15,11 +15,11 @@ PROMPTS = ["a red circle", "a dog", "a blue square"]
 
 
 def _cfg(root, steps, kind="full", bridge="roundtrip", gan=0.0):
-    from crossdistill.bridge.stage1 import DataConfig
+    from crossdistill.data.sources import DataConfig
     from crossdistill.distill.stage2 import GanConfig
 
-    return Stage2Config(teacher=str(root / "teacher"), student=str(root / "student"), bridge=bridge,
-                        fake=FakeConfig(kind=kind, updates=2), gan=GanConfig(weight=gan, data=DataConfig(images=8)),
+    return Stage2Config(teacher=str(root / "teacher"), student=str(root / "student"), bridge_dir=bridge,
+                        fake=FakeConfig(kind=kind, updates=2), gan=GanConfig(weight=gan, data=DataConfig(images=8, domain="shapes")),
                         train=TrainConfig(steps=steps, batch=4, checkpoint_every=2, log_every=1, sample_every=2))
 
 
@@ -50,7 +50,7 @@ def test_lora_fake_leaves_real_score_untouched(tiny_pair, tmp_path):
     from crossdistill.distill.stage2 import DistillTask
     from accelerate import Accelerator
 
-    task = DistillTask(_cfg(tiny_pair, 1, "lora"), PROMPTS)
+    task = DistillTask.from_config(_cfg(tiny_pair, 1, "lora"), PROMPTS)
     teacher = task.teacher
     x = torch.randn(2, *teacher.latent_shape(32, 32))
     t = torch.tensor([0.3, 0.7])
@@ -119,7 +119,7 @@ def _task(root, **kw):
 
     cfg = _cfg(root, 1)
     cfg = Stage2Config(**{**cfg.__dict__, **kw})
-    task = DistillTask(cfg, PROMPTS)
+    task = DistillTask.from_config(cfg, PROMPTS)
     task.setup(Accelerator(cpu=True))
     return task
 
@@ -239,7 +239,7 @@ def test_fake_score_is_conditioned_alike_in_its_loss_and_in_the_dmd_query(tmp_pa
     build_denoiser("tiny-flux", seed=2).save_pretrained(tmp_path / "teacher")
     cfg = _cfg(tmp_path, 1)
     cfg.fake.updates = 1
-    task = DistillTask(cfg, PROMPTS)
+    task = DistillTask.from_config(cfg, PROMPTS)
     task.setup(Accelerator(cpu=True))
     calls = []
     task.fake.den.model.register_forward_pre_hook(
@@ -250,3 +250,23 @@ def test_fake_score_is_conditioned_alike_in_its_loss_and_in_the_dmd_query(tmp_pa
     assert query["guidance"] is not None and torch.equal(query["guidance"], train["guidance"])
     assert torch.equal(query["pooled_projections"], train["pooled_projections"])
     assert torch.equal(query["encoder_hidden_states"], train["encoder_hidden_states"])
+
+
+def test_stage2_runs_at_the_resolutions_its_bridge_was_built_for(tiny_pair, tmp_path):
+    """A Bridge built for 64 px Student / 64 px Teacher images (not the models' default
+    32): the generator's noise, the samples and the exported pipeline follow it."""
+    from accelerate import Accelerator
+
+    from crossdistill.bridge import Bridge, BridgeConfig
+    from crossdistill.denoisers import load_denoiser
+    from crossdistill.distill.stage2 import DistillTask
+
+    s, t = load_denoiser(tiny_pair / "student"), load_denoiser(tiny_pair / "teacher")
+    bridge = Bridge(s.space, t.space, 64, 64, BridgeConfig("roundtrip"))
+    task = DistillTask(t, s, bridge, PROMPTS, _cfg(tiny_pair, 1))
+    task.setup(Accelerator(cpu=True))
+    noise, _, _ = task._batch(torch.Generator().manual_seed(0))
+    assert tuple(noise.shape[-2:]) == tuple(s.latent_shape(64, 64)[-2:])
+    assert task.samples(2).shape[-1] == 64
+    task.export(tmp_path)
+    assert load_denoiser(tmp_path / "student").defaults.resolution == 64

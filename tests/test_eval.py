@@ -1,19 +1,20 @@
 """`eval` on known inputs, and the committed shapes-world artifacts."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from crossdistill.artifacts import NAMED
+from crossdistill.artifacts import resolve
 from crossdistill.errors import CrossdistillError
 from crossdistill.eval.harness import evaluate
-from crossdistill.toy.data import export
-from crossdistill.toy.shapes import all_prompts
+from crossdistill.domains import get as get_domain
+from crossdistill.domains.data import export
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    return export(180, 64, tmp_path_factory.mktemp("real") / "gt", seed=3)
+    return export(get_domain("shapes"), 180, 64, tmp_path_factory.mktemp("real") / "gt", seed=3)
 
 
 def test_eval_ground_truth_scores_high_and_fid_small(real):
@@ -27,11 +28,11 @@ def test_eval_ground_truth_scores_high_and_fid_small(real):
 def test_image_fidelity_flags_noisy_tinted_and_off_level_backgrounds():
     import numpy as np
 
-    from crossdistill.toy.data import ShapesDataset
-    from crossdistill.toy.judge import background, fidelity, is_clean
-    from crossdistill.toy.shapes import downsample, render
+    from crossdistill.domains.data import SceneDataset
+    from crossdistill.domains.shapes.judge import background, fidelity, is_clean
+    from crossdistill.domains.shapes.scenes import downsample, render
 
-    ds = ShapesDataset(30, 64, 9)
+    ds = SceneDataset(get_domain("shapes"), 30, 64, 9)
     imgs = [render(ds.scene(i)) for i in range(30)]
     rng = np.random.default_rng(0)
     noisy = [np.clip(im + rng.normal(0, 8, im.shape), 0, 255).astype(np.uint8) for im in imgs]
@@ -51,7 +52,6 @@ def test_eval_detects_wrong_prompts_and_fid_moves(real, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(real, bad)
     rows = [json.loads(x) for x in (bad / "manifest.jsonl").read_text().splitlines()]
-    prompts = all_prompts()
     for r in rows:   # every prompt replaced by another colour: colour and all-three drop to 0
         words = r["prompt"].split()
         words[1] = "red" if words[1] != "red" else "blue"
@@ -71,9 +71,9 @@ def test_eval_errors(tmp_path):
 def test_committed_models_load_by_name(name, family, res):
     from crossdistill.denoisers import load_denoiser
 
-    if not (NAMED[name] / "model_index.json").exists():
+    if not (Path(resolve(name)) / "model_index.json").exists():
         pytest.fail(f"committed artifact {name} is missing: run `crossdistill shapes pretrain --install`")
     den = load_denoiser(name)
     assert den.family == family and den.defaults.resolution == res and den.defaults.domain == "shapes"
-    log = json.loads((NAMED[name] / "train_log.json").read_text())
+    log = json.loads((Path(resolve(name)) / "train_log.json").read_text())
     assert log["wall_time_s"] > 0 and log["final_loss_mean_last100"] > 0

@@ -28,7 +28,7 @@ def _cmd(stage, root, out):
                 str(out), *models, "--set", "data.images=16", "--set", "train.batch=4", "--set", "train.steps=10",
                 "--set", "train.checkpoint_every=1", "--set", "train.log_every=1", "--threads", "1"]
     return [sys.executable, "-m", "crossdistill.cli", "distill", "configs/distill_shapes.yaml", "--out", str(out),
-            *models, "--set", "bridge=roundtrip", "--set", "fake.updates=1", "--set", "train.batch=4",
+            *models, "--set", "bridge_dir=roundtrip", "--set", "fake.updates=1", "--set", "train.batch=4",
             "--set", "train.steps=10", "--set", "train.checkpoint_every=1", "--set", "train.sample_every=0",
             "--set", "train.log_every=1",
             "--threads", "1"]

@@ -48,7 +48,7 @@ def test_one_step_of_each_stage_at_real_depth(pair, tmp_path):
     tiny_run = ["train.steps=1", "train.batch=2", "train.checkpoint_every=1"]
 
     if pair == "sd15_from_sd35":
-        run = ["data.source=shapes"]
+        run = ["data.source=renders", "data.domain=shapes"]
     else:
         run = ["weights_dtype=fp32", "train.mixed_precision=no"]
         tiny_run = tiny_run + ["train.mixed_precision=no", "weights_dtype=fp32"]
@@ -62,7 +62,7 @@ def test_one_step_of_each_stage_at_real_depth(pair, tmp_path):
     # exactly when both see the same inputs (Flux-dev: guidance embedded, no CFG call), so
     # the first DMD gradient is 0; the second follows one fake-score update
     s2 = load_config(Stage2Config, CONFIGS / f"{pair}.yaml",
-                     models + tiny_run + ["train.steps=2", f"bridge={tmp_path / 'bridge' / 'bridge'}",
+                     models + tiny_run + ["train.steps=2", f"bridge_dir={tmp_path / 'bridge' / 'bridge'}",
                                           f"prompts={tmp_path / 'captions.txt'}", "fake.updates=1", "fake.rank=4"])
     assert s2.fake.kind == "lora" and s2.train.gradient_checkpointing
     distill(s2, tmp_path / "student_run", progress=False)
@@ -79,17 +79,18 @@ def test_per_block_decomposition_is_exact_in_parameters(teacher):
     """bench --full-size on a CPU times the backbone at depth 1 plus one block of each kind:
     the full network is exactly base + (blocks - 1) x block, here in parameter counts."""
     from crossdistill.denoisers import build_denoiser
-    from crossdistill.eval.bench import _with_depth, family_of
+    from crossdistill.eval.bench import _with_depth, blocks_uniform, depth_keys, family_of
     from crossdistill.presets import load_preset
 
     p = load_preset(teacher)
     cls = family_of(p)
     count = lambda preset: sum(x.numel() for x in build_denoiser(preset, device="meta", omit=TEXT).model.parameters())
-    base_depth = {k: 1 for k in cls.depth_keys}
+    keys = depth_keys(cls.family)
+    base_depth = {k: 1 for k in keys}
     base = count(_with_depth(p, base_depth))
     total = base + sum((p["components"][cls.backbone]["config"][k] - 1) *
-                       (count(_with_depth(p, dict(base_depth, **{k: 2}))) - base) for k in cls.depth_keys)
-    assert total == count(p) and cls.blocks_uniform(p["components"][cls.backbone]["config"])
+                       (count(_with_depth(p, dict(base_depth, **{k: 2}))) - base) for k in keys)
+    assert total == count(p) and blocks_uniform(cls.family, p["components"][cls.backbone]["config"])
 
 
 def test_bench_full_size_cli(tmp_path):

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from crossdistill.report import write_report

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from crossdistill.errors import CrossdistillError
-from crossdistill.toy import shapes
-from crossdistill.toy.data import ShapesDataset, export
-from crossdistill.toy.judge import adherence, read_image
+from crossdistill.domains import get as get_domain
+from crossdistill.domains.shapes import scenes as shapes
+from crossdistill.domains.data import SceneDataset, export
+from crossdistill.domains.shapes.judge import adherence, read_image
 
 
 def test_grammar_has_90_prompts_and_parses_back():
@@ -66,7 +67,7 @@ def test_random_scenes_follow_the_spec():
 
 @pytest.mark.parametrize("size", [64, 32])
 def test_judge_on_ground_truth_renders(size):
-    ds = ShapesDataset(360, size, seed=5, prompts=shapes.all_prompts())
+    ds = SceneDataset(get_domain("shapes"), 360, size, seed=5, prompts=shapes.all_prompts())
     images = [((ds[i][0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy() for i in range(len(ds))]
     a = adherence(images, [ds[i][1] for i in range(len(ds))])
     assert a["all"] >= 0.99, a
@@ -83,15 +84,15 @@ def test_judge_reads_wrong_attributes():
 
 
 def test_dataset_is_deterministic_and_order_free():
-    a, b = ShapesDataset(50, 64, seed=3), ShapesDataset(50, 64, seed=3)
+    a, b = SceneDataset(get_domain("shapes"), 50, 64, seed=3), SceneDataset(get_domain("shapes"), 50, 64, seed=3)
     assert torch.equal(a[17][0], b[17][0]) and a[17][1] == b[17][1]
-    assert not torch.equal(a[17][0], ShapesDataset(50, 64, seed=4)[17][0])
-    small = ShapesDataset(50, 32, seed=3)[17][0]
+    assert not torch.equal(a[17][0], SceneDataset(get_domain("shapes"), 50, 64, seed=4)[17][0])
+    small = SceneDataset(get_domain("shapes"), 50, 32, seed=3)[17][0]
     assert small.shape == (3, 32, 32)
 
 
 def test_export_writes_pngs_and_manifest(tmp_path):
-    out = export(12, 32, tmp_path / "ex", seed=1)
+    out = export(get_domain("shapes"), 12, 32, tmp_path / "ex", seed=1)
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {"file", "prompt", "seed"} <= set(rows[0])
     from PIL import Image

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from crossdistill.denoisers import build_denoiser
-from crossdistill.spaces import LatentSpace
 
 # published normalisation constants, read back from the presets' VAE configs
 CONSTANTS = {"sd15": (0.18215, 0.0, 1), "sdxl": (0.13025, 0.0, 1), "sd35-large": (1.5305, 0.0609, 1),

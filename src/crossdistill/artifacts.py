@@ -1,17 +1,14 @@
-"""Models shipped with the project, addressable by name wherever a model path is accepted."""
+"""Models shipped with the project, addressable by name wherever a model path is accepted:
+each domain names its own (e.g. `shapes-teacher`, `pairs-student-base`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-ARTIFACTS_DIR = Path(__file__).parent / "toy" / "artifacts"
-NAMED = {
-    "shapes-teacher": ARTIFACTS_DIR / "shapes-teacher",
-    "shapes-student-base": ARTIFACTS_DIR / "shapes-student-base",
-    "shapes-classifier": ARTIFACTS_DIR / "shapes-classifier",
-}
-
 
 def resolve(name_or_path: str | Path) -> str:
     """A named model's folder, or the argument unchanged."""
-    return str(NAMED.get(str(name_or_path), name_or_path))
+    from .domains import find_artifact
+
+    found = find_artifact(str(name_or_path))
+    return str(found) if found is not None else str(name_or_path)

@@ -219,3 +219,12 @@ class AttentionCapture:
 def captured(den, spec: CaptureSpec | None = None):
     with AttentionCapture(den, spec) as cap:
         yield cap
+
+
+def noised_maps(den, cap: AttentionCapture, z: Tensor, t: Tensor, noise: Tensor, cond):
+    """The attention maps `cap` records when `den` denoises z noised to t with `noise`."""
+    x_t = den.add_noise(z, t, noise)
+    p = den.token_patch
+    _, maps = cap.run(lambda: den.model_output(x_t, t, cond), text_len=cond.embeds.shape[1],
+                      grid=(z.shape[-2] // p, z.shape[-1] // p))
+    return maps

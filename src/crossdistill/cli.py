@@ -17,8 +17,6 @@ from .ui import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="One-step text-to-image Students from Teachers in a different latent space.")
-shapes_app = typer.Typer(no_args_is_help=True, help="The shapes world: data, pretraining.")
-app.add_typer(shapes_app, name="shapes")
 bridge_app = typer.Typer(no_args_is_help=True, help="Stage 1: train and evaluate the Bridge.")
 app.add_typer(bridge_app, name="bridge")
 
@@ -55,7 +53,7 @@ def _threads(n: int) -> None:
 
 @app.command()
 def presets() -> None:
-    """List the model presets (tiny test sizes, full-size architectures, shapes world)."""
+    """List the model presets (tiny test sizes, full-size architectures, the domains' models)."""
     from .presets import load_preset, preset_names
 
     for name, path in preset_names().items():
@@ -63,37 +61,63 @@ def presets() -> None:
         print(f"{name:22s} {p['family']:5s} {path.parent.name:6s} {p.get('source', '')}")
 
 
-@shapes_app.command("export")
-def shapes_export(n: int = typer.Option(..., "--n", help="number of scenes"),
-                  size: int = typer.Option(64, help="64 or 32 (the 64 px render 2x2-averaged)"),
-                  out: Path = typer.Option(..., help="output folder (PNGs + manifest.jsonl)"),
-                  seed: int = typer.Option(0, help="scene i of a seed is always the same")) -> None:
-    """Export N shapes-world scenes as PNGs plus manifest.jsonl."""
-    from .toy.data import export
+def _domain_app(name: str) -> typer.Typer:
+    """`crossdistill <domain> export|pretrain` for one registered domain."""
+    sub = typer.Typer(no_args_is_help=True, help=f"The {name} domain: data, pretraining of its models.")
 
-    if size not in (32, 64):
-        raise CrossdistillError(f"--size must be 64 or 32, got {size}")
-    if n < 1:
-        raise CrossdistillError(f"--n must be >= 1, got {n}")
-    export(n, size, out, seed)
-    print(f"wrote {n} scenes to {out}")
+    @sub.command("export")
+    def export_cmd(n: int = typer.Option(..., "--n", help="number of scenes"),
+                   size: int = typer.Option(64, help="64 or 32 (the 64 px render 2x2-averaged)"),
+                   out: Path = typer.Option(..., help="output folder (PNGs + manifest.jsonl)"),
+                   seed: int = typer.Option(0, help="scene i of a seed is always the same")) -> None:
+        """Export N scenes as PNGs plus manifest.jsonl (prompt and scene parameters)."""
+        from .domains import get
+        from .domains.data import export
+
+        dom = get(name)
+        if size not in (dom.size, dom.size // 2):
+            raise CrossdistillError(f"--size must be {dom.size} or {dom.size // 2}, got {size}")
+        if n < 1:
+            raise CrossdistillError(f"--n must be >= 1, got {n}")
+        export(dom, n, size, out, seed)
+        print(f"wrote {n} scenes to {out}")
+
+    @sub.command("pretrain")
+    def pretrain_cmd(out: Path = typer.Option(Path(f"runs/pretrain-{name}"), help="run folder (stages resume here)"),
+                     stage: Optional[List[str]] = typer.Option(None, help="stage(s) to run; default all"),
+                     seed: int = typer.Option(0),
+                     threads: int = typer.Option(2),
+                     quick: bool = typer.Option(False, help="tiny budgets for a smoke test (useless models)"),
+                     install: bool = typer.Option(False, help="copy finished models into the domain's "
+                                                  "named artifacts")) -> None:
+        """Train the domain's VAEs, Teacher, Student base and classifier from a seed (rerun to resume)."""
+        import dataclasses
+
+        from .domains import get
+        from .domains.pretrain import PretrainConfig, install_artifacts, pretrain
+
+        dom = get(name)
+        cfg = PretrainConfig.quick(seed) if quick else dataclasses.replace(dom.pretrain_config(), seed=seed)
+        pretrain(dom, out, stage or None, cfg, threads=threads)
+        if install:
+            install_artifacts(dom, out)
+
+    return sub
 
 
-@shapes_app.command("pretrain")
-def shapes_pretrain(out: Path = typer.Option(Path("runs/pretrain"), help="run folder (stages resume here)"),
-                    stage: Optional[List[str]] = typer.Option(None, help="stage(s) to run; default all"),
-                    seed: int = typer.Option(0),
-                    threads: int = typer.Option(2),
-                    quick: bool = typer.Option(False, help="tiny budgets for a smoke test (useless models)"),
-                    install: bool = typer.Option(False, help="copy finished models into the package's "
-                                                 "named artifacts (shapes-teacher, ...)")) -> None:
-    """Train the shapes world's VAEs, Teacher, Student base and classifier from a seed."""
-    from .toy.pretrain import PretrainConfig, install_artifacts, pretrain
+def _add_domain_apps() -> None:
+    from .domains import names
 
-    cfg = PretrainConfig.quick(seed) if quick else PretrainConfig(seed=seed)
-    pretrain(out, stage or None, cfg, threads=threads)
-    if install:
-        install_artifacts(out)
+    taken = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for name in names():
+        if name in taken:   # a plug-in may not shadow a command
+            print(f"warning: domain {name!r} has the name of a crossdistill command; its export / pretrain "
+                  f"commands are not added", file=sys.stderr)
+            continue
+        app.add_typer(_domain_app(name), name=name)
+
+
+_add_domain_apps()
 
 
 @app.command()
@@ -109,7 +133,8 @@ def generate(model: str = typer.Option(..., help="model name (shapes-teacher, ..
              overwrite: bool = typer.Option(False, help="replace an existing non-crossdistill folder"),
              threads: int = typer.Option(2)) -> None:
     """Generate PNGs plus manifest.jsonl with any model the project knows."""
-    from .generate import GenerateConfig, generate as run, read_prompts
+    from .data.sources import read_prompt_file as read_prompts
+    from .generate import GenerateConfig, generate as run
 
     _threads(threads)
     prompts = list(prompt or []) + (read_prompts(prompts_file) if prompts_file else [])
@@ -121,8 +146,8 @@ def generate(model: str = typer.Option(..., help="model name (shapes-teacher, ..
 
 @app.command("eval")
 def evaluate(folders: Optional[List[Path]] = typer.Argument(None, help="generation folder(s) with manifest.jsonl"),
-             metrics: Optional[str] = typer.Option(None, help="comma list of shapes, fid, clip, hpsv2, imagereward, "
-                                                   "hpsv3 (default: shapes; fid,clip with --reference)"),
+             metrics: Optional[str] = typer.Option(None, help="comma list of domain, fid, clip, hpsv2, imagereward, "
+                                                   "hpsv3 (default: domain; fid,clip with --reference)"),
              reference: Optional[Path] = typer.Option(None, help="real images for FID (a folder, searched recursively)"),
              features: Optional[str] = typer.Option(None, help="FID feature network: the FID Inception-v3 as a "
                                                     ".safetensors file (see convert-inception), or a transformers "
@@ -135,16 +160,18 @@ def evaluate(folders: Optional[List[Path]] = typer.Argument(None, help="generati
              seed: int = typer.Option(0, help="with --model: image k uses seed + k"),
              steps: Optional[int] = typer.Option(None, help="with --model: sampling steps (model default)"),
              guidance: Optional[float] = typer.Option(None, help="with --model: CFG scale (model default)"),
-             classifier: str = typer.Option("shapes-classifier", help="feature network for the shapes-world FID"),
+             classifier: Optional[str] = typer.Option(None, help="feature network of the domain FID "
+                                                      "(default: the domain's own, e.g. shapes-classifier)"),
              threads: int = typer.Option(2)) -> None:
-    """Score generations (shapes world: adherence + domain FID; real models: FID, CLIP score,
-    HPSv2 / ImageReward / HPSv3); writes DIR/metrics.json."""
+    """Score generations (a domain's models: adherence, clean images, domain FID; real models:
+    FID, CLIP score, HPSv2 / ImageReward / HPSv3); writes DIR/metrics.json."""
     from .eval.harness import evaluate as run, table
     from .eval.scale import ScaleConfig, parse_metrics
-    from .generate import GenerateConfig, generate as gen, read_prompts
+    from .data.sources import read_prompt_file as read_prompts
+    from .generate import GenerateConfig, generate as gen
 
     _threads(threads)
-    wanted = parse_metrics(metrics or ("fid,clip" if reference else "shapes"))
+    wanted = parse_metrics(metrics or ("fid,clip" if reference else "domain"))
     folders = list(folders or [])
     if model is not None:
         if prompts_file is None or out is None:
@@ -188,16 +215,19 @@ def bridge_train(config: Optional[Path] = typer.Argument(None, help="YAML config
 def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folders (or their bridge/ folders)"),
                 roundtrip: bool = typer.Option(True, help="add the round-trip baseline row"),
                 images: int = typer.Option(540, help="held-out images"),
-                teacher: str = typer.Option("shapes-teacher"), student: str = typer.Option("shapes-student-base"),
+                teacher: str = typer.Option("shapes-teacher", help="model name or folder"),
+                student: str = typer.Option("shapes-student-base", help="model name or folder"),
+                domain: Optional[str] = typer.Option(None, help="held-out renders of this domain (default: the "
+                                                     "Teacher's)"),
                 out: Optional[Path] = typer.Option(None, help="write the table as JSON here"),
                 threads: int = typer.Option(2)) -> None:
-    """Evaluate Bridges on held-out images; one table, round-trip baseline included."""
+    """Evaluate Bridges on held-out renders; one table, round-trip baseline included."""
     import json
 
-    from .bridge.report import evaluate_runs, table
+    from .bridge.evaluate import evaluate_runs, table
 
     _threads(threads)
-    rows = evaluate_runs(list(runs or []), teacher, student, images, roundtrip)
+    rows = evaluate_runs(list(runs or []), teacher, student, images, roundtrip, domain)
     console().print(table(rows))
     if out:
         out.write_text(json.dumps(rows, indent=1))
@@ -218,27 +248,33 @@ def distill_cmd(config: Optional[Path] = typer.Argument(None, help="YAML config 
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/demo"), help="demo folder; rerun to resume"),
+def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to resume (default: runs/demo, "
+                                                    "runs/demo-<domain> for another domain)"),
+         domain: str = typer.Option("shapes", help="the domain: shapes (world I) or pairs (world II, two objects)"),
          full: bool = typer.Option(False, help="also the round-trip / projector-only / no-attention-fidelity "
                                                 "ablations, 8 images per prompt"),
          n_per_prompt: Optional[int] = typer.Option(None, help="images per prompt per model (default 4; --full 8)"),
-         prompts: int = typer.Option(90, help="use the first N of the 90 prompts"),
+         prompts: Optional[int] = typer.Option(None, help="use the first N of the domain's evaluation prompts "
+                                               "(default: all; shapes 90, pairs 120)"),
          bridge_steps: int = typer.Option(300),
          bridge_images: int = typer.Option(2000, help="images whose latents stage 1 trains on"),
          distill_steps: int = typer.Option(300, help="stage-2 generator steps per Student"),
          train_seeds: int = typer.Option(1, help="stage-2 training seeds per Student (3 or more: means with 95-percent intervals)"),
          threads: int = typer.Option(2)) -> None:
-    """The shapes-world method end to end: Bridge, both one-step Students, evaluation, latency, report.html."""
+    """The method end to end on a domain: Bridge, both one-step Students, evaluation, latency, report.html."""
     from .demo import DemoConfig, run_demo
+    from .domains import get
 
-    if not 1 <= prompts <= 90:
-        raise CrossdistillError(f"--prompts must be in 1..90, got {prompts}")
+    total = len(get(domain).eval_prompts())
+    if prompts is not None and not 1 <= prompts <= total:
+        raise CrossdistillError(f"--prompts must be in 1..{total} for domain {domain}, got {prompts}")
     for name, v in (("--n-per-prompt", n_per_prompt or 1), ("--bridge-steps", bridge_steps),
                     ("--bridge-images", bridge_images), ("--distill-steps", distill_steps),
                     ("--train-seeds", train_seeds), ("--threads", threads)):
         if v < 1:
             raise CrossdistillError(f"{name} must be >= 1, got {v}")
-    run_demo(DemoConfig(out, full, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
+    out = out or Path("runs/demo" if domain == "shapes" else f"runs/demo-{domain}")
+    run_demo(DemoConfig(out, domain, full, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
                         bridge_images=bridge_images, distill_steps=distill_steps, train_seeds=train_seeds,
                         threads=threads))
 

@@ -21,8 +21,14 @@ from .errors import CrossdistillError
 T = TypeVar("T")
 
 
+# keys an earlier release used, and what replaced them
+RENAMED = {"t_min": "t_range", "t_max": "t_range", "bridge": "bridge_dir"}
+
+
 def _unknown(key: str, allowed, where: str) -> CrossdistillError:
     close = difflib.get_close_matches(key, list(allowed), n=1)
+    if RENAMED.get(key) in allowed:
+        close = [RENAMED[key]]
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return CrossdistillError(f"unknown config key '{where}{key}'{hint}; allowed: {', '.join(sorted(allowed))}")
 

@@ -1,6 +1,7 @@
-"""`crossdistill demo`: the shapes-world method end to end, measured, in one folder.
+"""`crossdistill demo`: the method end to end on a domain (default: the shapes world),
+measured, in one folder.
 
-From the committed Teacher and Student base: real renders (reference row), the
+From the domain's committed Teacher and Student base: real renders (reference row), the
 Teacher and the Student base (multi-step), the stage-1 Bridge (and its held-out
 evaluation against the round-trip), the shared-space one-step baseline and the
 cross-space one-step Student (stage 2, same loop, same budget), each exported as a
@@ -38,6 +39,7 @@ from .report import BASE, CROSS, REAL, SHARED, TEACHER
 @dataclass
 class DemoConfig:
     out: Path = Path("runs/demo")
+    domain: str = "shapes"         # a registered domain (`crossdistill.domains`): its models, prompts and judge
     full: bool = False             # + ablations, 8 images per prompt
     n_per_prompt: int | None = None   # images per prompt per model (default 4; --full 8)
     seed: int = 100_000            # generation seeds: seed + k
@@ -45,7 +47,7 @@ class DemoConfig:
     bridge_images: int = 2000
     distill_steps: int = 300
     train_seeds: int = 1           # stage-2 training seeds per Student (0 .. n-1); n > 1: means and 95 % intervals
-    prompts: int = 90              # first N of the 90 prompts (tests use fewer)
+    prompts: int | None = None     # first N of the domain's evaluation prompts (None: all; tests use fewer)
     bench_repeats: int = 3
     threads: int = 2
 
@@ -58,7 +60,7 @@ class DemoConfig:
 class Method:
     label: str          # row name
     slug: str           # folder name
-    teacher: str
+    teacher: str        # "teacher" or "student" of the domain (the Student base is the shared-space Teacher)
     bridge: str         # "identity", "roundtrip", or a stage-1 variant name (DIR/bridge, DIR/ablations/<v>)
     settings: dict = field(default_factory=dict)   # stage-2 config overrides (dotted keys)
 
@@ -66,9 +68,9 @@ class Method:
 # Each method at the best setting of the same search (docs/distill.md, "A fair baseline"),
 # chosen by one rule: the highest all-three adherence + clean-image fraction. Both picks
 # carry the re-encode manifold term; the rows without it show the trade-off it makes.
-SHARED_SETTINGS = {"teacher": "shapes-student-base",
+SHARED_SETTINGS = {"teacher": "student",
                    "settings": {"guidance": 7.5, "fake.updates": 1, "manifold.weight": 1.0}}
-CROSS_SETTINGS = {"teacher": "shapes-teacher", "settings": {"guidance": 4.0, "fake.updates": 2, "manifold.weight": 1.0}}
+CROSS_SETTINGS = {"teacher": "teacher", "settings": {"guidance": 4.0, "fake.updates": 2, "manifold.weight": 1.0}}
 NO_MANIFOLD = {"manifold.weight": 0.0}
 BRIDGES = {"bridge": {}, "bridge-no-attn": {"attn.weight": 0.0}, "projector-only": {"bridge.kind": "projector_only"}}
 MAIN = [Method(SHARED, "shared-space", bridge="identity", **SHARED_SETTINGS),
@@ -112,17 +114,25 @@ class Demo:
 
     def __init__(self, cfg: DemoConfig):
         from .config import to_dict
+        from .domains import get
         from .io import RUN_MARKER
-        from .toy.shapes import all_prompts
 
         self.cfg = cfg = cfg.resolved()
         self.out = out = Path(cfg.out)
         if out.exists() and any(out.iterdir()) and not (out / RUN_MARKER).exists():
             raise CrossdistillError(f"{out} exists and is not a crossdistill demo folder; choose another --out")
+        if (out / "config.json").exists():   # resuming: the same domain only
+            before = json.loads((out / "config.json").read_text()).get("domain", "shapes")
+            if before != cfg.domain:
+                raise CrossdistillError(f"{out} holds a demo of domain {before!r}, not {cfg.domain!r}; "
+                                        f"choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_MARKER).write_text("crossdistill demo\n")
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1, default=str))
-        self.prompts = all_prompts()[:cfg.prompts]
+        self.domain = dom = get(cfg.domain)
+        self.prompts = dom.eval_prompts()[:cfg.prompts]
+        # stage 2 trains on every prompt of the domain (a test's shortened demo: its own prompts)
+        self.train_prompts = dom.prompts() if cfg.prompts is None else self.prompts
         self.t0 = time.time()
         self.log = _Log(out / "demo.log", self.t0)
         self.log(f"demo start: {json.dumps(to_dict(cfg), default=str)}")
@@ -153,16 +163,16 @@ class Demo:
     # -- stages --------------------------------------------------------------------------
     def references(self) -> tuple[dict, dict]:
         """Real renders, the Teacher and the Student base (multi-step): rows and model names."""
-        from .toy.data import export
+        from .domains.data import export
 
         self.log.stage("real renders (reference row)")
         real = self.out / "generations" / "real"
-        if not (real / "manifest.jsonl").exists():
-            export(len(self.prompts) * self.cfg.n_per_prompt, 64, real, seed=self.cfg.seed)
+        if not (real / "manifest.jsonl").exists():   # as many renders as each model makes images
+            export(self.domain, len(self.prompts) * self.cfg.n_per_prompt, self.domain.size, real, seed=self.cfg.seed)
         from .eval.harness import evaluate
 
         rows, models = {REAL: evaluate(real)}, {}
-        for label, model in ((TEACHER, "shapes-teacher"), (BASE, "shapes-student-base")):
+        for label, model in ((TEACHER, self.domain.teacher), (BASE, self.domain.student)):
             self.log.stage(f"{label}: generate {len(self.prompts) * self.cfg.n_per_prompt} images")
             rows[label] = self.generate(model, self.out / "generations" / model, 60)
             models[label] = model
@@ -170,8 +180,9 @@ class Demo:
 
     def bridges(self) -> dict:
         """Stage 1 for every Bridge variant, then their held-out evaluation (with the round-trip)."""
-        from .bridge.report import evaluate_runs
-        from .bridge.stage1 import DataConfig, Stage1Config, train_bridge
+        from .bridge.evaluate import evaluate_runs
+        from .bridge.stage1 import Stage1Config, train_bridge
+        from .data.sources import DataConfig
         from .config import load_config
         from .train import TrainConfig
 
@@ -180,20 +191,22 @@ class Demo:
             self.log.stage(f"stage 1: {variant}")
             run = _bridge_dir(self.out, variant)
             if not (run / "bridge" / "bridge.json").exists():
-                s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in BRIDGES[variant].items()])
+                sets = {"teacher": self.domain.teacher, "student": self.domain.student, **BRIDGES[variant]}
+                s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in sets.items()])
                 s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
                                          train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100))
                 self.timed(f"stage 1 {variant}", lambda: train_bridge(s1, run))
         self.log.stage("stage 1: held-out Bridge evaluation")
-        return evaluate_runs([_bridge_dir(self.out, v) for v in self.variants], "shapes-teacher",
-                             "shapes-student-base", images=min(360, len(self.prompts) * 4))
+        return evaluate_runs([_bridge_dir(self.out, v) for v in self.variants], self.domain.teacher,
+                             self.domain.student, images=min(360, len(self.prompts) * 4))
 
     def stage2_config(self, m: Method, seed: int):
         from .config import load_config
         from .distill.stage2 import Stage2Config
 
         bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(self.out, m.bridge) / "bridge")
-        sets = {"teacher": m.teacher, "bridge": bridge, "train.steps": self.cfg.distill_steps, "train.batch": 16,
+        teacher = self.domain.teacher if m.teacher == "teacher" else self.domain.student
+        sets = {"teacher": teacher, "student": self.domain.student, "bridge_dir": bridge, "train.steps": self.cfg.distill_steps, "train.batch": 16,
                 "train.checkpoint_every": 50, "train.seed": seed, **m.settings}
         return load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
 
@@ -207,7 +220,7 @@ class Demo:
         run, student = self.out / "runs" / slug, self.out / "students" / slug
         if not (student / "model_index.json").exists():
             s2 = self.stage2_config(m, seed)
-            self.timed(f"stage 2 {slug}", lambda: distill(s2, run, self.prompts))
+            self.timed(f"stage 2 {slug}", lambda: distill(s2, run, self.train_prompts))
             student.parent.mkdir(parents=True, exist_ok=True)
             os.replace(run / "student", student)
         row = self.generate(str(student), self.out / "generations" / slug, 90)
@@ -233,17 +246,21 @@ class Demo:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from .artifacts import NAMED
     from .config import to_dict
+    from .domains import get
     from .eval.bench import table as bench_table
     from .eval.harness import table
     from .eval.seeds import seed_summary
     from .report import provenance, write_report
     from .ui import console
 
-    for name in ("shapes-teacher", "shapes-student-base", "shapes-classifier"):
-        if not NAMED[name].exists():
-            raise CrossdistillError(f"shapes-world model {name} is missing; run `crossdistill shapes pretrain --install`")
+    dom = get(cfg.domain)
+    for name in (dom.teacher, dom.student, dom.classifier):
+        folder = dom.artifact(name) if name is not None else None
+        if name is not None and (folder is None or not any((folder / f).exists() for f in
+                                                           ("model_index.json", "model.safetensors"))):
+            raise CrossdistillError(f"{dom.name} model {name} is missing; run "
+                                    f"`crossdistill {dom.name} pretrain --install`")
     torch.set_num_threads(cfg.threads)
     demo = Demo(cfg)
     cfg = demo.cfg
@@ -261,7 +278,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     latency = demo.latency(models)
     console().print(bench_table(latency))
 
-    metrics = {"generations": rows, "bridge": bridge_rows, "latency": latency,
+    metrics = {"domain": cfg.domain, "generations": rows, "bridge": bridge_rows, "latency": latency,
                "seeds": seed_summary(per_seed, pair=(CROSS, SHARED)) if cfg.train_seeds > 1 else {},
                "wall_time_s": round(time.time() - demo.t0, 1), "resumed": demo.resumed,
                "stage_time_s": demo.timings, "n_per_prompt": cfg.n_per_prompt, "prompts": len(demo.prompts),

@@ -137,11 +137,18 @@ def _pm(stats: dict | None, value: float, fmt: str) -> str:
     return f"{format(stats['mean'], fmt)} &plusmn; {format(stats['ci95'], fmt)}"
 
 
+def _attributes(metrics: dict) -> list[str]:
+    """The domain's adherence keys, in its order, `all` last."""
+    keys = list(next(iter(metrics["generations"].values()))["adherence"])
+    return [k for k in keys if k != "all"] + ["all"]
+
+
 def _results_table(metrics: dict) -> str:
     lat = metrics.get("latency", {})
     ref = lat.get(REFERENCE, {}).get("ms_per_image_b1")
     seeds = metrics.get("seeds") or {}
-    cols = ["method", "steps", "color", "shape", "position", "all three", "clean images", "domain FID",
+    keys = _attributes(metrics)
+    cols = ["method", "steps", *[k.replace("_", " ") for k in keys[:-1]], "all", "clean images", "domain FID",
             "ms/image (b=1)", "ms/image (b=8)", "speed-up vs Teacher (b=1)"]
     out = ["<table class='results'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
     one_step = [k for k in metrics["generations"] if lat.get(k, {}).get("steps") == 1]
@@ -155,9 +162,10 @@ def _results_table(metrics: dict) -> str:
         st = seeds.get(label, {})
         clean = r.get("fidelity", {}).get("clean", float("nan"))
         out.append(f"<tr{cls}><td>{html.escape(label)}</td><td>{steps}</td>"
-                   + "".join(f"<td>{_pm(st.get(k), a[k], '.3f')}</td>" for k in ("color", "shape", "position", "all"))
-                   + f"<td>{_pm(st.get('clean'), clean, '.3f')}</td><td>{_pm(st.get('fid'), r['fid'], '.1f')}</td>"
-                   f"<td>{'-' if b1 is None else f'{b1:.1f}'}</td>"
+                   + "".join(f"<td>{_pm(st.get(k), a[k], '.3f')}</td>" for k in keys)
+                   + f"<td>{_pm(st.get('clean'), clean, '.3f')}</td>"
+                   + (f"<td>{_pm(st.get('fid'), r['fid'], '.1f')}</td>" if "fid" in r else "<td>-</td>")
+                   + f"<td>{'-' if b1 is None else f'{b1:.1f}'}</td>"
                    f"<td>{'-' if b8 is None else f'{b8:.1f}'}</td><td>{speed}</td></tr>")
     out.append("</table>")
     return "".join(out)
@@ -174,7 +182,7 @@ def _failures_table(gens: dict) -> str:
     body = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{f[a][v]}</td>" for a, v in cols) + "</tr>"
                    for k, f in rows.items())
     n = next(iter(gens.values()))["n_images"]
-    return (f"<h2>Failures by attribute</h2><p>Images (of {n} per method) whose colour / shape / position the judge "
+    return (f"<h2>Failures by attribute</h2><p>Images (of {n} per method) whose {' / '.join(first)} the judge "
             f"reads wrong, by the value the prompt asked for.</p><table class='results'><tr><th>method</th>{head}"
             f"</tr>{body}</table>")
 
@@ -309,9 +317,9 @@ def _summary(metrics: dict) -> str:
                  f"Teacher's {lat[TEACHER]['ms_per_image_b1']:.1f} ms "
                  f"({lat[TEACHER]['ms_per_image_b1'] / lat[CROSS]['ms_per_image_b1']:.0f}x faster).")
     gap = (metrics.get("seeds") or {}).get(f"{CROSS} - {SHARED}", {}).get("all")
-    gap_txt = (f" Over {gap['n']} training seeds the cross-space minus shared-space difference in all-three is "
+    gap_txt = (f" Over {gap['n']} training seeds the cross-space minus shared-space difference in adherence (all) is "
                f"<b>{gap['mean']:+.3f} &plusmn; {gap['ci95']:.3f}</b> (95 % interval)." if gap else "")
-    return (f"<p class='summary'>The cross-space one-step Student follows the prompt (color, shape and position "
+    return (f"<p class='summary'>The cross-space one-step Student follows the prompt ({', '.join(_attributes(metrics)[:-1])} "
             f"all right) in <b>{cross:.1%}</b> of images ({clean(CROSS):.0%} with a clean background), vs "
             f"<b>{shared:.1%}</b> ({clean(SHARED):.0%} clean) for the shared-space one-step "
             f"Student distilled from the Student base with the same loop and budget, {base:.1%} for the Student base "
@@ -324,12 +332,12 @@ def write_report(out: Path, metrics: dict) -> Path:
     out = Path(out)
     page = f"""<!doctype html><html><head><meta charset='utf-8'><title>crossdistill demo report</title>
 <style>{CSS}</style></head><body>
-<h1>crossdistill: cross-space one-step distillation on the shapes world</h1>
+<h1>crossdistill: cross-space one-step distillation, domain {html.escape(str(metrics.get("domain", "shapes")))}</h1>
 {_summary(metrics)}
 <h2>Results</h2>
 {_results_table(metrics)}
-<p>Adherence: fraction of images whose colour, shape and position the judge reads as the prompt's (all three:
-all at once). Domain FID: Fréchet distance of the shapes classifier's features to real renders of the same prompts
+<p>Adherence: fraction of images in which the judge reads each attribute as the prompt asks ({", ".join(_attributes(metrics)[:-1])};
+all: every one at once). Domain FID: Fréchet distance of the domain classifier's features to real renders of the same prompts
 (equal image counts in every row). Clean images: fraction whose background outside the object is flat
 (per-channel std &lt; 5 of 255), untinted (channel means within 6) and at a render's gray level (175-235).
 With several training seeds: mean &plusmn; 95 % interval over seeds. Latency: denoiser calls + VAE decode per image, one process, prompts pre-encoded.</p>

@@ -7,27 +7,37 @@
                     (same noise, fixed timesteps), mean over layers and timesteps
   x0_mse@t          Teacher x0 prediction agreement, bridged vs true latent, per t
   psnr              Teacher-decoded bridged latent vs the image (dB, range [-1, 1])
-  adherence         (shapes world) judged on the Teacher-decoded bridged latents
+  adherence         (models of a domain) the domain's judge on the Teacher-decoded bridged latents
+
+`evaluate_runs` puts several Bridges (and the round-trip baseline) in one table, on the
+same held-out images.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
-from ..attention import AttentionCapture
-from ..denoisers import Denoiser
-from .losses import map_distance
+from ..attention import AttentionCapture, noised_maps
+from ..data.images import to_uint8
+from ..data.banks import PairBank, encode_pairs
+from ..data.sources import DataConfig, domain_of, load_images
+from ..domains import get as get_domain
+from ..denoisers import Denoiser, load_denoiser
+from .io import load_bridge
+from .losses import AttnConfig, map_distance
 from .model import Bridge, BridgeConfig
-from .stage1 import AttnConfig, PairBank, teacher_maps
 
 FRACTIONS = (0.25, 0.5, 0.75, 0.95)
+HELD_OUT_SEED = 777   # never the stage-1 training seed
 
 
 @torch.no_grad()
 def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: AttnConfig | None = None,
-                    fractions=FRACTIONS, batch: int = 60, seed: int = 0) -> dict:
+                    fractions=FRACTIONS, batch: int = 60, seed: int = 0, domain=None) -> dict:
+    """`domain`: whose judge reads the decoded images (default: the Teacher's domain, if any)."""
     attn = attn or AttnConfig()
     table, rows = teacher.encode_table(bank.prompts)
     g = torch.Generator().manual_seed(seed)
@@ -52,8 +62,8 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
             x0_pred = teacher.predict_x0(teacher.add_noise(pred, t, noise), t, cond, guidance=1.0)
             sums[f"x0_mse@{f}"] += (x0_pred - x0_true).pow(2).mean().item() * k
             with AttentionCapture(teacher, attn.spec()) as cap:
-                ref = teacher_maps(teacher, cap, z_t, t, noise, cond)
-                got = teacher_maps(teacher, cap, pred, t, noise, cond)
+                ref = noised_maps(teacher, cap, z_t, t, noise, cond)
+                got = noised_maps(teacher, cap, pred, t, noise, cond)
             layers = [map_distance(got[l][gname], ref[l][gname]).item() for l in got for gname in got[l]]
             err += sum(layers) / len(layers)
         sums["attn_error"] += err / len(fractions) * k
@@ -69,9 +79,41 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
     out["roundtrip_drift"] = math.sqrt(drift_num / max(drift_den, 1e-12))
     if bank.images is None:
         out.pop("psnr")
-    if teacher.defaults.domain == "shapes":
-        from ..toy.data import to_uint8
-        from ..toy.judge import adherence
-
-        out["adherence"] = adherence(list(to_uint8(torch.cat(decoded))), bank.prompts)
+    domain = domain or domain_of(teacher)
+    if domain is not None:
+        out["adherence"] = domain.adherence(list(to_uint8(torch.cat(decoded))), bank.prompts)
     return out
+
+
+def evaluate_runs(runs: list[Path], teacher: str, student: str, images: int = 540,
+                  roundtrip: bool = True, domain: str | None = None) -> dict[str, dict]:
+    """Every Bridge (and the round-trip) on the same held-out renders of `domain` (default:
+    the Teacher's domain)."""
+    t, s = load_denoiser(teacher), load_denoiser(student)
+    s_res, t_res = s.defaults.resolution, t.defaults.resolution
+    imgs, prompts = load_images(DataConfig(images=images, domain=domain), t, t_res, images, HELD_OUT_SEED)
+    bank = encode_pairs(imgs, prompts, s, t, s_res, t_res, keep_images=True)
+    judge = get_domain(domain) if domain is not None else None
+    rows = {}
+    for run in runs:
+        run = Path(run)
+        folder = run / "bridge" if (run / "bridge" / "bridge.json").is_file() else run
+        rows[run.name] = evaluate_bridge(load_bridge(folder, s, t), t, bank, domain=judge)
+    if roundtrip:
+        rows["round-trip"] = evaluate_bridge(Bridge(s.space, t.space, s_res, t_res, BridgeConfig("roundtrip")),
+                                             t, bank, domain=judge)
+    return rows
+
+
+def table(rows: dict[str, dict]):
+    from rich.table import Table
+
+    cols = ["latent_mse", "roundtrip_drift", "attn_error"] + sorted(k for k in next(iter(rows.values())) if k.startswith("x0_mse"))
+    t = Table(title="Bridge, stage-1 evaluation (held-out)")
+    t.add_column("bridge")
+    for c in cols + ["psnr", "adherence (all)"]:
+        t.add_column(c, justify="right")
+    for name, m in rows.items():
+        t.add_row(name, *[f"{m[c]:.4f}" for c in cols], f"{m.get('psnr', float('nan')):.2f}",
+                  f"{m['adherence']['all']:.3f}" if "adherence" in m else "-")
+    return t

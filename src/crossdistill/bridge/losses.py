@@ -5,9 +5,34 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import choice_error
+from dataclasses import dataclass
+
+from ..errors import CrossdistillError, check_fractions, choice_error
 
 DISTANCES = ("l1", "kl")
+
+
+@dataclass
+class AttnConfig:
+    """Attention fidelity (stage 1's second term) and the maps it compares."""
+    weight: float = 1.0                      # lambda_attn; 0 disables the Teacher passes
+    layers: tuple[int, ...] | None = None    # text-attending layers to match (None: all)
+    image_to_image: bool = False
+    pool: int = 1
+    distance: str = "l1"                     # l1 | kl
+    t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range
+
+    def validate(self):
+        if self.weight < 0:
+            raise CrossdistillError(f"attn.weight must be >= 0, got {self.weight}")
+        if self.distance not in DISTANCES:
+            raise choice_error("attn.distance", self.distance, DISTANCES)
+        check_fractions("attn.t_range", self.t_range)
+        return self
+
+    def spec(self):
+        from ..attention import CaptureSpec
+        return CaptureSpec(layers=self.layers, image_to_image=self.image_to_image, pool=self.pool)
 
 
 def latent_reconstruction(pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:

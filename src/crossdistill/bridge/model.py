@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -101,29 +100,30 @@ class Projector(nn.Module):
 
 
 class Bridge(nn.Module):
-    """One module for every variant; only `projector` (if any) has trainable weights."""
+    """The common interface of every variant: `forward(z_s, clamp) -> z_t`; only
+    `projector` (if any) has trainable weights. `Bridge(..., cfg)` builds the variant
+    `cfg.kind` names (one subclass per kind, registered in `_VARIANTS`)."""
+
+    kind = ""
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Bridge:   # copy / pickle call __new__ on the subclass without arguments
+            cfg = kwargs.get("cfg", args[4] if len(args) > 4 else None)
+            cls = _VARIANTS[(cfg or BridgeConfig()).validate().kind]
+        return super().__new__(cls)
 
     def __init__(self, student: LatentSpace, teacher: LatentSpace, student_res: int, teacher_res: int,
                  cfg: BridgeConfig | None = None):
         super().__init__()
-        self.cfg = cfg = (cfg or BridgeConfig()).validate()
+        self.cfg = (cfg or BridgeConfig(self.kind)).validate()
+        if self.cfg.kind != self.kind:
+            raise CrossdistillError(f"{type(self).__name__} is the {self.kind!r} Bridge, but its config says "
+                                    f"kind={self.cfg.kind!r}; build it as Bridge(..., cfg)")
         self.student, self.teacher = student, teacher
         self.student_res, self.teacher_res = student_res, teacher_res
-        s_shape = student.latent_shape(student_res, student_res)
-        t_shape = teacher.latent_shape(teacher_res, teacher_res)
-        self.student_shape, self.teacher_shape = s_shape, t_shape
-        self.projector = None
-        if cfg.kind == "identity":
-            if s_shape != t_shape:
-                raise CrossdistillError(f"identity bridge needs a shared latent space; Student latent "
-                                        f"{s_shape} != Teacher latent {t_shape}")
-        elif cfg.kind == "roundtrip":
-            resolution_ratio(student_res, teacher_res, "the Student image to the Teacher image")
-        elif cfg.kind == "projector_only":
-            self.projector = Projector(s_shape[0], t_shape[0], s_shape[1], t_shape[1], cfg.width, cfg.depth)
-        else:
-            in_ch = 3 if cfg.tap == "pixels" else student.vae.config.block_out_channels[0]
-            self.projector = Projector(in_ch, t_shape[0], student_res, t_shape[1], cfg.width, cfg.depth)
+        self.student_shape = student.latent_shape(student_res, student_res)
+        self.teacher_shape = teacher.latent_shape(teacher_res, teacher_res)
+        self.projector: Projector | None = None
         # frozen parts are not submodules: they are never trained, saved or wrapped for DDP here
         for vae in (student.vae, teacher.vae):
             vae.requires_grad_(False)
@@ -132,9 +132,80 @@ class Bridge(nn.Module):
     def trainable(self) -> bool:
         return self.projector is not None
 
-    def _decoded(self, z_s: Tensor, clamp: str) -> Tensor:
-        if self.cfg.tap == "pixels":
-            return clamp_pixels(self.student.decode(z_s), clamp)
+    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+        """`clamp`: how decoded Student pixels are limited to [-1, 1] (`clamp_pixels`)
+        where a variant decodes them."""
+        raise NotImplementedError
+
+    def state_dict_trainable(self) -> dict[str, Tensor]:
+        return {} if self.projector is None else self.projector.state_dict()
+
+
+class IdentityBridge(Bridge):
+    """Shared latent space: B(z_s) = z_s."""
+
+    kind = "identity"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.student_shape != self.teacher_shape:
+            raise CrossdistillError(f"identity bridge needs a shared latent space; Student latent "
+                                    f"{self.student_shape} != Teacher latent {self.teacher_shape}")
+
+    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+        return z_s
+
+
+class RoundtripBridge(Bridge):
+    """The exact pixel round trip B(z_s) = E_t(up(clamp(D_s(z_s)))); nothing learned."""
+
+    kind = "roundtrip"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        resolution_ratio(self.student_res, self.teacher_res, "the Student image to the Teacher image")
+
+    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+        """Always clamps (hard when `clamp` is "none"): the Teacher's encoder saw only images."""
+        img = self.student.decode(z_s)
+        if self.teacher_res != self.student_res:
+            img = F.interpolate(img, size=(self.teacher_res, self.teacher_res), mode="bilinear",
+                                align_corners=False, antialias=self.teacher_res < self.student_res)
+        return self.teacher.encode(clamp_pixels(img, "hard" if clamp == "none" else clamp))
+
+
+class ProjectorOnlyBridge(Bridge):
+    """B(z_s) = P(z_s): the learned projector without the decoder prior (ablation)."""
+
+    kind = "projector_only"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        (s_ch, s_h, _), (t_ch, t_h, _) = self.student_shape, self.teacher_shape
+        self.projector = Projector(s_ch, t_ch, s_h, t_h, self.cfg.width, self.cfg.depth)
+
+    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+        return self.projector(z_s)
+
+
+class DecoderBridge(Bridge):
+    """The paper's Bridge, B(z_s) = P(D_s(z_s)): the frozen Student decoder (its pixels, or
+    the feature map before its output head) followed by the learned projector."""
+
+    kind = "bridge"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        in_ch = 3 if self.cfg.tap == "pixels" else self.student.vae.config.block_out_channels[0]
+        self.projector = Projector(in_ch, self.teacher_shape[0], self.student_res, self.teacher_shape[1],
+                                   self.cfg.width, self.cfg.depth)
+        self._tap = self._pixels if self.cfg.tap == "pixels" else self._features
+
+    def _pixels(self, z_s: Tensor, clamp: str) -> Tensor:
+        return clamp_pixels(self.student.decode(z_s), clamp)
+
+    def _features(self, z_s: Tensor, clamp: str) -> Tensor:
+        """The decoder's last feature map (input of its output norm); not clamped."""
         feats = {}
         hook = self.student.vae.decoder.conv_norm_out.register_forward_hook(
             lambda m, inp, out: feats.setdefault("x", inp[0]))
@@ -145,20 +216,9 @@ class Bridge(nn.Module):
         return feats["x"]
 
     def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
-        """`clamp`: how decoded Student pixels are limited to [-1, 1] before the projector
-        (`clamp_pixels`; the features tap is not clamped; the round-trip always clamps)."""
-        kind = self.cfg.kind
-        if kind == "identity":
-            return z_s
-        if kind == "projector_only":
-            return self.projector(z_s)
-        if kind == "roundtrip":
-            img = self.student.decode(z_s)
-            if self.teacher_res != self.student_res:
-                img = F.interpolate(img, size=(self.teacher_res, self.teacher_res), mode="bilinear",
-                                    align_corners=False, antialias=self.teacher_res < self.student_res)
-            return self.teacher.encode(clamp_pixels(img, "hard" if clamp == "none" else clamp))
-        return self.projector(self._decoded(z_s, clamp).to(next(self.projector.parameters()).dtype))
+        return self.projector(self._tap(z_s, clamp).to(next(self.projector.parameters()).dtype))
 
-    def state_dict_trainable(self) -> dict[str, Tensor]:
-        return {} if self.projector is None else self.projector.state_dict()
+
+_VARIANTS: dict[str, type[Bridge]] = {c.kind: c for c in (DecoderBridge, ProjectorOnlyBridge, RoundtripBridge,
+                                                          IdentityBridge)}
+assert set(_VARIANTS) == set(KINDS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -84,12 +84,6 @@ class Denoiser:
     backbone: ClassVar[str]                  # component name of the denoising network
     components_used: ClassVar[tuple[str, ...]]
     optional: ClassVar[tuple[str, ...]] = () # components that may be absent (None)
-    depth_keys: ClassVar[tuple[str, ...]] = ()   # backbone config keys counting repeated identical blocks
-
-    @classmethod
-    def blocks_uniform(cls, backbone_config: dict) -> bool:
-        """Whether the blocks counted by `depth_keys` are all alike (per-block timing holds)."""
-        return bool(cls.depth_keys)
     patch: ClassVar[int] = 1                 # latent token packing of the family (Flux: 2)
     family_defaults: ClassVar[Defaults] = Defaults()
 

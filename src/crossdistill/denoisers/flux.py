@@ -11,7 +11,6 @@ from .flow import FlowDenoiser, linear_sigmas
 
 class FluxDenoiser(FlowDenoiser):
     family = "flux"
-    depth_keys = ("num_layers", "num_single_layers")   # per-block timing (eval/bench.py)
     pipeline_class = "FluxPipeline"
     components_used = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
                        "scheduler")

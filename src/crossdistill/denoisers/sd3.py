@@ -12,11 +12,6 @@ from .flow import FlowDenoiser
 
 class SD3Denoiser(FlowDenoiser):
     family = "sd3"
-    depth_keys = ("num_layers",)   # per-block timing (eval/bench.py)
-
-    @classmethod
-    def blocks_uniform(cls, backbone_config: dict) -> bool:
-        return not backbone_config.get("dual_attention_layers")   # SD 3.5 medium mixes two block kinds
     pipeline_class = "StableDiffusion3Pipeline"
     components_used = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
                        "text_encoder_3", "tokenizer_3", "scheduler")

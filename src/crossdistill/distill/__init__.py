@@ -1,2 +1,2 @@
-"""Stage 2: one-step cross-space distillation (DMD2 through the Bridge). In progress:
-the losses exist and are tested; the generator, fake score and trainer task do not yet."""
+"""Stage 2: one-step cross-space distillation, DMD2 in Teacher space through the Bridge
+(`stage2.py`: config, task, export; `losses.py`; `generator.py`; `gan.py`; `diagnostics.py`)."""

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from ..bridge import Bridge, BridgeConfig
+from ..bridge.io import load_bridge
 from ..bridge.model import CLAMPS, clamp_pixels
-from ..bridge.stage1 import DataConfig, load_bridge
+from ..data.sources import DataConfig, load_images, read_prompts
 from ..denoisers import Denoiser, load_denoiser
-from ..errors import CrossdistillError, choice_error
-from ..train import (TrainConfig, average_gradients, default_device, ema_update, local_part, optimizer_step, run,
+from ..errors import CrossdistillError, check_fractions, choice_error
+from ..train import (Task, TrainConfig, average_gradients, default_device, ema_update, local_part, optimizer_step, run,
                      weights_dtype)
 from .diagnostics import latent_diagnostics, reencoded
 from .generator import OneStepGenerator, one_step_scheduler
@@ -94,12 +95,11 @@ class ManifoldConfig:
 class Stage2Config:
     teacher: str = "shapes-teacher"
     student: str = "shapes-student-base"
-    bridge: str = "identity"    # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
-    prompts: str = "shapes"     # "shapes" (the 90 shapes-world prompts) or a prompts file, one per line
+    bridge_dir: str = "identity"   # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
+    prompts: str = "domain"     # "domain" (every prompt of the Teacher's domain), a domain's name, or a prompts file
     weights_dtype: str = "fp32"  # frozen weights (Teacher, VAEs, text encoders): fp32 | bf16 | fp16
     guidance: float | None = None   # real-score CFG; the Teacher's default if None
-    t_min: float = 0.02         # Teacher timestep range (fractions of its range)
-    t_max: float = 0.98
+    t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range
     t_density: str = "uniform"  # uniform | logit_normal (flow: the time shift applies) | unshifted (flow: sigma uniform)
     lr: float = 2e-4            # generator
     ema: float = 0.99
@@ -114,8 +114,7 @@ class Stage2Config:
             raise CrossdistillError(f"lr must be > 0, got {self.lr}")
         if self.guidance is not None and self.guidance < 0:
             raise CrossdistillError(f"guidance must be >= 0, got {self.guidance}")
-        if not 0 <= self.t_min < self.t_max <= 1:
-            raise CrossdistillError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        check_fractions("t_range", self.t_range)
         weights_dtype(self.weights_dtype)
         if self.clamp not in CLAMPS:
             raise choice_error("clamp", self.clamp, CLAMPS)
@@ -140,81 +139,115 @@ def lora_targets(teacher: Denoiser) -> list[str]:
 
 
 class FakeScore:
-    """The fake score f: a Teacher-family denoiser tracking the generator's distribution."""
+    """The fake score f: a Teacher-family denoiser tracking the generator's distribution.
+    Two kinds behind one interface: `FullFakeScore` (a trained copy of the Teacher) and
+    `LoraFakeScore` (a LoRA on the Teacher itself, switched on only while f runs)."""
 
-    def __init__(self, teacher: Denoiser, cfg: FakeConfig):
-        self.cfg, self.teacher = cfg, teacher
-        if cfg.kind == "full":
-            self.den = copy.copy(teacher)
-            self.den.components = dict(teacher.components)
-            self.den.components[teacher.backbone] = copy.deepcopy(teacher.model).float()   # trained: fp32
-            self.den.model = self.den.components[teacher.backbone]
-            self.den.model.train().requires_grad_(True)
-        else:
-            from peft import LoraConfig
-
-            targets = lora_targets(teacher)
-            teacher.model.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, target_modules=targets,
-                                                 init_lora_weights=True), adapter_name="fake")
-            self.den = teacher
-        if cfg.kind == "lora":
-            teacher.model.disable_adapters()   # the real score is the plain Teacher
+    def __init__(self, teacher: Denoiser, den: Denoiser):
+        self.teacher, self.den = teacher, den
 
     @property
     def model(self) -> torch.nn.Module:
-        """The module holding the fake score's weights (the Teacher copy, or the Teacher with its LoRA)."""
+        """The module holding the fake score's weights."""
         return self.den.model
 
     @property
     def module(self) -> torch.nn.Module:
         """What trains and is checkpointed (built on demand: sharding replaces parameters)."""
-        return self.den.model if self.cfg.kind == "full" else TrainableView(self.teacher.model)
+        raise NotImplementedError
 
     def parameters(self):
         return list(self.module.parameters())
 
     @contextmanager
     def active(self):
-        """The fake score's weights switched on (LoRA) for the duration."""
-        if self.cfg.kind == "lora":
-            self.teacher.model.enable_adapters()
-            try:
-                yield self.den
-            finally:
-                self.teacher.model.disable_adapters()
-        else:
+        """The fake score's weights switched on for the duration."""
+        yield self.den
+
+
+class FullFakeScore(FakeScore):
+    def __init__(self, teacher: Denoiser, cfg: "FakeConfig"):
+        den = copy.copy(teacher)
+        den.components = dict(teacher.components)
+        den.components[teacher.backbone] = copy.deepcopy(teacher.model).float()   # trained: fp32
+        den.model = den.components[teacher.backbone]
+        den.model.train().requires_grad_(True)
+        super().__init__(teacher, den)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.den.model
+
+
+class LoraFakeScore(FakeScore):
+    def __init__(self, teacher: Denoiser, cfg: "FakeConfig"):
+        from peft import LoraConfig
+
+        teacher.model.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.rank, target_modules=lora_targets(teacher),
+                                             init_lora_weights=True), adapter_name="fake")
+        teacher.model.disable_adapters()   # the real score is the plain Teacher
+        super().__init__(teacher, teacher)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return TrainableView(self.teacher.model)
+
+    @contextmanager
+    def active(self):
+        self.teacher.model.enable_adapters()
+        try:
             yield self.den
+        finally:
+            self.teacher.model.disable_adapters()
 
 
-def make_bridge(cfg: Stage2Config, student: Denoiser, teacher: Denoiser) -> Bridge:
+FAKE_SCORES = {"full": FullFakeScore, "lora": LoraFakeScore}
+assert set(FAKE_SCORES) == set(FAKE_KINDS)
+
+
+def cast_frozen(student: Denoiser, dtype: torch.dtype | None) -> Denoiser:
+    """The Student's frozen parts (VAE, text encoders) in `dtype`; the backbone, which
+    becomes the generator, stays as loaded (fp32: it trains)."""
+    for name, m in student.modules():
+        if name != student.backbone and dtype is not None:
+            m.to(dtype=dtype)
+    return student
+
+
+def make_bridge(spec: str, student: Denoiser, teacher: Denoiser) -> Bridge:
+    """A stage-1 Bridge folder, or one of the variants with nothing learned."""
     s_res, t_res = student.defaults.resolution, teacher.defaults.resolution
-    if cfg.bridge in ("identity", "roundtrip"):
-        return Bridge(student.space, teacher.space, s_res, t_res, BridgeConfig(cfg.bridge))
-    return load_bridge(Path(cfg.bridge), student, teacher)
+    if spec in ("identity", "roundtrip"):
+        return Bridge(student.space, teacher.space, s_res, t_res, BridgeConfig(spec))
+    return load_bridge(Path(spec), student, teacher)
 
 
-class DistillTask:
+class DistillTask(Task):
+    """Stage 2 as a `train.Task`, built from its objects: the frozen Teacher, the Student
+    (its backbone becomes the one-step generator), the Bridge between their spaces and the
+    prompts (`from_config` loads them)."""
+
     name = "distill"
 
-    def __init__(self, cfg: Stage2Config, prompts: list[str]):
-        self.cfg = cfg
-        self.device, frozen = default_device(), weights_dtype(cfg.weights_dtype, cast_fp32=False)
-        self.teacher = load_denoiser(cfg.teacher, dtype=frozen, device=self.device)
-        self.student = load_denoiser(cfg.student, device=self.device)
-        for name, m in self.student.modules():
-            if name != self.student.backbone and frozen is not None:   # the generator trains in fp32
-                m.to(dtype=frozen)
-        self.bridge = make_bridge(cfg, self.student, self.teacher).to(self.device).requires_grad_(False)
+    def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, prompts: list[str], cfg: Stage2Config,
+                 conditioning: tuple | None = None):
+        """`conditioning`: (Student embeddings, Teacher embeddings, Teacher unconditional
+        embedding), one row per prompt, when computed beforehand (else encoded here)."""
+        self.cfg, self.teacher, self.student, self.prompts = cfg, teacher, student, prompts
+        self.device = next(student.model.parameters()).device
+        # the resolutions the Bridge was built for are the run's (a Bridge trained at another
+        # resolution than the models' defaults carries them)
+        self.s_res, self.t_res = bridge.student_res, bridge.teacher_res
+        self.bridge = bridge.to(self.device).requires_grad_(False)
         self.teacher.model.requires_grad_(False)
-        self.prompts = prompts
-        with torch.no_grad():
-            self.cond_s = self.student.encode_prompt(prompts)
-            self.cond_t = self.teacher.encode_prompt(prompts)
-            self.uncond_t = self.teacher.uncond(1)
+        if conditioning is None:
+            with torch.no_grad():
+                conditioning = (student.encode_prompt(prompts), teacher.encode_prompt(prompts), teacher.uncond(1))
+        self.cond_s, self.cond_t, self.uncond_t = conditioning
         self.student.model.train().requires_grad_(True)
         self.generator = OneStepGenerator(self.student)
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
-        self.fake = FakeScore(self.teacher, cfg.fake)
+        self.fake = FAKE_SCORES[cfg.fake.kind](self.teacher, cfg.fake)
         self.gan = cfg.gan.weight > 0 and cfg.gan.space == "teacher"
         self.pixel_gan = cfg.gan.weight > 0 and cfg.gan.space == "student"
         if self.gan:
@@ -223,15 +256,22 @@ class DistillTask:
             self._setup_pixel_gan()
         self.guidance = self.teacher.defaults.guidance if cfg.guidance is None else cfg.guidance
         # the exact map the Bridge stands in for, for the drift diagnostic (nothing to compare for these two)
-        self.roundtrip = None if self.bridge.cfg.kind in ("roundtrip", "identity") else Bridge(
-            self.student.space, self.teacher.space, self.student.defaults.resolution,
-            self.teacher.defaults.resolution, BridgeConfig("roundtrip"))
+        self.roundtrip = None if self.bridge.kind in ("roundtrip", "identity") else Bridge(
+            self.student.space, self.teacher.space, self.s_res, self.t_res, BridgeConfig("roundtrip"))
+
+    @classmethod
+    def from_config(cls, cfg: Stage2Config, prompts: list[str] | None = None) -> "DistillTask":
+        """Load the models named in `cfg` (frozen parts in `cfg.weights_dtype`), the Bridge
+        and the prompts (`cfg.prompts` unless given)."""
+        device, frozen = default_device(), weights_dtype(cfg.weights_dtype, cast_fp32=False)
+        teacher = load_denoiser(cfg.teacher, dtype=frozen, device=device)
+        student = cast_frozen(load_denoiser(cfg.student, device=device), frozen)
+        prompts = read_prompts(cfg.prompts, teacher) if prompts is None else prompts
+        return cls(teacher, student, make_bridge(cfg.bridge_dir, student, teacher), prompts, cfg)
 
     def _setup_gan(self) -> None:
         """Real Teacher-space latents (+ their prompts) and the head, sized by one probe pass."""
-        from ..bridge.stage1 import load_images
-
-        res = self.teacher.defaults.resolution
+        res = self.t_res
         data = self.cfg.gan.data
         imgs, prompts = load_images(data, self.teacher, res, data.images, data.seed)
         with torch.no_grad():
@@ -246,10 +286,8 @@ class DistillTask:
 
     def _setup_pixel_gan(self) -> None:
         """Real images at the Student's resolution and the pixel discriminator."""
-        from ..bridge.stage1 import load_images
-
-        data, res = self.cfg.gan.data, self.student.defaults.resolution
-        imgs, _ = load_images(data, self.teacher, self.teacher.defaults.resolution, data.images, data.seed)
+        data, res = self.cfg.gan.data, self.s_res
+        imgs, _ = load_images(data, self.teacher, self.t_res, data.images, data.seed)
         if imgs.shape[-1] != res:
             imgs = torch.nn.functional.interpolate(imgs.float(), size=(res, res), mode="area")
         self.real_px = imgs.float().clamp(-1, 1).to(self.device)
@@ -306,7 +344,7 @@ class DistillTask:
 
     def _batch(self, gen: torch.Generator):
         """Prompts and Student noise for the global batch; this process keeps its part."""
-        n, res = self.cfg.train.batch, self.student.defaults.resolution
+        n, res = self.cfg.train.batch, self.s_res
         rows = local_part(self.acc, torch.randint(0, len(self.prompts), (n,), generator=gen))
         noise = local_part(self.acc, torch.randn(n, *self.student.latent_shape(res, res), generator=gen))
         return noise.to(self.device), self.cond_s.index(rows), self.cond_t.index(rows)
@@ -314,7 +352,7 @@ class DistillTask:
     def _noising(self, z_hat: torch.Tensor, gen: torch.Generator):
         """Teacher timesteps and noise for the global batch; this process's part."""
         cfg, n = self.cfg, self.cfg.train.batch
-        t = self.teacher.sample_timesteps(n, gen, lo=cfg.t_min, hi=cfg.t_max, density=cfg.t_density)
+        t = self.teacher.sample_timesteps(n, gen, lo=cfg.t_range[0], hi=cfg.t_range[1], density=cfg.t_density)
         eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
         return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
 
@@ -405,17 +443,17 @@ class DistillTask:
     @torch.no_grad()
     def samples(self, n: int = 8) -> torch.Tensor:
         """One-step EMA samples for the first n prompts, fixed noise (the same every time)."""
-        res = self.student.defaults.resolution
+        res = self.s_res
         noise = torch.randn(n, *self.student.latent_shape(res, res), generator=torch.Generator().manual_seed(0))
         rows = torch.arange(n) % len(self.prompts)
         ema = OneStepGenerator(self.student.with_components(**{self.student.backbone: self.ema}))
         return self.student.space.decode(ema(noise.to(self.device), self.cond_s.index(rows)))
 
     def export(self, run_dir: Path) -> None:
-        export_student(self.student, self.ema, Path(run_dir) / "student")
+        export_student(self.student, self.ema, Path(run_dir) / "student", self.s_res)
 
 
-def export_student(student: Denoiser, weights: torch.nn.Module, out: Path) -> None:
+def export_student(student: Denoiser, weights: torch.nn.Module, out: Path, resolution: int | None = None) -> None:
     """A standard StableDiffusionPipeline folder whose 1-step scheduler reproduces the
     generator exactly, plus the UNet as a single safetensors file."""
     from safetensors.torch import save_file
@@ -423,26 +461,18 @@ def export_student(student: Denoiser, weights: torch.nn.Module, out: Path) -> No
     from ..io import atomic_dir
 
     comps = dict(student.components, **{student.backbone: weights, "scheduler": one_step_scheduler(student)})
-    exported = type(student)(comps, dataclasses.replace(student.defaults, steps=1, guidance=0.0))
+    defaults = dataclasses.replace(student.defaults, steps=1, guidance=0.0,
+                                   resolution=resolution or student.defaults.resolution)
+    exported = type(student)(comps, defaults)
     with atomic_dir(out, overwrite=True) as tmp:
         exported.save_pretrained(tmp)
         save_file({k: v.contiguous() for k, v in weights.state_dict().items()}, str(tmp / "unet.safetensors"))
-
-
-def load_prompts(spec: str) -> list[str]:
-    if spec == "shapes":
-        from ..toy.shapes import all_prompts
-        return all_prompts()
-    from ..generate import read_prompts
-    return read_prompts(Path(spec))
 
 
 def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, progress: bool = True,
             overwrite: bool = False) -> Path:
     from ..config import to_dict
 
-    if prompts is None:
-        prompts = load_prompts(cfg.prompts)
     torch.manual_seed(cfg.train.seed)
-    task = DistillTask(cfg, prompts)
+    task = DistillTask.from_config(cfg, prompts)
     return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)

@@ -21,6 +21,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+# Per-block CPU timing of a full-size Teacher (`full_size`): per family, the backbone config
+# keys that count repeated identical blocks, and the config keys whose presence means the
+# blocks are not all alike (then the extrapolation would not hold).
+BLOCK_DEPTH = {"sd3": ("num_layers",), "flux": ("num_layers", "num_single_layers")}
+MIXED_BLOCKS = {"sd3": ("dual_attention_layers",)}   # SD 3.5 medium mixes two block kinds
+
+
+def depth_keys(family: str) -> tuple[str, ...]:
+    return BLOCK_DEPTH.get(family, ())
+
+
+def blocks_uniform(family: str, backbone_config: dict) -> bool:
+    """Whether the blocks `depth_keys` counts are all alike (per-block timing holds)."""
+    return bool(depth_keys(family)) and not any(backbone_config.get(k) for k in MIXED_BLOCKS.get(family, ()))
+
+
 def timed(fn, device: torch.device, repeats: int = 3, warmup: bool = True) -> float:
     """Best of `repeats` timed calls of `fn`, in seconds (after one untimed warm-up call)."""
     if warmup:
@@ -147,16 +163,16 @@ def full_size(student: str = "sd15", teacher: str = "sd35-large", student_res: i
         t_call, t_dec = _preset_ms(t_p, teacher_res, dev, dtype, repeats)
         out["teacher_call"] = "whole model"
     else:
-        if not cls.blocks_uniform(backbone_cfg):
+        if not blocks_uniform(cls.family, backbone_cfg):
             raise CrossdistillError(f"{teacher} mixes block kinds; per-block CPU timing would not hold. "
                                     f"Time it whole on a GPU (bench --full-size --device cuda)")
-        base_depth = {k: 1 for k in cls.depth_keys}
+        base_depth = {k: 1 for k in depth_keys(cls.family)}
         # the VAE decoder does not depend on the backbone: timed beside the depth-1 one (the
         # whole 8B backbone in fp32 would not fit in memory)
         progress(f"teacher {teacher} @ {teacher_res}: backbone at depth {base_depth} + VAE decode")
         base, t_dec = _preset_ms(_with_depth(t_p, base_depth), teacher_res, dev, dtype, repeats)
         t_call, per_block = base, {}
-        for k in cls.depth_keys:
+        for k in depth_keys(cls.family):
             progress(f"teacher {teacher} @ {teacher_res}: one more {k} block")
             more, _ = _preset_ms(_with_depth(t_p, dict(base_depth, **{k: 2})), teacher_res, dev, dtype, repeats,
                                  decode=False)
@@ -164,7 +180,7 @@ def full_size(student: str = "sd15", teacher: str = "sd35-large", student_res: i
             t_call += (backbone_cfg[k] - 1) * per_block[k]
         out.update(teacher_call="per-block extrapolation", teacher_base_ms=round(base, 1),
                    teacher_block_ms={k: round(v, 1) for k, v in per_block.items()},
-                   teacher_blocks={k: backbone_cfg[k] for k in cls.depth_keys})
+                   teacher_blocks={k: backbone_cfg[k] for k in depth_keys(cls.family)})
     steps = t_p.get("defaults", {}).get("steps", cls.family_defaults.steps)
     teacher_ms = steps * t_call + t_dec
     out.update(teacher_call_ms=round(t_call, 1), teacher_steps=steps,

@@ -1,8 +1,9 @@
 """`crossdistill eval DIR`: score a folder of generations (PNGs + manifest.jsonl).
 
-Shapes world (the default): prompt adherence (colour, shape, position, all three) by
-image analysis, and domain FID against real renders of the same prompts, in the feature
-space of the shapes classifier. Real models (`metrics` fid / clip / hpsv2 / imagereward /
+Models of a domain (metric `domain`, the default): the domain's prompt adherence and
+image fidelity by image analysis, and domain FID against real renders of the same prompts
+in the feature space of the domain's classifier; the domain is the one whose grammar
+every prompt follows (`domains`). Real models (`metrics` fid / clip / hpsv2 / imagereward /
 hpsv3, see `scale.py`): FID against a reference image folder, CLIP score and preference
 scores. Both FIDs are `fid.frechet_distance` on `fid.feature_stats`.
 """
@@ -61,58 +62,62 @@ def read_generations(folder: Path) -> Generations:
 
 
 def _batches(images: list[np.ndarray], size: int = 256):
-    from ..toy.data import to_tensor
+    from ..data.images import to_tensor
 
     for i in range(0, len(images), size):
         yield torch.stack([to_tensor(im) for im in images[i:i + size]])
 
 
-def shapes_reference(prompts: list[str], seed: int = REFERENCE_SEED) -> list[np.ndarray]:
-    """Real 64 px renders, one per prompt occurrence (same prompt distribution)."""
-    from ..toy.data import ShapesDataset
-    from ..toy.shapes import render
+def infer_domain(prompts: list[str]):
+    """The registered domain whose grammar every prompt follows; a clear error otherwise."""
+    from ..domains import get, names
 
-    ds = ShapesDataset(len(prompts), 64, seed, prompts)
-    return [render(ds.scene(i)) for i in range(len(prompts))]
+    errors = {}
+    for name in names():
+        dom = get(name)
+        try:
+            dom.check_prompts(sorted(set(prompts)))
+            return dom
+        except CrossdistillError as e:
+            errors[name] = str(e)
+    detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    raise CrossdistillError(f"the prompts follow no domain's grammar ({detail}); "
+                            f"for real models pass --metrics fid,clip --reference DIR")
 
 
-def evaluate_shapes(gens: Generations, classifier: str = "shapes-classifier") -> dict:
+def evaluate_domain(gens: Generations, classifier: str | None = None) -> dict:
+    """Adherence, fidelity, failures and (with a feature network) domain FID."""
     from ..artifacts import resolve
-    from ..toy.classifier import ShapesClassifier
-    from ..toy.judge import adherence, failures, fidelity
 
+    dom = infer_domain(gens.prompts)
     images = gens.images()
-    metrics = {"n_images": len(images), "n_prompts": len(set(gens.prompts))}
-    metrics["adherence"] = adherence(images, gens.prompts)
-    metrics["fidelity"] = fidelity(images)
-    metrics["failures"] = failures(images, gens.prompts)
-    net = ShapesClassifier.load(resolve(classifier))
-    real = shapes_reference(gens.prompts)
-    metrics["fid"] = fidlib.fid(_batches(images), _batches(real), net.features)
+    metrics = {"domain": dom.name, "n_images": len(images), "n_prompts": len(set(gens.prompts))}
+    metrics["adherence"] = dom.adherence(images, gens.prompts)
+    metrics["fidelity"] = dom.fidelity(images)
+    metrics["failures"] = dom.failures(images, gens.prompts)
+    classifier = classifier or dom.classifier
+    if classifier is not None:
+        net = dom.feature_network(resolve(classifier))
+        real = dom.reference_renders(gens.prompts, REFERENCE_SEED)
+        metrics["fid"] = fidlib.fid(_batches(images), _batches(real), net.features)
     return metrics
 
 
-def evaluate(folder: Path, classifier: str = "shapes-classifier", write: bool = True,
+def evaluate(folder: Path, classifier: str | None = None, write: bool = True,
              metrics: list[str] | None = None, scale=None) -> dict:
     """Score one generations folder. `metrics`: names from `scale.METRICS` (default
-    ["shapes"]); `scale`: a `scale.ScaleConfig` for the real-model metrics."""
+    ["domain"]); `classifier`: the domain FID's feature network (default: the domain's);
+    `scale`: a `scale.ScaleConfig` for the real-model metrics."""
     from dataclasses import replace
 
     from .scale import ScaleConfig, evaluate_scale
 
-    wanted = metrics or ["shapes"]
+    wanted = metrics or ["domain"]
     gens = read_generations(folder)
     out: dict = {}
-    if "shapes" in wanted:
-        from ..toy.shapes import parse_prompt
-
-        for p in set(gens.prompts):
-            try:
-                parse_prompt(p)
-            except CrossdistillError as e:
-                raise CrossdistillError(f"{e}; for real models pass --metrics fid,clip --reference DIR") from None
-        out.update(evaluate_shapes(gens, classifier))
-    rest = tuple(m for m in wanted if m != "shapes")
+    if "domain" in wanted:
+        out.update(evaluate_domain(gens, classifier))
+    rest = tuple(m for m in wanted if m != "domain")
     if rest:
         out.update(evaluate_scale([gens.folder / r["file"] for r in gens.rows], gens.prompts,
                                   replace(scale or ScaleConfig(), metrics=rest)))
@@ -132,13 +137,15 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
 
     if not all("adherence" in m for m in rows.values()):
         return scale_table(rows)
-    t = Table(title="shapes world")
-    for col in ("run", "images", "color", "shape", "position", "all three", "clean", "domain FID"):
+    keys = list(next(iter(rows.values()))["adherence"])   # the domain's attributes, then "all"
+    t = Table(title=f"domain {next(iter(rows.values())).get('domain', '')}".strip())
+    for col in ("run", "images", *keys, "clean", "domain FID"):
         t.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         a = m["adherence"]
-        t.add_row(name, str(m["n_images"]), f"{a['color']:.3f}", f"{a['shape']:.3f}", f"{a['position']:.3f}",
-                  f"{a['all']:.3f}", f"{m['fidelity']['clean']:.3f}" if "fidelity" in m else "-", f"{m['fid']:.2f}")
+        t.add_row(name, str(m["n_images"]), *[f"{a.get(k, float('nan')):.3f}" for k in keys],
+                  f"{m['fidelity']['clean']:.3f}" if "fidelity" in m else "-",
+                  f"{m['fid']:.2f}" if "fid" in m else "-")
     return t
 
 

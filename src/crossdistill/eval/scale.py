@@ -30,7 +30,7 @@ from . import fid as fidlib
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SCORERS = ("hpsv2", "imagereward", "hpsv3")
-METRICS = ("shapes", "fid", "clip", *SCORERS)
+METRICS = ("domain", "fid", "clip", *SCORERS)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -38,7 +38,7 @@ def parse_metrics(spec: str) -> list[str]:
     names = [m.strip() for m in spec.split(",") if m.strip()]
     for m in names:
         if m not in METRICS:
-            raise choice_error("--metrics", m, METRICS)
+            raise choice_error("--metrics", m, METRICS, renamed={"shapes": "domain"})
     if not names:
         raise CrossdistillError(f"--metrics is empty; choose from {', '.join(METRICS)}")
     return names

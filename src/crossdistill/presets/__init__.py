@@ -19,7 +19,7 @@ _ROOT = Path(__file__).parent
 
 
 def preset_names() -> dict[str, Path]:
-    return {p.stem: p for sub in ("tiny", "full", "shapes") for p in sorted((_ROOT / sub).glob("*.json"))}
+    return {p.stem: p for p in sorted(_ROOT.glob("*/*.json"))}
 
 
 def load_preset(name: str) -> dict[str, Any]:

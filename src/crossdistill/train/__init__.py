@@ -1,7 +1,7 @@
 """The training loop shared by stage 1 (Bridge) and stage 2 (distillation)."""
 
-from .loop import (NonFiniteStep, TrainConfig, average_gradients, default_device, ema_update, finite_or_raise,
-                   local_part, optimizer_step, run, weights_dtype)
+from .loop import (NonFiniteStep, Task, TrainConfig, average_gradients, default_device, ema_update, finite_or_raise,
+                   local_part, optimizer_step, prepare, run, step_generator, weights_dtype)
 
-__all__ = ["NonFiniteStep", "TrainConfig", "average_gradients", "default_device", "ema_update", "finite_or_raise",
-           "local_part", "optimizer_step", "run", "weights_dtype"]
+__all__ = ["NonFiniteStep", "Task", "TrainConfig", "average_gradients", "default_device", "ema_update", "finite_or_raise",
+           "local_part", "optimizer_step", "prepare", "run", "step_generator", "weights_dtype"]

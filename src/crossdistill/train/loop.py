@@ -16,11 +16,9 @@ scalars, periodic atomic checkpoints and the resolved config in the run folder.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -89,14 +87,42 @@ class TrainConfig:
         return torch.optim.AdamW(params, lr=lr, betas=tuple(self.adam_betas), weight_decay=self.weight_decay)
 
 
-class Task(Protocol):
-    name: str
+class Task:
+    """What the loop drives: subclass it. The first five methods are required; the hooks
+    below them have defaults."""
 
-    def setup(self, accelerator) -> None: ...
-    def modules(self) -> dict[str, torch.nn.Module]: ...
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
-    def step(self, step: int, generator: torch.Generator) -> dict[str, float]: ...
-    def export(self, run_dir: Path) -> None: ...
+    name: str = "task"
+
+    def setup(self, accelerator) -> None:
+        """Build optimizers over the parameters as the loop left them (sharded or not)."""
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Trainable modules, by name: checkpointed and restored."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def step(self, step: int, generator: torch.Generator) -> dict[str, float]:
+        """One optimisation step; returns the numbers to log."""
+        raise NotImplementedError
+
+    def export(self, run_dir: Path) -> None:
+        """Write the run's product (a Bridge folder, a Student pipeline) under run_dir."""
+        raise NotImplementedError
+
+    def shard_targets(self) -> list[torch.nn.Module]:
+        """Modules FSDP shards (train.parallel=fsdp); default: none (data-parallel only)."""
+        return []
+
+    def checkpointing_targets(self) -> list[torch.nn.Module]:
+        """Modules whose blocks recompute activations in backward (train.gradient_checkpointing)."""
+        return list(self.modules().values())
+
+    def samples(self) -> torch.Tensor | None:
+        """A (B, 3, H, W) batch in [-1, 1] for the sample grid (train.sample_every), or None."""
+        return None
 
 
 class NonFiniteStep(Exception):
@@ -179,6 +205,23 @@ def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
         refuse_foreign(run_dir, overwrite, "run")
 
 
+def prepare(task: Task, cfg: TrainConfig, run_dir: Path):
+    """Everything before the first step, in one place: the accelerator, FSDP sharding of
+    the task's `shard_targets`, the task's own setup (optimizers over the parameters as
+    sharding left them), gradient checkpointing. Returns (accelerator, sharded?).
+    Benchmarks call this and then time `task.step` itself."""
+    acc = make_accelerator(cfg, Path(run_dir))
+    fsdp = uses_fsdp(acc, cfg.parallel)
+    if fsdp:   # before setup: the task builds its optimizers over the sharded parameters
+        units = shard(acc, task.shard_targets())
+        acc.print(f"{task.name}: FSDP, {units} units sharded over {acc.num_processes} processes" if units else
+                  f"{task.name}: FSDP, nothing to shard in this stage (data-parallel)")
+    task.setup(acc)
+    if cfg.gradient_checkpointing and not enable_gradient_checkpointing(task.checkpointing_targets()):
+        acc.print("warning: gradient_checkpointing is on but no model here supports it")
+    return acc, fsdp
+
+
 def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = None,
         progress: bool = True, overwrite: bool = False) -> Path:
     """Train `task` to `cfg.steps`, resuming from `run_dir` if it holds checkpoints."""
@@ -193,17 +236,7 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     check_run_dir(run_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_MARKER).write_text(f"crossdistill {task.name} run\n")
-    acc = make_accelerator(cfg, run_dir)
-    fsdp = uses_fsdp(acc, cfg.parallel)
-    if fsdp:   # before setup: the task builds its optimizers over the sharded parameters
-        units = shard(acc, task.shard_targets())
-        acc.print(f"{task.name}: FSDP, {units} units sharded over {acc.num_processes} processes" if units else
-                  f"{task.name}: FSDP, nothing to shard in this stage (data-parallel)")
-    task.setup(acc)
-    if cfg.gradient_checkpointing:
-        targets = getattr(task, "checkpointing_targets", task.modules)()
-        if not enable_gradient_checkpointing(targets.values() if isinstance(targets, dict) else targets):
-            acc.print("warning: gradient_checkpointing is on but no model here supports it")
+    acc, fsdp = prepare(task, cfg, run_dir)
     modules = {k: unwrap(acc, m) for k, m in task.modules().items()}
     start, resumed_from = load_latest(run_dir, modules, task.optimizers())
     if acc.num_processes > 1:
@@ -223,7 +256,7 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
             f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": start,
                                 "checkpoint": resumed_from, "steps": cfg.steps,
                                 "processes": acc.num_processes}) + "\n")
-    bad, t0 = 0, time.time()
+    bad = 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=task.name,
                disable=not (progress and acc.is_main_process))
     for step in bar:
@@ -250,9 +283,11 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
                     acc.log(logs, step=step + 1)
                 with open(history_path, "a") as f:
                     f.write(json.dumps({"step": step + 1, **logs}) + "\n")
-        if cfg.sample_every and acc.is_main_process and hasattr(task, "samples") and (
+        if cfg.sample_every and acc.is_main_process and (
                 (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps):
-            write_samples(acc, run_dir, step + 1, task.samples())
+            images = task.samples()
+            if images is not None:
+                write_samples(acc, run_dir, step + 1, images)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             acc.wait_for_everyone()
             # sharded weights are gathered by every process (a collective); the main one writes

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .shapes import COLORS, POSITIONS, SHAPES, SIZE, parse_prompt
+from ..pixels import background_stats, fidelity_of, is_clean, soft_fill, upsample64
+
+__all__ = ["adherence", "background", "failures", "fidelity", "is_clean", "read_image", "score"]
+from .scenes import COLORS, POSITIONS, SHAPES, SIZE, parse_prompt
 
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float64)
 _NAMES = list(COLORS)
@@ -57,26 +60,12 @@ def read_image(img: np.ndarray) -> Reading:
     bg, ci, obj = seg
     ys, xs = np.nonzero(obj)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    fill = _soft_fill(img, obj, bg, _PALETTE[ci])
+    fill = soft_fill(img, obj, bg, _PALETTE[ci])
     scale = SIZE / w
     centre = np.array([(x0 + x1) / 2 * scale, (y0 + y1) / 2 * scale])
     pos = list(POSITIONS)[int(((_ANCHORS - centre) ** 2).sum(-1).argmin())]
     shape = "triangle" if fill < TRIANGLE_BELOW else "circle" if fill < CIRCLE_BELOW else "square"
     return Reading(_NAMES[ci], shape, pos, float(fill))
-
-
-def _soft_fill(img: np.ndarray, obj: np.ndarray, bg: np.ndarray, color: np.ndarray) -> float:
-    """Bbox fill ratio with sub-pixel accuracy (needed at 32 px, where r is 4-6.5 px).
-
-    alpha = coverage of each pixel, from its position on the bg -> colour line;
-    area = sum(alpha); the bbox side along x is sum over columns of max alpha
-    (an anti-aliased edge column counts as the fraction it is covered), same in y.
-    """
-    region = ndimage.binary_dilation(obj, structure=np.ones((3, 3)))
-    d = color - bg
-    alpha = np.clip(((img - bg) @ d) / (d @ d), 0.0, 1.0) * region
-    ext_x, ext_y = alpha.max(axis=0).sum(), alpha.max(axis=1).sum()
-    return float(alpha.sum() / max(ext_x * ext_y, 1e-6))
 
 
 def score(img: np.ndarray, prompt: str) -> dict[str, bool]:
@@ -108,46 +97,14 @@ def failures(images, prompts) -> dict[str, dict[str, int]]:
     return out
 
 
-# -- image fidelity ----------------------------------------------------------------------
-# A generated image is "clean" when its background (every pixel outside the judged object,
-# grown by MARGIN px on the 64 px grid) looks like a render's: flat, gray, at a render's
-# level. Renders: std 0, tint 0, level in GRAY (180..230).
-FLAT_STD = 5.0        # per-channel standard deviation of the background, 0-255 scale
-MAX_TINT = 6.0        # largest difference between two channels' background means
-LEVEL = (175.0, 235.0)   # background mean, the renders' gray range (180..230) +- 5
-MARGIN = 3            # px of the 64 px grid around the object left out (edges, halo)
-
-
 def background(img: np.ndarray) -> dict[str, float]:
-    """Statistics of the background of a uint8 (H, W, 3) image on the 64 px grid: its
-    per-channel std (the largest of the three), tint (max - min of channel means), mean
-    level, and the fraction of the canvas it covers."""
+    """Background statistics of a uint8 image (outside the judged object, see pixels.py)."""
     img = np.asarray(img)
-    if img.shape[0] != SIZE:   # a 32 px Student image: nearest-upsampled, so std is unchanged
-        f = SIZE // img.shape[0]
-        img = img.repeat(f, axis=0).repeat(f, axis=1)
-    seg = _segment(img.astype(np.float64))
-    if seg is not None:
-        obj = seg[2]
-        obj = ndimage.binary_dilation(obj, structure=np.ones((3, 3)), iterations=MARGIN)
-        bg = img[~obj].astype(np.float64)
-    else:
-        bg = img.reshape(-1, 3).astype(np.float64)
-    means = bg.mean(axis=0)
-    return {"std": float(bg.std(axis=0).max()), "tint": float(means.max() - means.min()),
-            "level": float(means.mean()), "area": len(bg) / (SIZE * SIZE)}
-
-
-def is_clean(stats: dict[str, float]) -> bool:
-    return (stats["std"] < FLAT_STD and stats["tint"] < MAX_TINT and LEVEL[0] <= stats["level"] <= LEVEL[1])
+    seg = _segment(upsample64(img).astype(np.float64))
+    return background_stats(img, None if seg is None else seg[2])
 
 
 def fidelity(images) -> dict[str, float]:
     """Fraction of clean images (flat, untinted gray background at a render's level), and
     the means of the background statistics."""
-    stats = [background(im) for im in images]
-    if not stats:
-        return {"clean": float("nan")}
-    out = {"clean": float(np.mean([is_clean(s) for s in stats]))}
-    out.update({f"bg_{k}": float(np.mean([s[k] for s in stats])) for k in ("std", "tint", "level")})
-    return out
+    return fidelity_of([background(im) for im in images])

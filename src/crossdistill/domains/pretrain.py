@@ -1,5 +1,5 @@
-"""Pretraining of the shapes world's models: both VAEs, the Teacher, the Student base
-and the metric classifier. Every stage is reproducible from the seed, shows a progress
+"""Pretraining of a synthetic domain's models: both VAEs, the Teacher, the Student base
+and the metric classifier, from the domain's renders. Every stage is reproducible from the seed, shows a progress
 bar, and writes a standard diffusers folder plus `train_log.json` (command, seed, wall
 time, final losses). A finished stage is skipped when the command is rerun.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,10 +22,12 @@ from tqdm.auto import tqdm
 from ..denoisers import Conditioning, Denoiser, build_denoiser
 from ..errors import choice_error
 from ..train import ema_update
+from ..train.checkpoint import load_latest, save_checkpoint
 from ..io import atomic_dir
-from ..presets import build_component, load_preset
+from ..presets import build_component
+from . import Domain
+from .classifier import CONFIG, DomainClassifier
 from .data import scene_bank
-from .shapes import all_prompts
 
 STAGES = ("vae-student", "vae-teacher", "teacher", "student-base", "classifier")
 
@@ -44,6 +46,11 @@ class PretrainConfig:
     cfg_dropout: float = 0.1            # prompt -> "" for classifier-free guidance
     ema: float = 0.998
     decay_frac: float = 0.3             # linear LR decay over the last part of a run
+    checkpoint_every: int = 250         # denoiser stages: steps between resumable checkpoints
+    # denoiser batches: "per_step" draws batch i from a generator seeded (seed, i); "stream"
+    # draws every batch from one generator (how the committed shapes-world models were
+    # trained); both resume exactly (the stream's state is checkpointed)
+    batch_rng: str = "per_step"
     vae_student: StageConfig = field(default_factory=lambda: StageConfig(1500, 16, 1e-3))
     vae_teacher: StageConfig = field(default_factory=lambda: StageConfig(1200, 16, 1e-3))
     teacher: StageConfig = field(default_factory=lambda: StageConfig(3000, 64, 5e-4))
@@ -70,7 +77,8 @@ def lr_at(step: int, total: int, base: float, decay_frac: float, warmup: int = 5
 
 def _images(bank: np.ndarray, idx: np.ndarray, size: int) -> torch.Tensor:
     x = torch.from_numpy(bank[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return F.avg_pool2d(x, 2) if size == 32 else x
+    f = bank.shape[1] // size
+    return F.avg_pool2d(x, f) if f > 1 else x
 
 
 def _log(out: Path, name: str, cfg, t0: float, losses: list[float], extra: dict | None = None) -> None:
@@ -82,10 +90,10 @@ def _log(out: Path, name: str, cfg, t0: float, losses: list[float], extra: dict 
 
 
 # -- VAEs ----------------------------------------------------------------------------
-def train_vae(which: str, bank: np.ndarray, cfg: PretrainConfig, out: Path) -> None:
+def train_vae(domain: Domain, which: str, bank: np.ndarray, cfg: PretrainConfig, out: Path) -> None:
     """Autoencoder (MSE + tiny KL), then the latent normalisation measured on the data:
     Student space scale only (SD 1.5 style), Teacher space shift and scale (SD 3 style)."""
-    preset = load_preset("shapes-teacher" if which == "teacher" else "shapes-student-base")
+    preset = domain.preset(domain.teacher if which == "teacher" else domain.student)
     size = preset["defaults"]["resolution"]
     st = cfg.vae_teacher if which == "teacher" else cfg.vae_student
     torch.manual_seed(cfg.seed)
@@ -136,17 +144,25 @@ def encode_bank(den: Denoiser, bank: np.ndarray, size: int, batch: int = 250) ->
                           for i in tqdm(range(0, len(bank), batch), desc="encoding latents")])
 
 
-def train_denoiser(which: str, bank: np.ndarray, prompts: list[str], vae_dir: Path,
+class _GeneratorState(torch.nn.Module):
+    """A torch.Generator's state as a buffer, so checkpoints carry it like weights."""
+
+    def __init__(self, gen: torch.Generator):
+        super().__init__()
+        self.register_buffer("state", gen.get_state())
+
+
+def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[str], vae_dir: Path,
                    cfg: PretrainConfig, out: Path) -> None:
     from diffusers import AutoencoderKL
 
-    name = "shapes-teacher" if which == "teacher" else "shapes-student-base"
+    preset = domain.preset(domain.teacher if which == "teacher" else domain.student)
     st = cfg.teacher if which == "teacher" else cfg.student_base
-    den = build_denoiser(name, seed=cfg.seed)
+    den = build_denoiser(preset, seed=cfg.seed)
     den = den.with_components(vae=AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False))
     size = den.defaults.resolution
     latents = encode_bank(den, bank, size)
-    grammar = all_prompts()
+    grammar = domain.prompts()
     pid = torch.tensor([grammar.index(p) for p in prompts])
     table = encode_table(den, grammar)
     empty = len(grammar)
@@ -154,11 +170,19 @@ def train_denoiser(which: str, bank: np.ndarray, prompts: list[str], vae_dir: Pa
     model = den.model.train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=st.lr, weight_decay=0.01)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    # resumable: checkpoints beside the stage folder; rerunning the command continues
+    ckpt_dir = out.parent / f".{out.name}.ckpt"
+    stream = torch.Generator().manual_seed(cfg.seed)
+    rng = _GeneratorState(stream)
+    start, name_ = load_latest(ckpt_dir, {"model": model, "ema": ema, "rng": rng}, {"opt": opt})
+    stream.set_state(rng.state.clone())
+    if name_:
+        print(f"{which}: resuming from {ckpt_dir / name_} (step {start})")
     density = "logit_normal" if den.parameterization == "flow" else "uniform"
     losses, t0 = [], time.time()
-    bar = tqdm(range(st.steps), desc=which)
+    bar = tqdm(range(start, st.steps), desc=which, initial=start, total=st.steps)
     for step in bar:
+        gen = stream if cfg.batch_rng == "stream" else torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, st.steps, st.lr, cfg.decay_frac)
         idx = torch.randint(0, len(latents), (st.batch,), generator=gen)
@@ -172,16 +196,63 @@ def train_denoiser(which: str, bank: np.ndarray, prompts: list[str], vae_dir: Pa
         ema_update(ema, model, cfg.ema, step)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < st.steps:
+            rng.state.copy_(stream.get_state())
+            save_checkpoint(ckpt_dir, step + 1, {"model": model, "ema": ema, "rng": rng}, {"opt": opt})
     den = den.with_components(**{den.backbone: ema})
     with atomic_dir(out, overwrite=True) as tmp:
         den.save_pretrained(tmp)
-        _log(tmp, which, cfg, t0, losses)
+        _log(tmp, which, cfg, t0, losses, {"resumed_from_step": start})
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+# -- feature network ---------------------------------------------------------------------
+def labels(domain: Domain, prompts: list[str]) -> dict[str, torch.Tensor]:
+    rows = [domain.labels(p) for p in prompts]
+    return {k: torch.tensor([r[k] for r in rows]) for k in domain.label_sizes()}
+
+
+def train_classifier(domain: Domain, bank: np.ndarray, prompts: list[str], cfg, out: Path) -> None:
+    st = cfg.classifier
+    torch.manual_seed(cfg.seed)
+    net = DomainClassifier(domain.label_sizes(), **CONFIG).train()
+    y = labels(domain, prompts)
+    opt = torch.optim.AdamW(net.parameters(), lr=st.lr)
+    rng = np.random.default_rng([cfg.seed, 2])
+    losses, t0 = [], time.time()
+    bar = tqdm(range(st.steps), desc="classifier")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, st.steps, st.lr, cfg.decay_frac)
+        idx = rng.integers(0, len(bank), st.batch)
+        x = _images(bank, idx, 32)
+        x = x + 0.05 * torch.randn_like(x)   # robustness to generator noise
+        out_ = net(x)
+        loss = sum(F.cross_entropy(out_[k], y[k][idx]) for k in out_)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    net.eval()
+    held, held_prompts = scene_bank(domain, 1000, cfg.seed + 7, progress=False)   # unseen scenes
+    with torch.no_grad():
+        pred = net(_images(held, np.arange(len(held)), 32))
+        yh = labels(domain, held_prompts)
+        acc = {k: float((pred[k].argmax(-1) == yh[k]).float().mean()) for k in pred}
+    with atomic_dir(out, overwrite=True) as tmp:
+        net.save(tmp)
+        _log(tmp, "classifier", cfg, t0, losses, {"accuracy_1000_heldout_scenes": acc})
 
 
 # -- driver ----------------------------------------------------------------------------
-def pretrain(out: Path, stages: list[str] | None = None, cfg: PretrainConfig | None = None,
+def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: PretrainConfig | None = None,
              threads: int = 1) -> None:
-    cfg = cfg or PretrainConfig()
+    """Train the stages not yet finished in `out` (a killed denoiser stage resumes from its
+    last checkpoint when the same command is rerun)."""
+    cfg = cfg or domain.pretrain_config()
+    if cfg.batch_rng not in ("per_step", "stream"):
+        raise choice_error("batch_rng", cfg.batch_rng, ("per_step", "stream"))
     stages = stages or list(STAGES)
     for s in stages:
         if s not in STAGES:
@@ -192,31 +263,28 @@ def pretrain(out: Path, stages: list[str] | None = None, cfg: PretrainConfig | N
     if not todo:
         print(f"all stages done in {out}")
         return
-    bank, prompts = scene_bank(cfg.scenes, cfg.seed)
+    bank, prompts = scene_bank(domain, cfg.scenes, cfg.seed)
     for s in todo:
         if s.startswith("vae-"):
-            train_vae(s.split("-")[1], bank, cfg, out / s)
+            train_vae(domain, s.split("-")[1], bank, cfg, out / s)
         elif s in ("teacher", "student-base"):
             vae = out / ("vae-teacher" if s == "teacher" else "vae-student")
-            train_denoiser(s, bank, prompts, vae, cfg, out / s)
+            train_denoiser(domain, s, bank, prompts, vae, cfg, out / s)
         else:
-            from .classifier import train_classifier
-            train_classifier(bank, prompts, cfg, out / s)
+            train_classifier(domain, bank, prompts, cfg, out / s)
 
 
-def install_artifacts(out: Path) -> None:
-    """Copy finished stage folders into the package's named artifacts."""
-    import shutil
-
-    from ..artifacts import NAMED
-
-    for stage, name in (("teacher", "shapes-teacher"), ("student-base", "shapes-student-base"),
-                        ("classifier", "shapes-classifier")):
+def install_artifacts(domain: Domain, out: Path) -> None:
+    """Copy finished stage folders into the domain's named artifacts."""
+    for stage, name in (("teacher", domain.teacher), ("student-base", domain.student),
+                        ("classifier", domain.classifier)):
         src = Path(out) / stage
+        if name is None:
+            continue
         if not (src / "train_log.json").exists():
             print(f"skip {name}: stage {stage} not finished in {out}")
             continue
-        dst = NAMED[name]
+        dst = domain.artifact(name)
         with atomic_dir(dst, overwrite=True) as tmp:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
         print(f"installed {name} -> {dst}")

@@ -1,0 +1,1 @@
+"""The data layer under both stages: image and prompt sources, pair encoding, banks."""

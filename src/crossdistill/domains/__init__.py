@@ -1,0 +1,175 @@
+"""Domains: the worlds a Teacher and Student are trained and judged in, as plug-ins.
+
+A `Domain` bundles what method code must never know about a world: its prompt grammar
+(and the clear error for a prompt outside it), its scenes and reference renders, its
+judges (prompt adherence, image fidelity), the labels its feature network reads, and the
+models it ships by name. Method code (`bridge`, `distill`, `train`, `generate`, `eval`)
+asks the registry for the domain a model names in its `crossdistill.json`
+(`defaults.domain`) and calls these methods; it imports no domain.
+
+Built in: `shapes` (one object, docs/shapes_world.md) and `pairs` (two objects and a
+relation, "shapes world II" in the same document). Other packages add domains through the
+entry-point group `crossdistill.domains` (name -> a `Domain` instance).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import choice_error
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_BUILTIN = {"shapes": "crossdistill.domains.shapes:DOMAIN",
+            "pairs": "crossdistill.domains.pairs:DOMAIN"}
+_LOADED: dict[str, "Domain"] = {}
+
+
+class Domain:
+    """The contract of a domain. Subclasses set the class attributes and implement the
+    methods that raise NotImplementedError; the rest have working defaults."""
+
+    name: str = ""
+    size: int = 64                       # render size (Teacher resolution); Students use size // 2
+    teacher: str = ""                    # named artifacts this domain ships
+    student: str = ""
+    classifier: str | None = None        # feature network of the domain FID (None: no FID)
+    artifacts: Path | None = None        # folder holding the named artifacts
+
+    # -- prompts ---------------------------------------------------------------
+    def prompts(self) -> list[str]:
+        """Every prompt of the grammar, in a fixed order (training uses all of them)."""
+        raise NotImplementedError
+
+    def eval_prompts(self) -> list[str]:
+        """The prompts evaluations report on."""
+        return self.prompts()
+
+    def vocabulary(self) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, prompt: str) -> tuple:
+        """The prompt's attributes; a CrossdistillError naming the bad word when the
+        prompt is outside the grammar."""
+        raise NotImplementedError
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        for p in prompts:
+            self.parse(p)
+
+    def labels(self, prompt: str) -> dict[str, int]:
+        """Class index per attribute (the feature network's heads)."""
+        raise NotImplementedError
+
+    def label_sizes(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    # -- scenes ------------------------------------------------------------------
+    def random_scene(self, rng: "np.random.Generator", prompt: str | None = None) -> Any:
+        """A scene (with a `.prompt`) drawn from the domain's distribution."""
+        raise NotImplementedError
+
+    def render_at(self, scene: Any, size: int) -> "np.ndarray":
+        """uint8 (size, size, 3) image of a scene."""
+        raise NotImplementedError
+
+    def scene_record(self, scene: Any) -> dict:
+        """JSON-able parameters of a scene (written beside exported renders)."""
+        from dataclasses import asdict, is_dataclass
+        return asdict(scene) if is_dataclass(scene) else {}
+
+    # -- judges ------------------------------------------------------------------
+    def adherence(self, images, prompts) -> dict[str, float]:
+        """Mean accuracy per attribute and `all` over image / prompt pairs."""
+        raise NotImplementedError
+
+    def failures(self, images, prompts) -> dict[str, dict[str, int]]:
+        """Per attribute, how many images got it wrong, by the value the prompt asked for."""
+        return {}
+
+    def fidelity(self, images) -> dict[str, float]:
+        """`clean`: the fraction of images whose background looks like a render's."""
+        raise NotImplementedError
+
+    def reference_renders(self, prompts: list[str], seed: int) -> list:
+        """One render per prompt occurrence at the domain's size (the FID's real side)."""
+        from .data import reference_renders
+        return reference_renders(self, prompts, seed)
+
+    # -- models --------------------------------------------------------------------
+    def feature_network(self, path):
+        """The domain FID's feature network (a module with `.features(x)`), from its folder."""
+        from .classifier import DomainClassifier
+        return DomainClassifier.load(path, heads=self.label_sizes())
+
+    def artifact(self, name: str) -> Path | None:
+        """The folder of a named artifact this domain ships, or None."""
+        if self.artifacts is None or name not in {self.teacher, self.student, self.classifier}:
+            return None
+        return self.artifacts / name
+
+    def preset(self, name: str) -> dict:
+        """The model preset `name` (a domain's Teacher / Student); plug-ins shipping their
+        own presets override this."""
+        from ..presets import load_preset
+        return load_preset(name)
+
+    def pretrain_config(self):
+        """The recipe that trains this domain's models (`domains.pretrain.PretrainConfig`)."""
+        from .pretrain import PretrainConfig
+        return PretrainConfig()
+
+    def __repr__(self) -> str:
+        return f"<domain {self.name}>"
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="crossdistill.domains")}
+
+
+def names() -> list[str]:
+    """Built-in, installed (entry points) and run-time registered domains."""
+    return sorted(set(_BUILTIN) | set(_entry_points()) | set(_LOADED))
+
+
+def get(name: str) -> Domain:
+    """The registered domain called `name` (built in, or from an installed plug-in)."""
+    if name in _LOADED:
+        return _LOADED[name]
+    if name in _BUILTIN:
+        module, attr = _BUILTIN[name].split(":")
+        dom = getattr(importlib.import_module(module), attr)
+    else:
+        eps = _entry_points()
+        if name not in eps:
+            raise choice_error("domain", name, names())
+        dom = eps[name].load()
+    _LOADED[name] = dom
+    return dom
+
+
+def register(domain: Domain) -> Domain:
+    """Register a domain object at run time (tests, notebooks)."""
+    _LOADED[domain.name] = domain
+    return domain
+
+
+def find_artifact(name: str) -> Path | None:
+    """The folder of a model any domain ships under `name`, or None. A plug-in that fails
+    to load is reported and skipped (it must not stop other models from loading)."""
+    import warnings
+
+    for d in names():
+        try:
+            path = get(d).artifact(name)
+        except Exception as e:   # a broken third-party plug-in
+            warnings.warn(f"domain plug-in {d!r} failed to load ({type(e).__name__}: {e}); skipped")
+            continue
+        if path is not None:
+            return path
+    return None

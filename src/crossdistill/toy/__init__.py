@@ -1,1 +1,0 @@
-"""The shapes world: the embedded default domain (specified in docs/shapes_world.md)."""
