@@ -126,6 +126,43 @@ class Domain:
         return f"<domain {self.name}>"
 
 
+class ModuleDomain(Domain):
+    """A domain whose scenes live in a module (`all_prompts`, `vocabulary`, `parse_prompt`,
+    `random_scene`, `render_at`, optionally `eval_prompts`) and whose judge is a module
+    imported on first use (`adherence`, `failures`, `fidelity`): the built-in domains."""
+
+    scenes: Any = None    # the scenes module
+    judge: str = ""       # the judge module's dotted path (imported when judging: scipy)
+
+    def prompts(self) -> list[str]:
+        return self.scenes.all_prompts()
+
+    def eval_prompts(self) -> list[str]:
+        own = getattr(self.scenes, "eval_prompts", None)
+        return own() if own is not None else self.prompts()
+
+    def vocabulary(self) -> list[str]:
+        return self.scenes.vocabulary()
+
+    def parse(self, prompt: str) -> tuple:
+        return self.scenes.parse_prompt(prompt)
+
+    def random_scene(self, rng, prompt=None):
+        return self.scenes.random_scene(rng, prompt)
+
+    def render_at(self, scene, size: int):
+        return self.scenes.render_at(scene, size)
+
+    def adherence(self, images, prompts):
+        return importlib.import_module(self.judge).adherence(images, prompts)
+
+    def failures(self, images, prompts):
+        return importlib.import_module(self.judge).failures(images, prompts)
+
+    def fidelity(self, images):
+        return importlib.import_module(self.judge).fidelity(images)
+
+
 def _entry_points() -> dict[str, Any]:
     from importlib.metadata import entry_points
 

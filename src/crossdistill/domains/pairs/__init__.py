@@ -4,28 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import Domain
+from .. import ModuleDomain
 from ..shapes.scenes import COLORS, SHAPES
 from . import scenes
 
 
-class PairsDomain(Domain):
+class PairsDomain(ModuleDomain):
     name = "pairs"
     size = scenes.SIZE
     teacher, student, classifier = "pairs-teacher", "pairs-student-base", "pairs-classifier"
     artifacts = Path(__file__).parent / "artifacts"
-
-    def prompts(self) -> list[str]:
-        return scenes.all_prompts()
-
-    def eval_prompts(self) -> list[str]:
-        return scenes.eval_prompts()
-
-    def vocabulary(self) -> list[str]:
-        return scenes.vocabulary()
-
-    def parse(self, prompt: str) -> tuple[str, str, str, str, str]:
-        return scenes.parse_prompt(prompt)
+    scenes, judge = scenes, f"{__name__}.judge"
 
     def labels(self, prompt: str) -> dict[str, int]:
         c1, s1, rel, c2, s2 = scenes.parse_prompt(prompt)
@@ -36,24 +25,6 @@ class PairsDomain(Domain):
     def label_sizes(self) -> dict[str, int]:
         return {"color1": len(COLORS), "shape1": len(SHAPES), "relation": len(scenes.RELATIONS),
                 "color2": len(COLORS), "shape2": len(SHAPES)}
-
-    def random_scene(self, rng, prompt=None):
-        return scenes.random_scene(rng, prompt)
-
-    def render_at(self, scene, size: int):
-        return scenes.render_at(scene, size)
-
-    def adherence(self, images, prompts):
-        from .judge import adherence
-        return adherence(images, prompts)
-
-    def failures(self, images, prompts):
-        from .judge import failures
-        return failures(images, prompts)
-
-    def fidelity(self, images):
-        from .judge import fidelity
-        return fidelity(images)
 
     def pretrain_config(self):
         from ..pretrain import PretrainConfig, StageConfig
