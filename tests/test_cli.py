@@ -119,6 +119,23 @@ def test_shapes_pretrain_quick_all_stages(tmp_path):
     assert "all stages done" in again   # rerun: finished stages are not redone
 
 
+def test_demo_pairs_smoke(tmp_path):
+    """`demo --domain pairs`: world II's models, prompts and judge end to end; a folder
+    holding another domain's demo is refused."""
+    out = tmp_path / "demo-pairs"
+    run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
+        "--bridge-images", "16", "--distill-steps", "2", "--threads", "1")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["domain"] == "pairs" and m["prompts"] == 2
+    assert {"colors", "shapes", "relation", "no_extra", "all"} == set(m["generations"]["cross-space one-step"]
+                                                                      ["adherence"])
+    rows = [json.loads(x) for x in (out / "generations" / "cross-space" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["a red circle left of a green circle", "a red circle left of a purple square"]
+    assert "domain pairs" in (out / "report.html").read_text()
+    p = run("demo", "--domain", "shapes", "--out", out, "--prompts", "2", ok=False)
+    assert p.returncode == 2 and "holds a demo of domain 'pairs'" in p.stderr
+
+
 def test_demo_smoke(tmp_path):
     out = tmp_path / "demo"
     args = ("demo", "--out", out, "--full", "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",

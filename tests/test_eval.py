@@ -67,13 +67,16 @@ def test_eval_errors(tmp_path):
         evaluate(tmp_path)
 
 
-@pytest.mark.parametrize("name,family,res", [("shapes-student-base", "sd15", 32), ("shapes-teacher", "sd3", 64)])
-def test_committed_models_load_by_name(name, family, res):
+@pytest.mark.parametrize("name,family,res,domain", [("shapes-student-base", "sd15", 32, "shapes"),
+                                                    ("shapes-teacher", "sd3", 64, "shapes"),
+                                                    ("pairs-student-base", "sd15", 32, "pairs"),
+                                                    ("pairs-teacher", "sd3", 64, "pairs")])
+def test_committed_models_load_by_name(name, family, res, domain):
     from crossdistill.denoisers import load_denoiser
 
     if not (Path(resolve(name)) / "model_index.json").exists():
-        pytest.fail(f"committed artifact {name} is missing: run `crossdistill shapes pretrain --install`")
+        pytest.fail(f"committed artifact {name} is missing: run `crossdistill {domain} pretrain --install`")
     den = load_denoiser(name)
-    assert den.family == family and den.defaults.resolution == res and den.defaults.domain == "shapes"
+    assert den.family == family and den.defaults.resolution == res and den.defaults.domain == domain
     log = json.loads((Path(resolve(name)) / "train_log.json").read_text())
     assert log["wall_time_s"] > 0 and log["final_loss_mean_last100"] > 0

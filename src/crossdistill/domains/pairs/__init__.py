@@ -30,7 +30,7 @@ class PairsDomain(ModuleDomain):
         from ..pretrain import PretrainConfig, StageConfig
         # two objects and 1080 prompts: twice the scenes, a deeper Teacher trained twice as long
         return PretrainConfig(scenes=40000, teacher=StageConfig(6000, 64, 5e-4),
-                              student_base=StageConfig(1500, 64, 5e-4), classifier=StageConfig(3000, 64, 2e-3))
+                              student_base=StageConfig(3000, 64, 5e-4), classifier=StageConfig(3000, 64, 2e-3))
 
 
 DOMAIN = PairsDomain()
