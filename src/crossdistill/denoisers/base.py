@@ -68,7 +68,7 @@ class Defaults:
     guidance: float = 7.5
     resolution: int = 512
     max_sequence_length: int | None = None   # T5 tokens (SD3: 256, Flux: 512)
-    domain: str | None = None                # "shapes": prompts must follow the shapes grammar
+    domain: str | None = None                # a registered domain (crossdistill.domains): prompts must follow its grammar
 
 
 DEFAULTS_FILE = "crossdistill.json"
