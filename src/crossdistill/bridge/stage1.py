@@ -57,6 +57,11 @@ def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
     return teacher, student, s_res, t_res
 
 
+def _require_trainable(bridge: Bridge) -> None:
+    if not bridge.trainable:
+        raise CrossdistillError(f"bridge kind {bridge.kind!r} has nothing to train; use `bridge eval` directly")
+
+
 class BridgeTask(Task):
     """Stage 1 as a `train.Task`, built from its objects: the two models, the Bridge to
     train and the bank of paired latents (`from_config` loads them)."""
@@ -64,8 +69,7 @@ class BridgeTask(Task):
     name = "bridge"
 
     def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, bank: PairBank, cfg: Stage1Config):
-        if not bridge.trainable:
-            raise CrossdistillError(f"bridge kind {bridge.kind!r} has nothing to train; use `bridge eval` directly")
+        _require_trainable(bridge)
         device = next(teacher.model.parameters()).device
         self.cfg, self.teacher, self.student, self.bank = cfg, teacher, student, bank
         self.bridge = bridge.to(device)   # the projector trains where the Teacher runs (in fp32)
@@ -81,9 +85,7 @@ class BridgeTask(Task):
     def from_config(cls, cfg: Stage1Config) -> "BridgeTask":
         teacher, student, s_res, t_res = make_pair(cfg)
         bridge = Bridge(student.space, teacher.space, s_res, t_res, cfg.bridge)
-        if not bridge.trainable:   # before encoding any data
-            raise CrossdistillError(f"bridge kind {cfg.bridge.kind!r} has nothing to train; "
-                                    f"use `bridge eval` directly")
+        _require_trainable(bridge)   # before encoding any data
         imgs, prompts = load_images(cfg.data, teacher, t_res, cfg.data.images, cfg.data.seed)
         return cls(teacher, student, bridge, encode_pairs(imgs, prompts, student, teacher, s_res, t_res), cfg)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CrossdistillError, choice_error
-from .images import to_batch, to_tensor
+from .images import to_batch
 
 SOURCES = ("renders", "folder", "hf", "teacher")
 
@@ -163,5 +163,4 @@ def check_prompts(model, prompts: list[str]) -> None:
         domain.check_prompts(prompts)
 
 
-__all__ = ["DataConfig", "SOURCES", "check_prompts", "domain_of", "load_images", "read_prompt_file", "read_prompts",
-           "to_tensor"]
+__all__ = ["DataConfig", "SOURCES", "check_prompts", "domain_of", "load_images", "read_prompt_file", "read_prompts"]
