@@ -1,9 +1,12 @@
-"""The README / docs results table from a demo folder's metrics.json (markdown).
+"""The README / docs results tables from a demo folder's metrics.json (markdown).
 
     python benchmarks/demo_table.py runs/demo/metrics.json
 
-With several training seeds the two main one-step rows show mean +- 95 % interval over
-seeds (the other rows are single runs); `seeds` lists the cross - shared difference.
+Columns are the domain's adherence attributes (world I: colour, shape, position; world II:
+colours, shapes, relation, no extra), then all-correct, clean images, domain FID, z_std,
+latency. With several training seeds a row shows mean ± 95 % interval over its seeds;
+then the paired differences (a - b per seed), and the held-out Bridge table (with its
+stage-1 seeds' intervals when the demo retrained Bridges per seed).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import sys
 
 TEACHER = "Teacher (multi-step)"
+BRIDGE_KEYS = ("latent_mse", "roundtrip_drift", "attn_error", "object_attn_error", "psnr")
 
 
 def pm(stats, value, fmt):
@@ -20,29 +24,50 @@ def pm(stats, value, fmt):
     return format(value, fmt)
 
 
+def signed(stats, fmt):
+    return f"{format(stats['mean'], '+' + fmt)} ± {format(stats['ci95'], fmt)}"
+
+
 def main() -> None:
     m = json.loads(open(sys.argv[1]).read())
     lat, seeds = m.get("latency", {}), m.get("seeds") or {}
     ref = lat.get(TEACHER, {}).get("ms_per_image_b1")
-    print("| method | steps | colour | shape | position | all three | clean images | domain FID | z_std "
-          "| ms/image (b=1) | speed-up (b=1 / b=8) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    attrs = [k for k in next(iter(m["generations"].values()))["adherence"] if k != "all"] + ["all"]
+    print("| method | steps | " + " | ".join(a.replace("_", " ") for a in attrs)
+          + " | clean images | domain FID | z_std | ms/image (b=1) | speed-up (b=1 / b=8) |")
+    print("|---|---|" + "---|" * len(attrs) + "---|---|---|---|---|")
     for label, r in m["generations"].items():
         a, st, lt = r["adherence"], seeds.get(label, {}), lat.get(label, {})
         clean = r.get("fidelity", {}).get("clean", float("nan"))
         z = r.get("diagnostics", {}).get("z_std")
         b1, b8 = lt.get("ms_per_image_b1"), lt.get("ms_per_image_b8")
         speed = (f"{ref / b1:.1f}x / {lat[TEACHER]['ms_per_image_b8'] / b8:.1f}x" if ref and b1 and b8 else "")
-        print(f"| {label} | {lt.get('steps', '-')} | {pm(st.get('color'), a['color'], '.3f')} "
-              f"| {pm(st.get('shape'), a['shape'], '.3f')} | {pm(st.get('position'), a['position'], '.3f')} "
-              f"| {pm(st.get('all'), a['all'], '.3f')} | {pm(st.get('clean'), clean, '.3f')} "
-              f"| {pm(st.get('fid'), r['fid'], '.0f')} | {pm(st.get('z_std'), z, '.2f') if z is not None else '-'} "
+        fid_fmt = ".0f" if r["fid"] > 100 else ".2f"
+        print(f"| {label} | {lt.get('steps', '-')} | "
+              + " | ".join(pm(st.get(k), a[k], ".3f") for k in attrs)
+              + f" | {pm(st.get('clean'), clean, '.3f')} | {pm(st.get('fid'), r['fid'], fid_fmt)} "
+              f"| {pm(st.get('z_std'), z, '.2f') if z is not None else '-'} "
               f"| {'' if b1 is None else f'{b1:.1f}'} | {speed} |")
-    for k, v in seeds.items():
-        if " - " in k:
-            print(f"\n{k} (paired by training seed, n = {v['all']['n']}): all three "
-                  f"{v['all']['mean']:+.3f} ± {v['all']['ci95']:.3f}, clean {v['clean']['mean']:+.3f} ± "
-                  f"{v['clean']['ci95']:.3f}, domain FID {v['fid']['mean']:+.0f} ± {v['fid']['ci95']:.0f} (95 % intervals)")
+    diffs = {k: v for k, v in seeds.items() if " - " in k}
+    if diffs:   # paired by training seed: per seed a - b, then mean ± 95 % interval
+        keys = [k for k in next(iter(diffs.values())) if k not in ("all", "clean", "fid")] + ["all", "clean", "fid"]
+        print("\n| a - b (paired by training seed) | " + " | ".join(k.replace("_", " ") for k in keys) + " | seeds |")
+        print("|---|" + "---|" * (len(keys) + 1))
+        for k, v in diffs.items():
+            print(f"| {k} | " + " | ".join(signed(v[c], ".2f" if c == "fid" else ".3f") if c in v else "-"
+                                         for c in keys) + f" | {v['all']['n']} |")
+    bridge, bseeds = m.get("bridge") or {}, m.get("bridge_seeds") or {}
+    if bridge:
+        keys = [k for k in BRIDGE_KEYS if k in next(iter(bridge.values()))]
+        print("\n| Bridge | " + " | ".join(keys) + " | adherence (all) |")
+        print("|---|" + "---|" * (len(keys) + 1))
+        rows = bseeds or bridge
+        for name, r in rows.items():
+            if bseeds:
+                cells = [pm(r[k], r[k]["mean"], ".4g") for k in keys] + [pm(r["adherence"], r["adherence"]["mean"], ".3f")]
+            else:
+                cells = [format(r[k], ".4g") for k in keys] + [format(r["adherence"]["all"], ".3f")]
+            print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Stage-2 learning curves and tuning runs on the shapes world.
+"""Stage-2 learning curves and tuning runs on a domain (default config: the shapes world).
 
 Trains one stage-2 config to each step count in `--steps` in turn (each a resume of
 the same run: the loop's per-step randomness makes that identical to one long run),
-exports the EMA Student, generates `--n-per-prompt` images for each of the 90 prompts
-and scores them; prints one JSON line per point and appends it to `--log`.
+exports the EMA Student, generates `--n-per-prompt` images for each of the domain's
+evaluation prompts (seeds 100000 + k; world I: 90, world II: 120) and scores them; prints one JSON line per point and appends it to `--log`.
 
     python benchmarks/distill_curve.py --name cross --config configs/distill_shapes.yaml \
         --set bridge_dir=runs/demo/bridge/bridge --steps 200 400 --n-per-prompt 2
@@ -40,18 +40,21 @@ def main() -> None:
     from crossdistill.distill.stage2 import Stage2Config, distill
     from crossdistill.eval.harness import evaluate
     from crossdistill.generate import GenerateConfig, generate
-    from crossdistill.data.sources import read_prompts
+    from crossdistill.data.sources import domain_of, read_prompts
     from crossdistill.denoisers import load_denoiser
 
-    prompts = None
+    prompts = eval_prompts = None
     run = Path(a.root) / a.name
     t0 = time.time()
     for steps in a.steps:
         cfg = load_config(Stage2Config, Path(a.config), a.overrides + [f"train.steps={steps}"])
-        prompts = prompts or read_prompts(cfg.prompts, load_denoiser(cfg.teacher))
+        if prompts is None:   # train on the domain's prompts, score on its evaluation prompts
+            teacher = load_denoiser(cfg.teacher)
+            prompts = read_prompts(cfg.prompts, teacher)
+            eval_prompts = domain_of(teacher).eval_prompts()
         distill(cfg, run, prompts, progress=False)
         folder = run / f"gen-{steps}"
-        generate(GenerateConfig(str(run / "student"), prompts, folder, n_per_prompt=a.n_per_prompt,
+        generate(GenerateConfig(str(run / "student"), eval_prompts, folder, n_per_prompt=a.n_per_prompt,
                                 seed=100_000, batch_size=90, overwrite=True), progress=False)
         m = evaluate(folder)
         diag = last_logged(run / "history.jsonl")

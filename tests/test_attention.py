@@ -147,3 +147,70 @@ def test_captured_maps_equal_the_attention_each_layer_computes(tiny_models, name
     assert {kinds[s] for s in maps} == {"tiny-sd15": {"cross", "self"}, "tiny-sdxl": {"cross", "self"},
                                          "tiny-sd3": {"joint_img_first"}, "tiny-sd35": {"joint_img_first", "self"},
                                          "tiny-flux": {"joint_txt_first", "single_txt_first"}}[name]
+
+
+def _joint_ids(den, prompt):
+    """The token ids along the family's text sequence, written out per family."""
+    c = den.components
+
+    def ids(tok, n):
+        return tok(prompt, padding="max_length", max_length=n, truncation=True).input_ids
+
+    if den.family == "flux":
+        return ids(c["tokenizer_2"], den.encode_prompt([prompt]).embeds.shape[1])
+    clip = c["tokenizer"] or c["tokenizer_2"]
+    if den.family == "sd3":   # [CLIP tokens; T5 tokens]
+        n = den.encode_prompt([prompt]).embeds.shape[1]
+        return ids(clip, clip.model_max_length) + ids(c["tokenizer_3"], n - clip.model_max_length)
+    return ids(clip, clip.model_max_length)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_word_positions_point_at_each_words_tokens(tiny_models, name):
+    """Every family places a prompt's words on its text sequence: the ids there are the
+    word's own; CLIP is causal, so replacing word k changes the states first at word k."""
+    den = tiny_models(name)
+    prompt, other = "a red circle on the left", "a red square on the left"
+    pos = den.word_positions(prompt)
+    joint = _joint_ids(den, prompt)
+    assert len(joint) == den.encode_prompt([prompt]).embeds.shape[1] and len(pos) == 6
+    toks = [den.components[k] for k in ("tokenizer", "tokenizer_2", "tokenizer_3") if den.components.get(k)]
+    for w, word in enumerate(prompt.split()):
+        want = {i for tok in toks for i in tok(word, add_special_tokens=False).input_ids}
+        assert pos[w] and {joint[p] for p in pos[w]} <= want, (word, pos[w])
+    if den.family == "sd3":   # a word sits once in the CLIP part and once in the T5 part
+        assert all(len(p) == 2 for p in pos)
+    if den.family in ("sd15", "sdxl"):
+        a, b = den.encode_prompt([prompt]).embeds[0], den.encode_prompt([other]).embeds[0]
+        changed = (a - b).abs().amax(-1) > 1e-6
+        assert int(changed.nonzero()[0]) == pos[2][0]
+
+
+def test_object_map_distance_known_values():
+    from crossdistill.bridge.losses import object_map_distance
+
+    rows = torch.zeros(1, 4, 3)          # 4 image positions, 3 text tokens
+    rows[0, 0, 1] = rows[0, 3, 2] = 1.0  # token 1 attended at position 0, token 2 at position 3
+    swapped = rows[:, [3, 1, 2, 0]]      # the same maps with positions 0 and 3 exchanged
+    masks = torch.tensor([[[0.0, 1, 0], [0, 0, 1]]])   # object 1: token 1, object 2: token 2
+    assert object_map_distance(rows, rows, masks).item() == 0.0
+    assert object_map_distance(swapped, rows, masks).item() == pytest.approx(2.0)   # disjoint maps
+    # a map that is the reference at half strength everywhere reads the same (normalised)
+    assert object_map_distance(rows * 0.5, rows, masks).item() == pytest.approx(0.0)
+
+
+def test_object_masks_mark_each_objects_tokens_or_give_up():
+    from types import SimpleNamespace
+
+    from crossdistill.bridge.evaluate import object_masks
+    from crossdistill.domains import get
+
+    prompts = ["a red circle above a blue square", "a red circle left of a blue square"]
+    places = {p: [[1 + i] for i in range(len(p.split()))] for p in prompts}   # word i -> token i + 1
+    teacher = SimpleNamespace(word_positions=lambda p: places[p])
+    m = object_masks(teacher, prompts, get("pairs"), 12)
+    assert m.shape == (2, 2, 12)
+    assert m[0, 0].nonzero().flatten().tolist() == [2, 3] and m[0, 1].nonzero().flatten().tolist() == [6, 7]
+    assert m[1, 1].nonzero().flatten().tolist() == [7, 8]   # "left of" moves the second object
+    empty = SimpleNamespace(word_positions=lambda p: [[] for _ in p.split()])
+    assert object_masks(empty, prompts, get("pairs"), 12) is None   # no tokens: no per-object score, not 0

@@ -120,11 +120,13 @@ def test_shapes_pretrain_quick_all_stages(tmp_path):
 
 
 def test_demo_pairs_smoke(tmp_path):
-    """`demo --domain pairs`: world II's models, prompts and judge end to end; a folder
-    holding another domain's demo is refused."""
+    """`demo --domain pairs`: world II's models, prompts and judge end to end, with the
+    seeded attention-fidelity ablation (`--full --train-seeds 2 --bridge-seeds`); a
+    folder holding another domain's demo is refused."""
     out = tmp_path / "demo-pairs"
     run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
-        "--bridge-images", "16", "--distill-steps", "2", "--threads", "1")
+        "--bridge-images", "16", "--distill-steps", "2", "--threads", "1", "--full", "--train-seeds", "2",
+        "--bridge-seeds")
     m = json.loads((out / "metrics.json").read_text())
     assert m["domain"] == "pairs" and m["prompts"] == 2
     assert {"colors", "shapes", "relation", "no_extra", "all"} == set(m["generations"]["cross-space one-step"]
@@ -132,8 +134,21 @@ def test_demo_pairs_smoke(tmp_path):
     rows = [json.loads(x) for x in (out / "generations" / "cross-space" / "manifest.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["a red circle left of a green circle", "a red circle left of a purple square"]
     assert "domain pairs" in (out / "report.html").read_text()
+    # every Bridge per seed, scored per object; each seed's Students distil through that seed's Bridges
+    assert {"bridge", "bridge-seed1", "bridge-no-attn", "bridge-no-attn-seed1", "projector-only-seed1",
+            "round-trip"} <= set(m["bridge"])
+    assert all(0 <= r["object_attn_error"] <= 2 for r in m["bridge"].values())
+    assert m["bridge_seeds"]["bridge-no-attn"]["object_attn_error"]["n"] == 2
+    used = json.loads((out / "runs" / "cross-no-attn-seed1" / "config.json").read_text())["bridge_dir"]
+    assert used.endswith("ablations/bridge-no-attn-seed1/bridge")
+    diff = m["seeds"]["cross-space one-step - cross-space, Bridge without attention fidelity"]
+    assert diff["all"]["n"] == 2 and {"colors", "relation", "clean", "fid"} <= set(diff)   # per attribute too
+    assert "per-object attention error" in (out / "report.html").read_text()
     p = run("demo", "--domain", "shapes", "--out", out, "--prompts", "2", ok=False)
     assert p.returncode == 2 and "holds a demo of domain 'pairs'" in p.stderr
+    # resuming with a setting the finished rows were not made with is refused, not mixed in
+    p = run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "2", ok=False)
+    assert p.returncode == 2 and "was made with n-per-prompt=1, not 2" in p.stderr
 
 
 def test_demo_smoke(tmp_path):

@@ -77,7 +77,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert m, dom[-2000:]
     images, loaded, tables, plots = map(int, m.groups())
     assert images == len(LABELS) * 6 and loaded == images       # every grid image decoded (6 columns)
-    assert tables == 4 and plots >= 3           # results, failures, diagnostics, Bridge; loss curve + bars
+    assert tables == 5 and plots >= 3   # results, failures, diagnostics, Bridge, paired differences; curves + bars
     assert "0.600 &plusmn; 0.050" in html and "+0.100 &plusmn; 0.040" in html   # seeds: mean +- 95 % interval
     assert "StableDiffusionPipeline.from_pretrained(" in html and "num_inference_steps=1" in html   # load snippet
     assert "&quot;commit&quot;" in html and "&quot;cpu&quot;" in html                     # provenance

@@ -259,7 +259,10 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
          bridge_steps: int = typer.Option(300),
          bridge_images: int = typer.Option(2000, help="images whose latents stage 1 trains on"),
          distill_steps: int = typer.Option(300, help="stage-2 generator steps per Student"),
-         train_seeds: int = typer.Option(1, help="stage-2 training seeds per Student (3 or more: means with 95-percent intervals)"),
+         train_seeds: int = typer.Option(1, help="stage-2 training seeds per Student, --full: the ablations' too "
+                                                  "(3 or more: means with 95-percent intervals)"),
+         bridge_seeds: bool = typer.Option(False, help="with --train-seeds: retrain every Bridge per seed too "
+                                                       "(stage-1 intervals; each seed's Students use its Bridges)"),
          threads: int = typer.Option(2)) -> None:
     """The method end to end on a domain: Bridge, both one-step Students, evaluation, latency, report.html."""
     from .demo import DemoConfig, run_demo
@@ -276,7 +279,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
     out = out or Path("runs/demo" if domain == "shapes" else f"runs/demo-{domain}")
     run_demo(DemoConfig(out, domain, full, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
                         bridge_images=bridge_images, distill_steps=distill_steps, train_seeds=train_seeds,
-                        threads=threads))
+                        bridge_seeds=bridge_seeds, threads=threads))
 
 
 @app.command()

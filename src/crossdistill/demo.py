@@ -10,14 +10,17 @@ every model; `report.html` and `metrics.json`. `--full` adds the ablations (roun
 projector-only and no-attention-fidelity Bridges, each distilled alike) and 8 images
 per prompt; `--train-seeds 3` trains the two main Students (shared-space, cross-space)
 with stage-2 seeds 0, 1, 2 (the generator's noise and prompt order change; Teacher,
-Student base and Bridge stay) and reports means with 95 % intervals. Every stage writes its own folder atomically;
+Student base and Bridge stay) and reports means with 95 % intervals; with `--full` the
+ablation Students get the same seeds, and `--bridge-seeds` retrains every Bridge per seed
+too (stage-1 seed = training seed; the Bridge's held-out scores get intervals and each
+seed's Students distil through that seed's Bridges). Every stage writes its own folder atomically;
 rerunning the same command skips what is finished.
 
     DIR/metrics.json  DIR/report.html  DIR/grid.png  DIR/demo.log  DIR/config.json
     DIR/students/<method>[-seedN]/   exported StableDiffusionPipeline folders (1 step)
-    DIR/bridge/bridge/               the stage-1 Bridge (DIR/bridge: its run, logs, history)
+    DIR/bridge[-seedN]/bridge/       the stage-1 Bridge (DIR/bridge: its run, logs, history)
     DIR/runs/<method>[-seedN]/       stage-2 runs (checkpoints, history.jsonl, tensorboard logs)
-    DIR/ablations/<variant>/         --full: the other stage-1 Bridges
+    DIR/ablations/<variant>[-seedN]/ --full: the other stage-1 Bridges
     DIR/generations/<method>[-seedN]/  PNGs + manifest.jsonl + metrics.json
 """
 
@@ -47,6 +50,7 @@ class DemoConfig:
     bridge_images: int = 2000
     distill_steps: int = 300
     train_seeds: int = 1           # stage-2 training seeds per Student (0 .. n-1); n > 1: means and 95 % intervals
+    bridge_seeds: bool = False     # also train each Bridge with stage-1 seeds 0 .. n-1 (Students of seed s use them)
     prompts: int | None = None     # first N of the domain's evaluation prompts (None: all; tests use fewer)
     bench_repeats: int = 3
     threads: int = 2
@@ -86,6 +90,9 @@ ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", bridge=
                     **CROSS_SETTINGS)]
 
 
+SAME_ON_RESUME = ("n_per_prompt", "seed", "bridge_steps", "bridge_images", "distill_steps", "prompts")
+
+
 class _Log:
     """Stage banners on the console and, timestamped, in DIR/demo.log."""
 
@@ -101,8 +108,8 @@ class _Log:
             f.write(f"{time.strftime('%H:%M:%S')} +{time.time() - self.t0:7.1f}s  {msg}\n")
 
 
-def _bridge_dir(out: Path, variant: str) -> Path:
-    return out / "bridge" if variant == "bridge" else out / "ablations" / variant
+def _bridge_dir(out: Path, variant: str, seed: int = 0) -> Path:
+    return out / _seeded("bridge", seed) if variant == "bridge" else out / "ablations" / _seeded(variant, seed)
 
 
 def _seeded(slug: str, seed: int) -> str:
@@ -122,10 +129,17 @@ class Demo:
         if out.exists() and any(out.iterdir()) and not (out / RUN_MARKER).exists():
             raise CrossdistillError(f"{out} exists and is not a crossdistill demo folder; choose another --out")
         if (out / "config.json").exists():   # resuming: the same domain only
-            before = json.loads((out / "config.json").read_text()).get("domain", "shapes")
+            stored = json.loads((out / "config.json").read_text())
+            before = stored.get("domain", "shapes")
             if before != cfg.domain:
                 raise CrossdistillError(f"{out} holds a demo of domain {before!r}, not {cfg.domain!r}; "
                                         f"choose another --out")
+            # what finished rows were made with must not change under them; --full, --train-seeds,
+            # --bridge-seeds and --threads only add rows (or speed)
+            for key in SAME_ON_RESUME:
+                if key in stored and stored[key] != to_dict(cfg)[key]:
+                    raise CrossdistillError(f"{out} was made with {key.replace('_', '-')}={stored[key]}, not "
+                                            f"{to_dict(cfg)[key]}; rerun with the same value or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_MARKER).write_text("crossdistill demo\n")
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1, default=str))
@@ -141,6 +155,13 @@ class Demo:
         self.resumed = bool(self.timings)
         self.methods = MAIN + TRADE_OFF + (ABLATIONS if cfg.full else [])
         self.variants = ["bridge"] + ([m.bridge for m in ABLATIONS if m.bridge in BRIDGES] if cfg.full else [])
+        self.bridge_seeds = list(range(cfg.train_seeds)) if cfg.bridge_seeds else [0]
+
+    def seeds(self, m: Method) -> range:
+        """Training seeds of a method: the main comparison's, and with --full the ablations
+        through a trained Bridge variant (the round-trip row, a fixed map, keeps one)."""
+        ablation = self.cfg.full and m in ABLATIONS and m.bridge in BRIDGES
+        return range(self.cfg.train_seeds if m in MAIN or ablation else 1)
 
     def timed(self, key: str, fn) -> None:
         start = time.time()
@@ -184,27 +205,38 @@ class Demo:
         from .bridge.stage1 import Stage1Config, train_bridge
         from .data.sources import DataConfig
         from .config import load_config
+        from .io import atomic_file
         from .train import TrainConfig
 
         cfg = self.cfg
+        runs = []
         for variant in self.variants:
-            self.log.stage(f"stage 1: {variant}")
-            run = _bridge_dir(self.out, variant)
-            if not (run / "bridge" / "bridge.json").exists():
-                sets = {"teacher": self.domain.teacher, "student": self.domain.student, **BRIDGES[variant]}
-                s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in sets.items()])
-                s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
-                                         train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100))
-                self.timed(f"stage 1 {variant}", lambda: train_bridge(s1, run))
+            for seed in self.bridge_seeds:
+                run = _bridge_dir(self.out, variant, seed)
+                runs.append(run)
+                self.log.stage(f"stage 1: {run.name}")
+                if not (run / "bridge" / "bridge.json").exists():
+                    sets = {"teacher": self.domain.teacher, "student": self.domain.student, **BRIDGES[variant]}
+                    s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in sets.items()])
+                    s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
+                                             train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100,
+                                                               seed=seed))
+                    self.timed(f"stage 1 {run.name}", lambda: train_bridge(s1, run))
         self.log.stage("stage 1: held-out Bridge evaluation")
-        return evaluate_runs([_bridge_dir(self.out, v) for v in self.variants], self.domain.teacher,
-                             self.domain.student, images=min(360, len(self.prompts) * 4))
+        path = self.out / "bridge_eval.json"   # minutes of Teacher passes: kept for a resumed demo
+        if path.exists() and set(json.loads(path.read_text())) >= {r.name for r in runs}:
+            return json.loads(path.read_text())
+        rows = evaluate_runs(runs, self.domain.teacher, self.domain.student, images=min(360, len(self.prompts) * 4))
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(rows, indent=1))
+        return rows
 
     def stage2_config(self, m: Method, seed: int):
         from .config import load_config
         from .distill.stage2 import Stage2Config
 
-        bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(self.out, m.bridge) / "bridge")
+        own = seed if self.cfg.bridge_seeds else 0   # the Bridge trained with this seed
+        bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(self.out, m.bridge, own) / "bridge")
         teacher = self.domain.teacher if m.teacher == "teacher" else self.domain.student
         sets = {"teacher": teacher, "student": self.domain.student, "bridge_dir": bridge, "train.steps": self.cfg.distill_steps, "train.batch": 16,
                 "train.checkpoint_every": 50, "train.seed": seed, **m.settings}
@@ -250,7 +282,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .domains import get
     from .eval.bench import table as bench_table
     from .eval.harness import table
-    from .eval.seeds import seed_summary
+    from .eval.seeds import bridge_seed_summary, seed_summary
     from .report import provenance, write_report
     from .ui import console
 
@@ -268,8 +300,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     console().print(table(rows))
     bridge_rows = demo.bridges()
     per_seed: dict[str, list[dict]] = {}
-    for m in demo.methods:   # training seeds for the main comparison; one seed for the other rows
-        for seed in range(cfg.train_seeds if m in MAIN else 1):
+    for m in demo.methods:   # training seeds for the main comparison (and --full ablations); one for the rest
+        for seed in demo.seeds(m):
             row, student = demo.student(m, seed)
             per_seed.setdefault(m.label, []).append(row)
             if seed == 0:
@@ -278,8 +310,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     latency = demo.latency(models)
     console().print(bench_table(latency))
 
+    pairs = [(CROSS, SHARED)] + [(CROSS, m.label) for m in ABLATIONS if m.bridge in BRIDGES]   # paired by seed
     metrics = {"domain": cfg.domain, "generations": rows, "bridge": bridge_rows, "latency": latency,
-               "seeds": seed_summary(per_seed, pair=(CROSS, SHARED)) if cfg.train_seeds > 1 else {},
+               "seeds": seed_summary(per_seed, pairs) if cfg.train_seeds > 1 else {},
+               "bridge_seeds": bridge_seed_summary(bridge_rows) if len(demo.bridge_seeds) > 1 else {},
                "wall_time_s": round(time.time() - demo.t0, 1), "resumed": demo.resumed,
                "stage_time_s": demo.timings, "n_per_prompt": cfg.n_per_prompt, "prompts": len(demo.prompts),
                "histories": demo.histories(), "provenance": provenance(),

@@ -6,7 +6,6 @@ Image k of the run uses its own seed (`seed + k`) for its initial noise, so a gi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 from .data.sources import check_prompts
 from .denoisers import Denoiser, load_denoiser
 from .errors import CrossdistillError
-from .io import atomic_dir
+from .io import write_images
 
 
 @dataclass
@@ -35,19 +34,6 @@ class GenerateConfig:
 def initial_noise(den: Denoiser, seeds: list[int], resolution: int) -> torch.Tensor:
     shape = den.latent_shape(resolution, resolution)
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
-def write_images(out: Path, items, fields: dict | None = None, overwrite: bool = False) -> Path:
-    """PNGs plus manifest.jsonl ({file, prompt, seed, **fields}) from (uint8 image, prompt,
-    seed) items, written atomically: the folder appears complete or not at all."""
-    from PIL import Image
-
-    with atomic_dir(out, overwrite) as tmp, open(tmp / "manifest.jsonl", "w") as f:
-        for k, (img, prompt, seed) in enumerate(items):
-            name = f"{k:05d}.png"
-            Image.fromarray(img).save(tmp / name)
-            f.write(json.dumps({"file": name, "prompt": prompt, "seed": seed, **(fields or {})}) + "\n")
-    return Path(out)
 
 
 @torch.no_grad()
@@ -75,7 +61,7 @@ def generate(cfg: GenerateConfig, den: Denoiser | None = None, progress: bool = 
             z = den.sample(prompts, steps=steps, guidance=guidance, latents=initial_noise(den, seeds, res),
                            height=res, width=res)
             for img, (p, s) in zip(to_uint8(den.space.decode(z).float()), chunk):
-                yield img, p, s
+                yield img, {"prompt": p, "seed": s}
 
     return write_images(cfg.out, images(), {"model": str(cfg.model), "steps": steps, "guidance": guidance,
                                             "resolution": res}, cfg.overwrite)

@@ -60,3 +60,20 @@ def atomic_file(out: Path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_images(out: Path, items, fields: dict | None = None, overwrite: bool = False, digits: int = 5) -> Path:
+    """PNGs plus manifest.jsonl ({file, **record, **fields}) from (uint8 image, record)
+    items, written atomically: the folder appears complete or not at all. Generations and
+    exported renders share it."""
+    import json
+
+    from PIL import Image
+
+    with atomic_dir(out, overwrite) as tmp, open(tmp / "manifest.jsonl", "w") as f:
+        for k, (img, record) in enumerate(items):
+            name = f"{k:0{digits}d}.png"
+            Image.fromarray(img).save(tmp / name)
+            f.write(json.dumps({"file": name, **record, **(fields or {})}) + "\n")
+    return Path(out)
+

@@ -265,17 +265,26 @@ def _loss_plots(histories: dict[str, str]) -> str:
     return "".join(plots) or "<p>no training histories</p>"
 
 
-def _bridge_section(bridge_rows: dict[str, dict]) -> str:
+def _bridge_section(bridge_rows: dict[str, dict], seeds: dict | None = None) -> str:
     if not bridge_rows:
         return ""
-    keys = ["latent_mse", "roundtrip_drift", "attn_error", "psnr"]
+    keys = [k for k in ("latent_mse", "roundtrip_drift", "attn_error", "object_attn_error", "psnr")
+            if any(k in m for m in bridge_rows.values())]
+    heads = {"latent_mse": "latent MSE", "roundtrip_drift": "drift from round-trip", "attn_error": "attention error",
+             "object_attn_error": "per-object attention error", "psnr": "PSNR (dB)"}
     rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4g}</td>" for k in keys)
-                   + f"<td>{m['adherence']['all']:.3f}</td></tr>" if "adherence" in m else
-                   f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{m.get(k, float('nan')):.4g}</td>" for k in keys)
-                   + "<td>-</td></tr>" for n, m in bridge_rows.items())
-    table = ("<table class='results'><tr><th>Bridge</th><th>latent MSE</th><th>drift from round-trip</th>"
-             "<th>attention error</th><th>PSNR (dB)</th>"
-             f"<th>adherence of Teacher-decoded bridged latents</th></tr>{rows}</table>")
+                   + (f"<td>{m['adherence']['all']:.3f}</td>" if "adherence" in m else "<td>-</td>") + "</tr>"
+                   for n, m in bridge_rows.items())
+    table = ("<table class='results'><tr><th>Bridge</th>" + "".join(f"<th>{heads[k]}</th>" for k in keys)
+             + f"<th>adherence of Teacher-decoded bridged latents</th></tr>{rows}</table>")
+    if seeds:   # one row per variant: mean +- 95 % interval over its stage-1 seeds
+        skeys = keys + ["adherence"]
+        srows = "".join(f"<tr><td>{html.escape(v)}</td>" + "".join(
+            f"<td>{_pm(st[k], st[k]['mean'], '.4g')}</td>" if k in st else "<td>-</td>" for k in skeys) + "</tr>"
+            for v, st in seeds.items())
+        n = max(st[k]["n"] for st in seeds.values() for k in st)
+        table += (f"<p>Over {n} stage-1 seeds (mean &plusmn; 95 % interval):</p><table class='results'><tr><th>Bridge</th>"
+                  + "".join(f"<th>{heads.get(k, k)}</th>" for k in skeys) + f"</tr>{srows}</table>")
     bars = []
     for k in ("latent_mse", "attn_error"):
         vals = {n: m[k] for n, m in bridge_rows.items() if k in m}
@@ -301,6 +310,24 @@ table.grid{border-collapse:collapse;font-size:11px}table.grid td{padding:2px}tab
 th.p{font-weight:normal;width:100px;vertical-align:bottom}th.m{text-align:right;padding-right:8px;font-size:12px}.s{color:#888}
 svg.plot{margin:6px 12px 6px 0;border:1px solid #eee}svg .t{font-size:12px;font-weight:600}svg .a{font-size:10px}
 pre{background:#f6f6f6;padding:8px;font-size:11px;overflow:auto;max-height:320px}.summary{font-size:15px;background:#f3f7fb;padding:10px}"""
+
+
+def _differences(seeds: dict) -> str:
+    """Paired per-seed differences (a - b) with their 95 % intervals."""
+    diffs = {k: v for k, v in seeds.items() if " - " in k}
+    if not diffs:
+        return ""
+    keys = [k for k in next(iter(diffs.values())) if k not in ("all", "clean", "fid")] + ["all", "clean", "fid"]
+    def cell(st, fmt):
+        return f"{format(st['mean'], '+' + fmt)} &plusmn; {format(st['ci95'], fmt)}" if st else "-"
+
+    rows = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(
+        f"<td>{cell(d.get(c), '.1f' if c == 'fid' else '.3f')}</td>" for c in keys)
+        + f"<td>{d['all']['n']}</td></tr>" for k, d in diffs.items())
+    head = "".join(f"<th>{'domain FID' if c == 'fid' else html.escape(c.replace('_', ' '))}</th>" for c in keys)
+    return ("<h2>Paired differences over training seeds</h2><p>Per seed a - b, then mean &plusmn; 95 % interval; "
+            "an interval that contains 0 does not separate the two.</p><table class='results'><tr><th>a - b</th>"
+            f"{head}<th>seeds</th></tr>{rows}</table>")
 
 
 def _summary(metrics: dict) -> str:
@@ -348,7 +375,8 @@ With several training seeds: mean &plusmn; 95 % interval over seeds. Latency: de
 <h2>Training curves</h2>
 {_loss_plots(metrics.get("histories", {}))}
 <h2>Bridge (stage 1, held-out)</h2>
-{_bridge_section(metrics.get("bridge", {}))}
+{_bridge_section(metrics.get("bridge", {}), metrics.get("bridge_seeds"))}
+{_differences(metrics.get("seeds") or {})}
 {_load_snippets(metrics["generations"])}
 <h2>Config and provenance</h2>
 <pre>{html.escape(json.dumps({"demo": metrics.get("config", {}), "stage_time_s": metrics.get("stage_time_s", {}),

@@ -42,3 +42,22 @@ def word_tokenizer(words: list[str], style: str = "clip", model_max_length: int 
             single=f"$A {eos}", special_tokens=[(eos, vocab[eos])])
     kwargs = {k + "_token": v for k, v in specials.items()}
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **kwargs)
+
+
+def word_positions(tokenizer, prompt: str, max_length: int, offset: int = 0) -> list[list[int]]:
+    """For each whitespace word of `prompt`, the positions of its tokens in the padded
+    sequence `tokenizer` makes (special tokens included, truncated at `max_length`),
+    shifted by `offset`. Works for any tokenizer that splits at spaces (CLIP's BPE, T5's
+    sentencepiece, the word tokenizers): a word's tokens are the ones its prefix adds."""
+    words = prompt.split()
+    full = tokenizer(prompt).input_ids
+    body = tokenizer(prompt, add_special_tokens=False).input_ids
+    start = next((i for i in range(len(full) - len(body) + 1) if full[i:i + len(body)] == body), None)
+    if start is None:
+        raise ValueError(f"cannot place the tokens of {prompt!r} in its encoding")
+    out, before = [], 0
+    for k in range(1, len(words) + 1):
+        upto = len(tokenizer(" ".join(words[:k]), add_special_tokens=False).input_ids)
+        out.append([offset + start + j for j in range(before, upto) if start + j < max_length])
+        before = upto
+    return out

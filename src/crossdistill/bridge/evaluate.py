@@ -5,6 +5,9 @@
                     stage 2 logs the same quantity on generated samples (`bridge_drift`)
   attn_error        Teacher attention-map row L1 distance, bridged vs true latent
                     (same noise, fixed timesteps), mean over layers and timesteps
+  object_attn_error (domains that name objects) the same maps read per object: the
+                    attention its words' tokens get at each image position, normalised;
+                    L1 in [0, 2], bridged vs true, mean over objects, layers, timesteps
   x0_mse@t          Teacher x0 prediction agreement, bridged vs true latent, per t
   psnr              Teacher-decoded bridged latent vs the image (dB, range [-1, 1])
   adherence         (models of a domain) the domain's judge on the Teacher-decoded bridged latents
@@ -19,6 +22,7 @@ import math
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ..attention import AttentionCapture, noised_maps
 from ..data.images import to_uint8
@@ -27,11 +31,38 @@ from ..data.sources import DataConfig, domain_of, load_images
 from ..domains import get as get_domain
 from ..denoisers import Denoiser, load_denoiser
 from .io import load_bridge
-from .losses import AttnConfig, map_distance
+from ..errors import CrossdistillError
+from .losses import AttnConfig, map_distance, object_map_distance
 from .model import Bridge, BridgeConfig
 
 FRACTIONS = (0.25, 0.5, 0.75, 0.95)
 HELD_OUT_SEED = 777   # never the stage-1 training seed
+
+
+def object_masks(teacher: Denoiser, prompts: list[str], domain, length: int) -> Tensor | None:
+    """(n, G, length) masks of each prompt's G objects on the Teacher's text tokens, or None
+    when the domain names no objects or the family cannot place words on tokens."""
+    if domain is None:
+        return None
+    rows = {}
+    for p in sorted(set(prompts)):
+        groups = domain.object_words(p)
+        if groups is None:
+            return None
+        try:
+            pos = teacher.word_positions(p)
+        except CrossdistillError:
+            return None
+        m = torch.zeros(len(groups), length)
+        for g, words in enumerate(groups):
+            tokens = [i for w in words for i in pos[w]]
+            if not tokens:   # e.g. no tokenizer loaded, or truncated away: no map to read
+                return None
+            m[g, tokens] = 1.0
+        rows[p] = m
+    if len({m.shape[0] for m in rows.values()}) != 1:
+        raise CrossdistillError("per-object attention needs the same number of objects in every prompt")
+    return torch.stack([rows[p] for p in prompts])
 
 
 @torch.no_grad()
@@ -40,9 +71,13 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
     """`domain`: whose judge reads the decoded images (default: the Teacher's domain, if any)."""
     attn = attn or AttnConfig()
     table, rows = teacher.encode_table(bank.prompts)
+    domain = domain or domain_of(teacher)
+    masks = object_masks(teacher, bank.prompts, domain, table.embeds.shape[1])
     g = torch.Generator().manual_seed(seed)
     n = len(bank.z_s)
     sums = {"latent_mse": 0.0, "attn_error": 0.0, "psnr": 0.0, **{f"x0_mse@{f}": 0.0 for f in fractions}}
+    if masks is not None:
+        sums["object_attn_error"] = 0.0
     roundtrip = Bridge(bridge.student, bridge.teacher, bridge.student_res, bridge.teacher_res, BridgeConfig("roundtrip"))
     drift_num = drift_den = 0.0
     decoded = []
@@ -54,7 +89,7 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
         sums["latent_mse"] += (pred - z_t).pow(2).mean().item() * k
         r = roundtrip(bank.z_s[idx])
         drift_num, drift_den = drift_num + (pred - r).pow(2).sum().item(), drift_den + r.pow(2).sum().item()
-        err = 0.0
+        err = obj = 0.0
         for f in fractions:
             t = teacher.time_at(torch.full((k,), f))
             noise = torch.randn(z_t.shape, generator=g)
@@ -66,7 +101,12 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
                 got = noised_maps(teacher, cap, pred, t, noise, cond)
             layers = [map_distance(got[l][gname], ref[l][gname]).item() for l in got for gname in got[l]]
             err += sum(layers) / len(layers)
+            if masks is not None:
+                objs = [object_map_distance(got[l]["text"], ref[l]["text"], masks[idx]).item() for l in got]
+                obj += sum(objs) / len(objs)
         sums["attn_error"] += err / len(fractions) * k
+        if masks is not None:
+            sums["object_attn_error"] += obj / len(fractions) * k
         img = teacher.space.decode(pred).clamp(-1, 1)
         decoded.append(img)
         if bank.images is not None:
@@ -79,7 +119,6 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
     out["roundtrip_drift"] = math.sqrt(drift_num / max(drift_den, 1e-12))
     if bank.images is None:
         out.pop("psnr")
-    domain = domain or domain_of(teacher)
     if domain is not None:
         out["adherence"] = domain.adherence(list(to_uint8(torch.cat(decoded))), bank.prompts)
     return out
@@ -108,7 +147,9 @@ def evaluate_runs(runs: list[Path], teacher: str, student: str, images: int = 54
 def table(rows: dict[str, dict]):
     from rich.table import Table
 
-    cols = ["latent_mse", "roundtrip_drift", "attn_error"] + sorted(k for k in next(iter(rows.values())) if k.startswith("x0_mse"))
+    first = next(iter(rows.values()))
+    cols = ["latent_mse", "roundtrip_drift", "attn_error", "object_attn_error"]
+    cols = [c for c in cols if c in first] + sorted(k for k in first if k.startswith("x0_mse"))
     t = Table(title="Bridge, stage-1 evaluation (held-out)")
     t.add_column("bridge")
     for c in cols + ["psnr", "adherence (all)"]:

@@ -51,6 +51,18 @@ def map_distance(p: Tensor, q: Tensor, distance: str = "l1") -> Tensor:
     raise choice_error("attention distance", distance, DISTANCES)
 
 
+def object_map_distance(p: Tensor, q: Tensor, masks: Tensor) -> Tensor:
+    """Per-object attention maps, bridged (p) vs true (q), both (B, N image, T text) rows.
+    An object's map is the attention mass its tokens (`masks`: (B, G, T), 1 on the
+    object's tokens) receive at each image position, normalised over positions: where
+    the Teacher looks for that object. Returns the L1 distance per map (in [0, 2]),
+    mean over batch and objects."""
+    def maps(a):
+        m = torch.einsum("bnt,bgt->bgn", a.float(), masks.float())
+        return m / m.sum(-1, keepdim=True).clamp_min(1e-12)
+    return (maps(p) - maps(q)).abs().sum(-1).mean()
+
+
 def attention_fidelity(maps: dict[str, dict[str, Tensor]], ref: dict[str, dict[str, Tensor]],
                        distance: str = "l1") -> tuple[Tensor, dict[str, float]]:
     """L_attn = sum over layers (and key groups) of the row distance between the

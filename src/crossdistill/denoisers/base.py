@@ -193,6 +193,12 @@ class Denoiser:
         return tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True,
                          return_tensors="pt").input_ids
 
+    def word_positions(self, prompt: str) -> list[list[int]]:
+        """For each whitespace word of `prompt`, its token positions on the sequence axis
+        of `encode_prompt([prompt]).embeds`, i.e. among the text keys of the attention maps
+        (evaluation of per-object maps). Families place their encoders' tokens differently."""
+        raise CrossdistillError(f"the {self.family} adapter does not map prompt words to text tokens")
+
     # -- schedule (family-specific) -------------------------------------------------
     parameterization: str
 

@@ -25,6 +25,11 @@ class FluxDenoiser(FlowDenoiser):
         seq = t5(self._tokens(t5_tok, prompts, length).to(t5.device))[0]
         return Conditioning(seq.to(self.dtype), pooled.to(self.dtype))
 
+    def word_positions(self, prompt):
+        # the transformer's text tokens are T5's (CLIP gives only the pooled vector)
+        from ..text import word_positions
+        return word_positions(self.components["tokenizer_2"], prompt, self.defaults.max_sequence_length or 512)
+
     def attention_sites(self):
         from ..attention import AttentionSite
 

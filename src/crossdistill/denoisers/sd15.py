@@ -20,6 +20,11 @@ class SD15Denoiser(VPDenoiser):
             mask = (ids != tok.pad_token_id).long()
         return Conditioning(enc(ids, attention_mask=mask)[0].to(self.dtype))
 
+    def word_positions(self, prompt):
+        from ..text import word_positions
+        tok = self.components["tokenizer"]
+        return word_positions(tok, prompt, tok.model_max_length)
+
     def _conditioning_shape(self):
         tok = self.components["tokenizer"]
         return (tok.model_max_length if tok is not None else 77), self.model.config.cross_attention_dim, None

@@ -53,6 +53,20 @@ class SD3Denoiser(FlowDenoiser):
         clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))  # zero-pad CLIP to the T5 width
         return Conditioning(torch.cat([clip, t5], dim=-2), torch.cat([l_pool, g_pool], dim=-1))
 
+    def word_positions(self, prompt):
+        # the joint text sequence is [CLIP tokens (L and G side by side); T5 tokens]
+        from ..text import word_positions
+        clip_len = self._clip_length()
+        words = [[] for _ in prompt.split()]
+        clip_tok = self.components["tokenizer"] or self.components["tokenizer_2"]
+        if clip_tok is not None:
+            words = [a + b for a, b in zip(words, word_positions(clip_tok, prompt, clip_len))]
+        if self.components["tokenizer_3"] is not None:
+            t5 = word_positions(self.components["tokenizer_3"], prompt,
+                                self.defaults.max_sequence_length or 256, offset=clip_len)
+            words = [a + b for a, b in zip(words, t5)]
+        return words
+
     def attention_sites(self):
         from ..attention import AttentionSite
 

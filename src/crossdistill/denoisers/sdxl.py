@@ -29,6 +29,12 @@ class SDXLDenoiser(VPDenoiser):
             embeds.append(out.hidden_states[-2])
         return Conditioning(torch.cat(embeds, dim=-1).to(self.dtype), pooled.to(self.dtype))
 
+    def word_positions(self, prompt):
+        # both CLIP encoders read the same tokens; their states are concatenated per token
+        from ..text import word_positions
+        tok = self.components["tokenizer"] or self.components["tokenizer_2"]
+        return word_positions(tok, prompt, tok.model_max_length)
+
     def _encode_uncond(self):
         cond = self.encode_prompt([""])
         if self.force_zeros_for_empty_prompt:

@@ -64,6 +64,12 @@ class Domain:
         """Class index per attribute (the feature network's heads)."""
         raise NotImplementedError
 
+    def object_words(self, prompt: str) -> list[list[int]] | None:
+        """For each object the prompt names, the indices of its whitespace words (e.g.
+        colour and shape); per-object attention maps are read on their tokens. None: the
+        domain declares no objects."""
+        return None
+
     def label_sizes(self) -> dict[str, int]:
         raise NotImplementedError
 
@@ -149,6 +155,10 @@ class ModuleDomain(Domain):
 
     def random_scene(self, rng, prompt=None):
         return self.scenes.random_scene(rng, prompt)
+
+    def object_words(self, prompt: str):
+        own = getattr(self.scenes, "object_words", None)
+        return own(prompt) if own is not None else None
 
     def render_at(self, scene, size: int):
         return self.scenes.render_at(scene, size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +60,16 @@ def reference_renders(domain: Domain, prompts: list[str], seed: int) -> list[np.
 
 def export(domain: Domain, n: int, size: int, out: Path, seed: int = 0) -> Path:
     """Write n scenes as PNGs plus manifest.jsonl ({file, prompt, seed, index, size, scene})."""
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..io import atomic_dir
+    from ..io import write_images
 
     ds = SceneDataset(domain, n, size, seed)
-    with atomic_dir(out) as tmp:
-        with open(tmp / "manifest.jsonl", "w") as f:
-            for i in tqdm(range(n), desc=f"exporting {size} px {domain.name} scenes"):
-                scene = ds.scene(i)
-                name = f"{i:06d}.png"
-                Image.fromarray(domain.render_at(scene, size)).save(tmp / name)
-                f.write(json.dumps({"file": name, "prompt": scene.prompt, "seed": seed, "index": i,
-                                    "size": size, **domain.scene_record(scene)}) + "\n")
-    return out
+
+    def renders():
+        for i in tqdm(range(n), desc=f"exporting {size} px {domain.name} scenes"):
+            scene = ds.scene(i)
+            yield domain.render_at(scene, size), {"prompt": scene.prompt, "seed": seed, "index": i, "size": size,
+                                                   **domain.scene_record(scene)}
+
+    return write_images(out, renders(), digits=6)

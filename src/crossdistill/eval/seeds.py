@@ -31,15 +31,33 @@ def _scalars(row: dict) -> dict[str, float]:
     return out
 
 
-def seed_summary(per_seed: dict[str, list[dict]], pair: tuple[str, str] | None = None) -> dict:
+def seed_summary(per_seed: dict[str, list[dict]], pairs: list[tuple[str, str]] = ()) -> dict:
     """For every method, each metric's mean and interval over its seeds' evaluation rows;
-    with `pair` = (a, b), the per-seed differences a - b (paired by seed) too."""
+    for each (a, b) in `pairs` with both present, the per-seed differences a - b (paired
+    by seed) too, under "a - b"."""
     out = {}
     for label, rows in per_seed.items():
         vals = [_scalars(r) for r in rows]
         out[label] = {k: mean_ci([v[k] for v in vals]) for k in vals[0]}
-    if pair and all(p in per_seed for p in pair):
-        a, b = ([_scalars(r) for r in per_seed[p]] for p in pair)
-        out[f"{pair[0]} - {pair[1]}"] = {k: mean_ci([x[k] - y[k] for x, y in zip(a, b)])
-                                         for k in ("all", "clean", "fid")}
+    for pair in pairs:
+        if all(len(per_seed.get(p, [])) > 1 for p in pair):
+            a, b = ([_scalars(r) for r in per_seed[p]] for p in pair)
+            keys = list(per_seed[pair[0]][0]["adherence"]) + ["clean", "fid"]   # every attribute, all, clean, FID
+            out[f"{pair[0]} - {pair[1]}"] = {k: mean_ci([x[k] - y[k] for x, y in zip(a, b)]) for k in keys}
+    return out
+
+
+def bridge_seed_summary(rows: dict[str, dict]) -> dict:
+    """Held-out Bridge scores (`bridge.evaluate`) of runs named `<variant>[-seedN]`: each
+    scalar's mean and interval per variant over its seeds (adherence: its `all`)."""
+    import re
+
+    groups: dict[str, list[dict]] = {}
+    for name, row in rows.items():
+        groups.setdefault(re.sub(r"-seed\d+$", "", name), []).append(row)
+    out = {}
+    for variant, runs in groups.items():
+        vals = [{**{k: v for k, v in r.items() if isinstance(v, (int, float))},
+                 **({"adherence": r["adherence"]["all"]} if "adherence" in r else {})} for r in runs]
+        out[variant] = {k: mean_ci([v[k] for v in vals]) for k in vals[0]}
     return out

@@ -101,6 +101,13 @@ def parse_prompt(prompt: str) -> tuple[str, str, str, str, str]:
     return c1, s1, rel, c2, s2
 
 
+def object_words(prompt: str) -> list[list[int]]:
+    """Word indices of each object (colour, shape): [[1, 2], [last two]]."""
+    parse_prompt(prompt)
+    n = len(prompt.split())
+    return [[1, 2], [n - 2, n - 1]]
+
+
 def random_scene(rng: np.random.Generator, prompt: str | None = None) -> Scene:
     """A scene drawn from the spec's distributions (for a given prompt, if any)."""
     if prompt is None:

@@ -85,6 +85,12 @@ def parse_prompt(prompt: str) -> tuple[str, str, str]:
     return color, shape, by_phrase[where]
 
 
+def object_words(prompt: str) -> list[list[int]]:
+    """Word indices of the one object (colour, shape)."""
+    parse_prompt(prompt)
+    return [[1, 2]]
+
+
 def random_scene(rng: np.random.Generator, prompt: str | None = None) -> Scene:
     """A scene drawn from the spec's distributions (for a given prompt, if any)."""
     if prompt is None:
