@@ -214,3 +214,17 @@ def test_object_masks_mark_each_objects_tokens_or_give_up():
     assert m[1, 1].nonzero().flatten().tolist() == [7, 8]   # "left of" moves the second object
     empty = SimpleNamespace(word_positions=lambda p: [[] for _ in p.split()])
     assert object_masks(empty, prompts, get("pairs"), 12) is None   # no tokens: no per-object score, not 0
+
+
+def test_word_positions_stop_where_truncation_puts_the_end_token():
+    from crossdistill.text import word_positions, word_tokenizer
+
+    prompt = "a red circle on the left"
+    for style, first in (("clip", 1), ("t5", 0)):
+        tok = word_tokenizer(prompt.split(), style, model_max_length=4)
+        ids = tok(prompt, padding="max_length", max_length=4, truncation=True).input_ids
+        pos = word_positions(tok, prompt, 4)
+        kept = [p for w in pos for p in w]
+        assert kept == list(range(first, 3))            # the last slot holds the end token
+        assert all(ids[p] == tok(prompt.split()[i], add_special_tokens=False).input_ids[0]
+                   for i, w in enumerate(pos) for p in w)

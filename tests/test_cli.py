@@ -149,6 +149,9 @@ def test_demo_pairs_smoke(tmp_path):
     # resuming with a setting the finished rows were not made with is refused, not mixed in
     p = run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "2", ok=False)
     assert p.returncode == 2 and "was made with n-per-prompt=1, not 2" in p.stderr
+    p = run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
+            "--bridge-images", "16", "--distill-steps", "2", "--threads", "1", "--full", "--train-seeds", "2", ok=False)
+    assert p.returncode == 2 and "was distilled through Bridge" in p.stderr and "bridge-seed1" in p.stderr
 
 
 def test_demo_smoke(tmp_path):

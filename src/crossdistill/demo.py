@@ -112,6 +112,12 @@ def _bridge_dir(out: Path, variant: str, seed: int = 0) -> Path:
     return out / _seeded("bridge", seed) if variant == "bridge" else out / "ablations" / _seeded(variant, seed)
 
 
+def _bridge_key(bridge_dir: str | None) -> str | None:
+    """Which Bridge a stage-2 run used, independent of how the demo folder was spelled:
+    identity / roundtrip, or the (seeded) variant folder holding it."""
+    return bridge_dir if bridge_dir in (None, "identity", "roundtrip") else Path(bridge_dir).parent.name
+
+
 def _seeded(slug: str, seed: int) -> str:
     return slug if seed == 0 else f"{slug}-seed{seed}"
 
@@ -134,8 +140,9 @@ class Demo:
             if before != cfg.domain:
                 raise CrossdistillError(f"{out} holds a demo of domain {before!r}, not {cfg.domain!r}; "
                                         f"choose another --out")
-            # what finished rows were made with must not change under them; --full, --train-seeds,
-            # --bridge-seeds and --threads only add rows (or speed)
+            # what finished rows were made with must not change under them (--full alone changes the
+            # default images per prompt: pass --n-per-prompt); --full, --train-seeds and --threads only
+            # add rows (or speed); a Student trained through another seed's Bridge is refused in student()
             for key in SAME_ON_RESUME:
                 if key in stored and stored[key] != to_dict(cfg)[key]:
                     raise CrossdistillError(f"{out} was made with {key.replace('_', '-')}={stored[key]}, not "
@@ -224,8 +231,12 @@ class Demo:
                     self.timed(f"stage 1 {run.name}", lambda: train_bridge(s1, run))
         self.log.stage("stage 1: held-out Bridge evaluation")
         path = self.out / "bridge_eval.json"   # minutes of Teacher passes: kept for a resumed demo
-        if path.exists() and set(json.loads(path.read_text())) >= {r.name for r in runs}:
-            return json.loads(path.read_text())
+        names = [r.name for r in runs] + ["round-trip"]
+        fresh = path.exists() and all((r / "bridge" / "bridge.json").stat().st_mtime <= path.stat().st_mtime
+                                      for r in runs)   # no Bridge retrained since
+        if fresh and set(json.loads(path.read_text())) >= set(names):
+            cached = json.loads(path.read_text())
+            return {n: cached[n] for n in names}   # this run's Bridges only
         rows = evaluate_runs(runs, self.domain.teacher, self.domain.student, images=min(360, len(self.prompts) * 4))
         with atomic_file(path) as tmp:
             tmp.write_text(json.dumps(rows, indent=1))
@@ -250,8 +261,13 @@ class Demo:
         slug = _seeded(m.slug, seed)
         self.log.stage(f"stage 2: {m.label}" + (f" (training seed {seed})" if seed else ""))
         run, student = self.out / "runs" / slug, self.out / "students" / slug
+        s2 = self.stage2_config(m, seed)
+        if (student / "model_index.json").exists() and (run / "config.json").exists():
+            used = json.loads((run / "config.json").read_text()).get("bridge_dir")
+            if _bridge_key(used) != _bridge_key(s2.bridge_dir):   # e.g. --bridge-seeds toggled on a resumed demo
+                raise CrossdistillError(f"{student} was distilled through Bridge {used}, not {s2.bridge_dir}; "
+                                        f"rerun with the same --bridge-seeds or choose another --out")
         if not (student / "model_index.json").exists():
-            s2 = self.stage2_config(m, seed)
             self.timed(f"stage 2 {slug}", lambda: distill(s2, run, self.train_prompts))
             student.parent.mkdir(parents=True, exist_ok=True)
             os.replace(run / "student", student)

@@ -8,7 +8,7 @@ start/end tokens and pads with a pad token; "t5" appends an end token only.
 
 from __future__ import annotations
 
-from .errors import choice_error
+from .errors import CrossdistillError, choice_error
 
 # special tokens, in id order, per style; the end token id must not be 2 for CLIP
 # (transformers treats eos_token_id == 2 as a legacy config and pools at argmax(ids))
@@ -54,10 +54,12 @@ def word_positions(tokenizer, prompt: str, max_length: int, offset: int = 0) -> 
     body = tokenizer(prompt, add_special_tokens=False).input_ids
     start = next((i for i in range(len(full) - len(body) + 1) if full[i:i + len(body)] == body), None)
     if start is None:
-        raise ValueError(f"cannot place the tokens of {prompt!r} in its encoding")
+        raise CrossdistillError(f"cannot place the tokens of {prompt!r} in its encoding")
+    # truncation keeps the special tokens after the words: word tokens end before them
+    limit = max_length - (len(full) - start - len(body))
     out, before = [], 0
     for k in range(1, len(words) + 1):
         upto = len(tokenizer(" ".join(words[:k]), add_special_tokens=False).input_ids)
-        out.append([offset + start + j for j in range(before, upto) if start + j < max_length])
+        out.append([offset + start + j for j in range(before, upto) if start + j < limit])
         before = upto
     return out

@@ -102,7 +102,8 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
             layers = [map_distance(got[l][gname], ref[l][gname]).item() for l in got for gname in got[l]]
             err += sum(layers) / len(layers)
             if masks is not None:
-                objs = [object_map_distance(got[l]["text"], ref[l]["text"], masks[idx]).item() for l in got]
+                objs = [object_map_distance(got[l]["text"], ref[l]["text"], masks[idx]).item()
+                        for l in got if "text" in got[l]]
                 obj += sum(objs) / len(objs)
         sums["attn_error"] += err / len(fractions) * k
         if masks is not None:
