@@ -170,6 +170,11 @@ class Demo:
         ablation = self.cfg.full and m in ABLATIONS and m.bridge in BRIDGES
         return range(self.cfg.train_seeds if m in MAIN or ablation else 1)
 
+    def bridge_groups(self) -> dict[str, list[str]]:
+        """Each Bridge variant's run names over its stage-1 seeds (and the round-trip's one)."""
+        groups = {v: [_bridge_dir(self.out, v, s).name for s in self.bridge_seeds] for v in self.variants}
+        return {**groups, "round-trip": ["round-trip"]}
+
     def timed(self, key: str, fn) -> None:
         start = time.time()
         fn()
@@ -329,7 +334,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     pairs = [(CROSS, SHARED)] + [(CROSS, m.label) for m in ABLATIONS if m.bridge in BRIDGES]   # paired by seed
     metrics = {"domain": cfg.domain, "generations": rows, "bridge": bridge_rows, "latency": latency,
                "seeds": seed_summary(per_seed, pairs) if cfg.train_seeds > 1 else {},
-               "bridge_seeds": bridge_seed_summary(bridge_rows) if len(demo.bridge_seeds) > 1 else {},
+               "bridge_seeds": bridge_seed_summary(bridge_rows, demo.bridge_groups()) if len(demo.bridge_seeds) > 1
+               else {},
                "wall_time_s": round(time.time() - demo.t0, 1), "resumed": demo.resumed,
                "stage_time_s": demo.timings, "n_per_prompt": cfg.n_per_prompt, "prompts": len(demo.prompts),
                "histories": demo.histories(), "provenance": provenance(),

@@ -317,7 +317,8 @@ def _differences(seeds: dict) -> str:
     diffs = {k: v for k, v in seeds.items() if " - " in k}
     if not diffs:
         return ""
-    keys = [k for k in next(iter(diffs.values())) if k not in ("all", "clean", "fid")] + ["all", "clean", "fid"]
+    keys = list(next(iter(diffs.values())))   # the domain's attributes, all, clean, fid (seed_summary's order)
+
     def cell(st, fmt):
         return f"{format(st['mean'], '+' + fmt)} &plusmn; {format(st['ci95'], fmt)}" if st else "-"
 

@@ -47,17 +47,12 @@ def seed_summary(per_seed: dict[str, list[dict]], pairs: list[tuple[str, str]] =
     return out
 
 
-def bridge_seed_summary(rows: dict[str, dict]) -> dict:
-    """Held-out Bridge scores (`bridge.evaluate`) of runs named `<variant>[-seedN]`: each
-    scalar's mean and interval per variant over its seeds (adherence: its `all`)."""
-    import re
-
-    groups: dict[str, list[dict]] = {}
-    for name, row in rows.items():
-        groups.setdefault(re.sub(r"-seed\d+$", "", name), []).append(row)
+def bridge_seed_summary(rows: dict[str, dict], groups: dict[str, list[str]]) -> dict:
+    """Held-out Bridge scores (`bridge.evaluate`, by run name) per variant: each scalar's
+    mean and interval over the runs `groups[variant]` names (adherence: its `all`)."""
     out = {}
-    for variant, runs in groups.items():
-        vals = [{**{k: v for k, v in r.items() if isinstance(v, (int, float))},
-                 **({"adherence": r["adherence"]["all"]} if "adherence" in r else {})} for r in runs]
+    for variant, names in groups.items():
+        vals = [{**{k: v for k, v in rows[n].items() if isinstance(v, (int, float))},
+                 **({"adherence": rows[n]["adherence"]["all"]} if "adherence" in rows[n] else {})} for n in names]
         out[variant] = {k: mean_ci([v[k] for v in vals]) for k in vals[0]}
     return out
