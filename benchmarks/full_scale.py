@@ -87,6 +87,7 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
     from crossdistill.bridge.losses import AttnConfig
     from crossdistill.bridge.stage1 import BridgeTask, Stage1Config
     from crossdistill.data.banks import PairBank
+    from crossdistill.data.conditioning import DummyConditioner
     from crossdistill.distill.stage2 import DistillTask, FakeConfig, Stage2Config, cast_frozen
     from crossdistill.presets import narrow
     from crossdistill.train import TrainConfig, prepare, step_generator
@@ -110,14 +111,13 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
             out[f"{key}_peak_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
     with tempfile.TemporaryDirectory() as tmp:
-        # stage 1: a bank of random paired latents with the Teacher's conditioning precomputed
+        # stage 1: a bank of random paired latents; random conditioning of the right shapes
         n = max(batch, 4)
         bank = PairBank(torch.randn(n, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype),
-                        torch.randn(n, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype), [""] * n,
-                        conditioning=(t.dummy_conditioning(n), torch.arange(n)))
+                        torch.randn(n, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype), ["a caption"] * n)
         bridge = Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("bridge")).to(device)
         cfg1 = Stage1Config(attn=AttnConfig(layers=layers), train=train)
-        task1 = BridgeTask(t, s, bridge, bank, cfg1)
+        task1 = BridgeTask(t, s, bridge, bank, cfg1, conditioner=DummyConditioner(t))
         prepare(task1, train, tmp)
         counter = iter(range(10**6))
         peak(lambda: task1.step(0, step_generator(0, next(counter))), "stage1")
@@ -149,8 +149,8 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
 
         # stage 2: the DMD2 step through the trained-alike Bridge, LoRA fake score
         cfg2 = Stage2Config(fake=FakeConfig(kind="lora", updates=1), train=train)
-        cond = (s.dummy_conditioning(batch), t.dummy_conditioning(batch), t.dummy_conditioning(1))
-        task2 = DistillTask(t, s, bridge, [""] * batch, cfg2, conditioning=cond)
+        task2 = DistillTask(t, s, bridge, ["a caption"] * batch, cfg2,
+                            conditioners=(DummyConditioner(s), DummyConditioner(t)))
         prepare(task2, train, tmp)
         peak(lambda: task2.step(0, step_generator(0, next(counter))), "stage2")
     return out   # the models go with this frame; main() empties the CUDA cache between Teachers

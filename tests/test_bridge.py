@@ -125,10 +125,12 @@ def test_stage1_data_errors(exported):
         DataConfig(source="hf").validate()
     with pytest.raises(CrossdistillError, match="unknown data.source 'web'"):
         DataConfig(source="web").validate()
-    from crossdistill.data.sources import _hf_images
+    from crossdistill.data.sources import HfSource
 
     with pytest.raises(CrossdistillError, match="no column 'caption'"):
-        _hf_images(DataConfig(source="hf", path=str(folder), caption_column="caption"), 32, 2)
+        HfSource(DataConfig(source="hf", path=str(folder), caption_column="caption"), 32, 2)
+    with pytest.raises(CrossdistillError, match="set data.caption_column"):
+        DataConfig(source="teacher", path=str(folder)).validate()
 
 
 def test_load_bridge_refuses_a_bridge_trained_for_another_pair(tiny_pair, tmp_path):

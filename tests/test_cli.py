@@ -97,9 +97,18 @@ def test_bridge_train_and_eval_end_to_end(tmp_path):
     build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
     build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
     common = ["--set", f"teacher={root / 'teacher'}", "--set", f"student={root / 'student'}"]
-    run("bridge", "train", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common,
-        "--set", "train.steps=3", "--set", "data.images=16", "--set", "train.batch=4", "--threads", "1")
+    data = ["--set", "data.images=16", "--set", "data.shard_size=8"]
+    out = run("bridge", "bank", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common, *data,
+              "--threads", "1").stdout                                  # the data step alone
+    assert "bank of 16 pairs (2 shards)" in out
+    stamp = [p.stat().st_mtime_ns for p in sorted((tmp_path / "run" / "bank").glob("shard-*"))]
+    run("bridge", "train", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common, *data,
+        "--set", "train.steps=3", "--set", "train.batch=4", "--threads", "1")
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "run" / "bank").glob("shard-*"))] == stamp   # reused
     assert (tmp_path / "run" / "bridge" / "projector.safetensors").exists()
+    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common,
+            "--set", "data.images=24", "--set", "data.shard_size=8", "--set", "train.steps=4", ok=False)
+    assert "bank" in p.stderr and "was built from other data or models (data.images, images differ)" in p.stderr
     assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "ckpt-0000003").exists()
     out = run("bridge", "eval", tmp_path / "run", "--teacher", root / "teacher", "--student", root / "student",
               "--images", "8", "--domain", "shapes", "--out", tmp_path / "t.json", "--threads", "1").stdout

@@ -18,9 +18,15 @@ from safetensors.torch import load_file
 TOL = 1e-3
 
 
+def _state(ckpt):
+    """A checkpoint's tensors, whole (one file, or the per-process shards joined)."""
+    from crossdistill.train.checkpoint import read_checkpoint
+
+    return read_checkpoint(ckpt)
+
+
 def _generator_weights(run):
-    ckpt = sorted(run.glob("ckpt-*"))[-1]
-    state = load_file(str(ckpt / "state.safetensors"))
+    state = _state(sorted(run.glob("ckpt-*"))[-1])
     return {k: v for k, v in state.items() if k.startswith("module/generator/")}
 
 
@@ -61,11 +67,13 @@ def test_two_processes_equal_one(tiny_pair, tmp_path, parallel, kind):
     assert moved > 0.01             # training did something the comparison can see
     assert diff <= TOL * moved
 
-    if parallel == "fsdp":   # the Teacher side was sharded; the checkpoint holds it whole
-        fake = {k: v for k, v in load_file(str(sorted((tmp_path / "two").glob("ckpt-*"))[-1] / "state.safetensors"))
-                .items() if k.startswith("module/fake/")}
-        ref = {k: v for k, v in load_file(str(sorted((tmp_path / "one").glob("ckpt-*"))[-1] / "state.safetensors"))
-               .items() if k.startswith("module/fake/")}
+    if parallel == "fsdp":   # the Teacher side was sharded; each process saved its own rows
+        ckpt = sorted((tmp_path / "two").glob("ckpt-*"))[-1]
+        assert sorted(f.name for f in ckpt.glob("*.safetensors")) == ["rank-00000-of-00002.safetensors",
+                                                                     "rank-00001-of-00002.safetensors"]
+        fake = {k: v for k, v in _state(ckpt).items() if k.startswith("module/fake/")}
+        ref = {k: v for k, v in _state(sorted((tmp_path / "one").glob("ckpt-*"))[-1]).items()
+               if k.startswith("module/fake/")}
         assert fake.keys() == ref.keys() and all(fake[k].shape == ref[k].shape for k in ref)
 
 
@@ -76,10 +84,52 @@ def test_fsdp_resume_is_exact(tiny_pair, tmp_path):
                   "--out", str(tmp_path / out)])
             for steps, out in ((3, "straight"), (2, "resumed"), (3, "resumed"))]
     assert all("units sharded over 2 processes" in log for log in logs)   # the sharded path is what resumed
-    a = load_file(str(tmp_path / "straight" / "ckpt-0000003" / "state.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "ckpt-0000003" / "state.safetensors"))
+    a, b = (_state(tmp_path / run / "ckpt-0000003") for run in ("straight", "resumed"))
     assert a.keys() == b.keys() and any(k.startswith("optim/fake/") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _rows(ckpt, key):
+    """Row count of `key` in each per-process file of a sharded checkpoint."""
+    from safetensors import safe_open
+
+    out = []
+    for f in sorted(ckpt.glob("rank-*.safetensors")):
+        with safe_open(str(f), framework="pt") as h:
+            out.append(h.get_slice(key).get_shape()[0] if key in h.keys() else None)
+    return out
+
+
+def test_sharded_checkpoints_resume_on_another_number_of_processes(tiny_pair, tmp_path):
+    """FSDP runs save per-process shards (no whole sharded tensor in any file); 2 processes
+    -> 1 and 1 -> 2 resume where they left off and land where a straight run lands."""
+    def cli(steps):
+        return _config(tiny_pair, tmp_path, "full", "fsdp", steps=steps)
+
+    _run([sys.executable, *LAUNCH_2, *cli(3), "--out", str(tmp_path / "two")])        # straight, 2 processes
+    _run([sys.executable, *cli(3), "--out", str(tmp_path / "one")])                   # straight, 1 process
+    _run([sys.executable, *LAUNCH_2, *cli(2), "--out", str(tmp_path / "two-one")])    # 2 processes, then 1
+    ckpt = tmp_path / "two-one" / "ckpt-0000002"
+    whole = _state(ckpt)
+    key = next(k for k in whole if k.startswith("module/fake/") and whole[k].ndim == 2 and whole[k].shape[0] > 1)
+    n = whole[key].shape[0]
+    assert _rows(ckpt, key) == [-(-n // 2), n - -(-n // 2)]                       # each process its own rows
+    assert any(k.startswith("optim/fake/") for k in whole)
+    log = _run([sys.executable, *cli(3), "--out", str(tmp_path / "two-one")])
+    assert "resuming from ckpt-0000002" in log
+    _run([sys.executable, *cli(2), "--out", str(tmp_path / "one-two")])                # 1 process, then 2
+    log = _run([sys.executable, *LAUNCH_2, *cli(3), "--out", str(tmp_path / "one-two")])
+    assert "resuming from ckpt-0000002" in log
+    init = load_file(str(tiny_pair / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    for run, ref in (("two-one", "two"), ("one-two", "one")):
+        a, b = (_state(tmp_path / r / "ckpt-0000003") for r in (run, ref))
+        keys = [k for k in b if k.startswith(("module/generator/", "module/fake/"))]
+        assert a.keys() == b.keys() and len(keys) > 20
+        moved = sum((b[k] - init[k.removeprefix("module/generator/")]).pow(2).sum()
+                    for k in keys if k.startswith("module/generator/")).sqrt().item()
+        diff = sum((a[k] - b[k]).pow(2).sum() for k in keys).sqrt().item()
+        print(f"{run} vs {ref}: ||update|| {moved:.4g}, ||difference|| {diff:.3g}")
+        assert moved > 0.01 and diff <= TOL * moved
 
 
 def test_stage1_two_processes_equal_one(tiny_pair, tmp_path):
@@ -120,3 +170,34 @@ def test_accelerate_presets_parse():
 
     assert uses_fsdp(Acc(DistributedType.FSDP), "ddp") and uses_fsdp(Acc(DistributedType.MULTI_GPU), "fsdp")
     assert not uses_fsdp(Acc(DistributedType.MULTI_GPU), "ddp")
+
+
+def test_two_processes_encode_disjoint_bank_shards(tiny_pair, tmp_path):
+    """Stage 1's bank under 2 processes: each encodes its own shards (k mod 2), together
+    they cover the set, and the bank and the trained Bridge equal one process's."""
+    from safetensors import safe_open
+
+    cfg = {"teacher": str(tiny_pair / "teacher"), "student": str(tiny_pair / "student"),
+           "data": {"images": 10, "domain": "shapes", "shard_size": 3}, "bridge": {"width": 8, "depth": 1},
+           "train": {"steps": 2, "batch": 4, "checkpoint_every": 2}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    cli = ["-m", "crossdistill.cli", "bridge", "train", str(tmp_path / "cfg.yaml"), "--threads", "1"]
+    _run([sys.executable, *cli, "--out", str(tmp_path / "one")])
+    _run([sys.executable, *LAUNCH_2, *cli, "--out", str(tmp_path / "two")])
+
+    def shards(run):
+        out = {}
+        for f in sorted((run / "bank").glob("shard-*.safetensors")):
+            with safe_open(str(f), framework="pt") as h:
+                out[f.name] = (int(h.metadata()["process"]), h.get_tensor("z_s"), h.get_tensor("z_t"))
+        return out
+
+    one, two = shards(tmp_path / "one"), shards(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [f"shard-{k:06d}.safetensors" for k in range(4)]
+    assert {k: v[0] for k, v in two.items()} == {f"shard-{k:06d}.safetensors": k % 2 for k in range(4)}
+    assert {v[0] for v in one.values()} == {0}
+    for k in one:
+        assert torch.equal(one[k][1], two[k][1]) and torch.equal(one[k][2], two[k][2])
+    a = load_file(str(tmp_path / "one" / "bridge" / "projector.safetensors"))
+    b = load_file(str(tmp_path / "two" / "bridge" / "projector.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

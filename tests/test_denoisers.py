@@ -144,3 +144,48 @@ def test_resolution_multiple_is_checked(tiny_models):
 
 def test_one_adapter_per_family():
     assert sorted(FAMILIES) == ["flux", "sd15", "sd3", "sdxl"]
+
+
+@pytest.mark.parametrize("name,prediction", [("tiny-sd15", "epsilon"), ("tiny-sd15", "v_prediction"),
+                                             ("tiny-sdxl", "epsilon")])
+def test_vp_noising_and_targets_match_diffusers_ddpm(name, prediction):
+    """Against diffusers' own arithmetic: DDPMScheduler.add_noise and get_velocity at every
+    integer timestep the adapter draws (the independent reference for the VP families)."""
+    from diffusers import DDPMScheduler
+
+    den = build_denoiser(name)
+    den.scheduler.register_to_config(prediction_type=prediction)
+    den = den.with_components()
+    ref = DDPMScheduler.from_config(den.scheduler.config)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(5, *den.latent_shape(32, 32), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 1, 250, 700, den.num_train_timesteps - 1])
+    torch.testing.assert_close(den.add_noise(x0, t, noise), ref.add_noise(x0, noise, t), rtol=1e-5, atol=1e-6)
+    want = noise if prediction == "epsilon" else ref.get_velocity(x0, noise, t)
+    torch.testing.assert_close(den.target(x0, noise, t), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny-sd3", "tiny-flux"])
+def test_flow_noising_matches_diffusers_flow_match(name):
+    """FlowMatchEulerDiscreteScheduler.scale_noise at the pipeline's own sigmas (shift
+    included), and its Euler step: x_prev = x + (sigma_next - sigma) v with v = noise - x0
+    lands exactly on the next noised point of the same (x0, noise)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    den = build_denoiser(name)
+    sched = FlowMatchEulerDiscreteScheduler.from_config(den.scheduler.config)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(1, *den.latent_shape(32, 32), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    kw = {"mu": 0.5} if sched.config.use_dynamic_shifting else {}
+    sched.set_timesteps(num_inference_steps=6, **kw)
+    for i, ts in enumerate(sched.timesteps):
+        sigma = sched.sigmas[i:i + 1]
+        ours = den.add_noise(x0, sigma, noise)
+        torch.testing.assert_close(ours, sched.scale_noise(x0, ts[None], noise), rtol=1e-5, atol=1e-6)
+        v = den.target(x0, noise, sigma)
+        sched._step_index = i
+        nxt = sched.step(v, ts, ours, return_dict=False)[0]
+        torch.testing.assert_close(nxt, den.add_noise(x0, sched.sigmas[i + 1:i + 2], noise), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(den.to_x0(ours, sigma, v), x0, rtol=1e-4, atol=1e-5)

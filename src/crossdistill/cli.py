@@ -211,6 +211,26 @@ def bridge_train(config: Optional[Path] = typer.Argument(None, help="YAML config
         print(f"bridge written to {out / 'bridge'}")
 
 
+@bridge_app.command("bank")
+def bridge_bank(config: Optional[Path] = typer.Argument(None, help="the stage-1 YAML config `bridge train` will use"),
+                out: Path = typer.Option(Path("runs/bridge"), help="the run folder `bridge train` will use"),
+                set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. data.images=20000"),
+                overwrite: bool = typer.Option(False, help="write into an existing folder that is not a run"),
+                threads: int = typer.Option(2)) -> None:
+    """Stage 1's data step alone: sample (or read) and encode the bank into OUT/bank.
+
+    Launched on N processes, each writes its own shards; rerun to finish an interrupted
+    bank. `bridge train` with the same config and --out then starts from it."""
+    from .bridge.stage1 import Stage1Config, prepare_bank
+    from .config import load_config
+
+    cfg = load_config(Stage1Config, config, set_ or [])
+    _threads(threads)
+    bank = prepare_bank(cfg, out, overwrite=overwrite)
+    if _main_process():
+        print(f"bank of {len(bank)} pairs ({bank.shards} shards) in {out / 'bank'}")
+
+
 @bridge_app.command("eval")
 def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folders (or their bridge/ folders)"),
                 roundtrip: bool = typer.Option(True, help="add the round-trip baseline row"),

@@ -72,7 +72,9 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
     attn = attn or AttnConfig()
     table, rows = teacher.encode_table(bank.prompts)
     domain = domain or domain_of(teacher)
-    masks = object_masks(teacher, bank.prompts, domain, table.embeds.shape[1])
+    length = table.embeds.shape[1]
+    masks = object_masks(teacher, bank.prompts, domain, length)
+    keys = teacher.caption_mask(bank.prompts, length) if attn.tokens == "caption" else None
     g = torch.Generator().manual_seed(seed)
     n = len(bank.z_s)
     sums = {"latent_mse": 0.0, "attn_error": 0.0, "psnr": 0.0, **{f"x0_mse@{f}": 0.0 for f in fractions}}
@@ -83,11 +85,13 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
     decoded = []
     for i in range(0, n, batch):
         idx = torch.arange(i, min(i + batch, n))
-        z_t, pred = bank.z_t[idx], bridge(bank.z_s[idx])
+        z_s = bank.z_s[idx].to(teacher.device)
+        z_t = bank.z_t[idx].to(teacher.device, teacher.dtype)
+        pred = bridge(z_s)
         cond = table.index(rows[idx])
         k = len(idx)
         sums["latent_mse"] += (pred - z_t).pow(2).mean().item() * k
-        r = roundtrip(bank.z_s[idx])
+        r = roundtrip(z_s)
         drift_num, drift_den = drift_num + (pred - r).pow(2).sum().item(), drift_den + r.pow(2).sum().item()
         err = obj = 0.0
         for f in fractions:
@@ -99,7 +103,9 @@ def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: Att
             with AttentionCapture(teacher, attn.spec()) as cap:
                 ref = noised_maps(teacher, cap, z_t, t, noise, cond)
                 got = noised_maps(teacher, cap, pred, t, noise, cond)
-            layers = [map_distance(got[l][gname], ref[l][gname]).item() for l in got for gname in got[l]]
+            layers = [map_distance(got[l][gname], ref[l][gname], "l1",
+                                   keys[idx] if gname == "text" and keys is not None else None).item()
+                      for l in got for gname in got[l]]
             err += sum(layers) / len(layers)
             if masks is not None:
                 objs = [object_map_distance(got[l]["text"], ref[l]["text"], masks[idx]).item()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..errors import CrossdistillError, check_fractions, choice_error
 
 DISTANCES = ("l1", "kl")
+TOKENS = ("caption", "all")
 
 
 @dataclass
@@ -20,6 +21,7 @@ class AttnConfig:
     image_to_image: bool = False
     pool: int = 1
     distance: str = "l1"                     # l1 | kl
+    tokens: str = "caption"                  # text keys compared: caption (the prompt's own tokens) | all (padding too)
     t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range
 
     def validate(self):
@@ -27,6 +29,8 @@ class AttnConfig:
             raise CrossdistillError(f"attn.weight must be >= 0, got {self.weight}")
         if self.distance not in DISTANCES:
             raise choice_error("attn.distance", self.distance, DISTANCES)
+        if self.tokens not in TOKENS:
+            raise choice_error("attn.tokens", self.tokens, TOKENS)
         check_fractions("attn.t_range", self.t_range)
         return self
 
@@ -41,14 +45,20 @@ def latent_reconstruction(pred: Tensor, target: Tensor) -> tuple[Tensor, dict[st
     return loss, {"rec": loss.item()}
 
 
-def map_distance(p: Tensor, q: Tensor, distance: str = "l1") -> Tensor:
-    """Per attention row: L1 = sum_k |p - q| (in [0, 2]); KL = sum_k q log(q / p), q the reference."""
+def map_distance(p: Tensor, q: Tensor, distance: str = "l1", keys: Tensor | None = None) -> Tensor:
+    """Per attention row: L1 = sum_k |p - q| (in [0, 2]); KL = sum_k q log(q / p), q the
+    reference. `keys` (B, K) bool: the sum runs over those keys only (a caption's tokens:
+    the rows stay the layer's joint softmax, padding just does not count)."""
     if distance == "l1":
-        return (p - q).abs().sum(-1).mean()
-    if distance == "kl":
+        d = (p - q).abs()
+    elif distance == "kl":
         eps = 1e-8
-        return (q * ((q + eps).log() - (p + eps).log())).sum(-1).mean()
-    raise choice_error("attention distance", distance, DISTANCES)
+        d = q * ((q + eps).log() - (p + eps).log())
+    else:
+        raise choice_error("attention distance", distance, DISTANCES)
+    if keys is not None:
+        d = d * keys[:, None, :].to(d.dtype)
+    return d.sum(-1).mean()
 
 
 def object_map_distance(p: Tensor, q: Tensor, masks: Tensor) -> Tensor:
@@ -64,13 +74,15 @@ def object_map_distance(p: Tensor, q: Tensor, masks: Tensor) -> Tensor:
 
 
 def attention_fidelity(maps: dict[str, dict[str, Tensor]], ref: dict[str, dict[str, Tensor]],
-                       distance: str = "l1") -> tuple[Tensor, dict[str, float]]:
+                       distance: str = "l1", text_keys: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """L_attn = sum over layers (and key groups) of the row distance between the
-    Teacher's maps on the bridged latent and on the true latent (`ref`, no grad)."""
+    Teacher's maps on the bridged latent and on the true latent (`ref`, no grad).
+    `text_keys` (B, T) bool: the text keys that count (the captions' tokens; None: all)."""
     total = None
     for layer, groups in maps.items():
         for group, p in groups.items():
-            d = map_distance(p.float(), ref[layer][group].detach().float(), distance)
+            keys = text_keys.to(p.device) if group == "text" and text_keys is not None else None
+            d = map_distance(p.float(), ref[layer][group].detach().float(), distance, keys)
             total = d if total is None else total + d
     if total is None:
         total = torch.zeros(())

@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 
 from ..attention import AttentionCapture, noised_maps
-from ..data.banks import PairBank, encode_pairs
-from ..data.sources import DataConfig, load_images
+from ..data.banks import Bank, ShardBank, build_bank, encode_pairs
+from ..data.conditioning import PromptConditioner
+from ..data.sources import DataConfig, image_source
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError
-from ..train import Task, TrainConfig, average_gradients, default_device, local_part, optimizer_step, run, weights_dtype
+from ..train import (Task, TrainConfig, average_gradients, default_device, local_part, mean_logs, micro_batches,
+                     optimizer_step, processes, run, weights_dtype)
 from .io import save_bridge
 from .losses import AttnConfig, attention_fidelity, latent_reconstruction
 from .model import Bridge, BridgeConfig
@@ -68,26 +70,36 @@ class BridgeTask(Task):
 
     name = "bridge"
 
-    def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, bank: PairBank, cfg: Stage1Config):
+    def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, bank: Bank, cfg: Stage1Config,
+                 conditioner: PromptConditioner | None = None):
+        """`conditioner`: the Teacher's conditioning of a batch's prompts (default: its own
+        text encoders, per batch)."""
         _require_trainable(bridge)
-        device = next(teacher.model.parameters()).device
+        if cfg.attn.weight > 0 and any(not p.strip() for p in bank.prompts):
+            n = sum(not p.strip() for p in bank.prompts)
+            raise CrossdistillError(
+                f"{n} of the bank's {len(bank)} images have an empty prompt: attention fidelity would compare "
+                "the Teacher's maps over padding. Give captions (data.caption_column, a folder's manifest.jsonl, "
+                "data.captions for data.source=teacher) or set attn.weight=0")
+        self.device = next(teacher.model.parameters()).device
         self.cfg, self.teacher, self.student, self.bank = cfg, teacher, student, bank
-        self.bridge = bridge.to(device)   # the projector trains where the Teacher runs (in fp32)
+        self.bridge = bridge.to(self.device)   # the projector trains where the Teacher runs (in fp32)
         self.teacher.model.requires_grad_(False)
-        if bank.conditioning is not None:
-            self._cond, self._rows = bank.conditioning
-        else:
-            with torch.no_grad():
-                self._cond, self._rows = self.teacher.encode_table(bank.prompts)
+        self.text = conditioner or PromptConditioner(teacher)
         self.opt = cfg.train.optimizer(self.bridge.parameters(), cfg.lr)
 
     @classmethod
-    def from_config(cls, cfg: Stage1Config) -> "BridgeTask":
+    def from_config(cls, cfg: Stage1Config, bank_dir: Path | None = None, progress: bool = True) -> "BridgeTask":
+        """`bank_dir`: where the bank of paired latents is written shard by shard (see
+        `write_bank`) and read back batch by batch; None: encoded into memory."""
         teacher, student, s_res, t_res = make_pair(cfg)
         bridge = Bridge(student.space, teacher.space, s_res, t_res, cfg.bridge)
         _require_trainable(bridge)   # before encoding any data
-        imgs, prompts = load_images(cfg.data, teacher, t_res, cfg.data.images, cfg.data.seed)
-        return cls(teacher, student, bridge, encode_pairs(imgs, prompts, student, teacher, s_res, t_res), cfg)
+        if bank_dir is None:
+            source = image_source(cfg.data, teacher, t_res, cfg.data.images, cfg.data.seed)
+            images, prompts = source.read(0, len(source))
+            return cls(teacher, student, bridge, encode_pairs(images, prompts, student, teacher, s_res, t_res), cfg)
+        return cls(teacher, student, bridge, write_bank(cfg, teacher, student, s_res, t_res, bank_dir, progress), cfg)
 
     def setup(self, acc) -> None:
         self.acc = acc
@@ -118,44 +130,91 @@ class BridgeTask(Task):
         with AttentionCapture(self.teacher, self.cfg.attn.spec()) as self.capture:
             yield
 
-    def losses(self, idx: torch.Tensor, gen: torch.Generator):
-        """`idx` indexes the global batch; every random draw is global, then this process's part."""
-        cfg, teacher, acc = self.cfg, self.teacher, self.acc
-        t = teacher.sample_timesteps(len(idx), gen, lo=cfg.attn.t_range[0], hi=cfg.attn.t_range[1])
-        noise = torch.randn(len(idx), *self.bank.z_t.shape[1:], generator=gen)
-        idx, t, noise = local_part(acc, idx), local_part(acc, t), local_part(acc, noise)
-        z_s, z_t = self.bank.z_s[idx], self.bank.z_t[idx]
+    def _draw(self, idx: torch.Tensor, gen: torch.Generator):
+        """Timesteps and noise for the global batch `idx`: every random draw is global,
+        then each of the three is cut to this process's part."""
+        cfg, acc = self.cfg, getattr(self, "acc", None)
+        t = self.teacher.sample_timesteps(len(idx), gen, lo=cfg.attn.t_range[0], hi=cfg.attn.t_range[1])
+        noise = torch.randn(len(idx), *self.bank.latent_shape[1], generator=gen)
+        return local_part(acc, idx), local_part(acc, t), local_part(acc, noise)
+
+    def loss(self, idx: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
+        """L_rec + lambda L_attn on bank rows `idx`, the Teacher noising at `t` with `noise`."""
+        cfg, teacher = self.cfg, self.teacher
+        z_s, z_t, prompts = self.bank.take(idx)
+        z_s, z_t = z_s.to(self.device, self.student.dtype), z_t.to(self.device, teacher.dtype)
+        t, noise = t.to(self.device), noise.to(self.device, teacher.dtype)
         pred = self.bridge(z_s)
         loss, logs = latent_reconstruction(pred, z_t)
         if cfg.attn.weight > 0:
-            cond = self._cond.index(self._rows[idx])
+            cond = self.text(prompts)
+            # the captions' own tokens (padding and start/end tokens excluded) or every text key
+            keys = self.text.caption_mask(prompts, cond.embeds.shape[1]) if cfg.attn.tokens == "caption" else None
             cap = self.capture
             with torch.no_grad():
                 ref = noised_maps(teacher, cap, z_t, t, noise, cond)
             maps = noised_maps(teacher, cap, pred, t, noise, cond)
-            l_attn, l2 = attention_fidelity(maps, ref, cfg.attn.distance)
+            l_attn, l2 = attention_fidelity(maps, ref, cfg.attn.distance, keys)
             loss = loss + cfg.attn.weight * l_attn
             logs.update(l2)
         logs["loss"] = loss.item()
         return loss, logs
 
+    def losses(self, idx: torch.Tensor, gen: torch.Generator):
+        """The loss on the global batch `idx` (this process's part), drawing its randomness from `gen`."""
+        return self.loss(*self._draw(idx, gen))
+
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
-        idx = torch.randint(0, len(self.bank.z_s), (self.cfg.train.batch,), generator=gen)
+        idx, t, noise = self._draw(torch.randint(0, len(self.bank), (self.cfg.train.batch,), generator=gen), gen)
+        parts = micro_batches(self.cfg.train, len(idx))
+        total, rows = 0.0, []
+        self.opt.zero_grad(set_to_none=True)
         with self._capturing():   # backward inside: checkpointed Teacher blocks recompute with capture
-            loss, logs = self.losses(idx, gen)
-            self.opt.zero_grad(set_to_none=True)
-            self.acc.backward(loss)
+            for part in parts:   # gradient accumulation: each micro-batch's share of the batch mean
+                loss, logs = self.loss(idx[part], t[part], noise[part])
+                self.acc.backward(loss / len(parts))
+                total, rows = total + loss.detach() / len(parts), rows + [logs]
         average_gradients(self.acc, self.bridge.parameters())
-        logs.update(optimizer_step(self.opt, loss, self.bridge.parameters(), self.cfg.train, step, self.cfg.lr))
+        logs = mean_logs(rows)
+        logs.update(optimizer_step(self.opt, total, self.bridge.parameters(), self.cfg.train, step, self.cfg.lr))
         return logs
 
     def export(self, run_dir: Path) -> None:
         save_bridge(self.acc.unwrap_model(self.bridge), Path(run_dir) / "bridge", self.cfg.teacher, self.cfg.student)
 
 
+def write_bank(cfg: Stage1Config, teacher: Denoiser, student: Denoiser, s_res: int, t_res: int, bank_dir: Path,
+               progress: bool = True) -> ShardBank:
+    """The stage-1 bank of `cfg.data` in `bank_dir`: every process samples / reads and
+    encodes its own shards (shard k: process k mod N), shards already on disk are kept
+    (a rerun resumes), and a bank built from other data or models is refused."""
+    from ..config import to_dict
+
+    source = image_source(cfg.data, teacher, t_res, cfg.data.images, cfg.data.seed)
+    spec = {"data": to_dict(cfg.data), "teacher": cfg.teacher, "student": cfg.student, "resolutions": [s_res, t_res]}
+    state = processes()
+    build_bank(bank_dir, source, spec, student, teacher, s_res, t_res, cfg.data.shard_size,
+               state.process_index, state.num_processes, progress=progress and state.is_main_process)
+    state.wait_for_everyone()
+    return ShardBank(bank_dir)
+
+
+def prepare_bank(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwrite: bool = False) -> ShardBank:
+    """Only the data step of stage 1: write `run_dir/bank` (then `train_bridge` into the
+    same folder reuses it)."""
+    from ..train import claim_run_dir
+
+    claim_run_dir(run_dir, overwrite)
+    teacher, student, s_res, t_res = make_pair(cfg)
+    return write_bank(cfg, teacher, student, s_res, t_res, Path(run_dir) / "bank", progress)
+
+
 def train_bridge(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwrite: bool = False) -> Path:
     from ..config import to_dict
 
+    from ..train import claim_run_dir
+
+    claim_run_dir(run_dir, overwrite)   # before the bank is written into it
     torch.manual_seed(cfg.train.seed)   # projector init
-    task = BridgeTask.from_config(cfg)
+    task = BridgeTask.from_config(cfg, Path(run_dir) / "bank", progress=progress)
     return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)

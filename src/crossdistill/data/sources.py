@@ -24,21 +24,36 @@ SOURCES = ("renders", "folder", "hf", "teacher")
 @dataclass
 class DataConfig:
     source: str = "renders"        # renders | folder | hf (a Hugging Face dataset) | teacher (data-free)
-    domain: str | None = None      # "renders": whose renders (default: the Teacher's domain)
-    path: str | None = None        # "folder": images (+ manifest.jsonl for prompts); "hf": dataset id or path
+    domain: str | None = None      # "renders": whose renders; "teacher": whose prompts (default: the Teacher's domain)
+    path: str | None = None        # "folder": images (+ manifest.jsonl for prompts); "hf": dataset id or path;
+                                   # "teacher": optional, a dataset whose caption_column holds the captions
     split: str = "train"           # "hf": split
     image_column: str = "image"    # "hf": column holding images
-    caption_column: str | None = None   # "hf": column holding prompts (None: empty prompts)
+    caption_column: str | None = None   # "hf" / "teacher" with a path: column holding the captions
+    captions: str = "domain"       # "teacher" without a path: the captions the Teacher is sampled on:
+                                   # "domain" (data.domain's or the Teacher's domain's prompts), a domain's
+                                   # name, or a text file (one caption per line)
     images: int = 4000             # images whose latents are cached for training
     seed: int = 12345              # render seed / teacher sampling seed
+    shard_size: int = 64           # images per bank shard (stage 1 writes its bank shard by shard)
+    dirt: float = 0.0              # fraction of images given pixel noise, a colour tint and a level shift
+                                   # before both encodings: the Bridge also learns the off-manifold images
+                                   # a one-step generator makes (0: off)
 
     def validate(self):
         if self.source not in SOURCES:
             raise choice_error("data.source", self.source, SOURCES, renamed={"shapes": "renders"})
         if self.source in ("folder", "hf") and not self.path:
             raise CrossdistillError(f"data.source={self.source} needs data.path")
+        if self.source == "teacher" and self.path and not self.caption_column:
+            raise CrossdistillError(f"data.source=teacher with data.path={self.path} samples the Teacher on that "
+                                    "dataset's captions: set data.caption_column")
         if self.images < 1:
             raise CrossdistillError(f"data.images must be >= 1, got {self.images}")
+        if not 0 <= self.dirt <= 1:
+            raise CrossdistillError(f"data.dirt is a fraction in [0, 1], got {self.dirt}")
+        if self.shard_size < 1:
+            raise CrossdistillError(f"data.shard_size must be >= 1, got {self.shard_size}")
         return self
 
 
@@ -50,77 +65,179 @@ def domain_of(model) -> "object | None":
     return None if name is None else get(name)
 
 
-def load_images(cfg: DataConfig, teacher, t_res: int, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """n images at the Teacher's resolution in [-1, 1] and their prompts."""
+class ImageSource:
+    """`n` images (at the Teacher's resolution, in [-1, 1]) and their prompts, read by
+    index range: image i is the same whoever reads it and in whichever range, so
+    processes can each read their own disjoint part."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, lo: int, hi: int) -> tuple[torch.Tensor, list[str]]:
+        raise NotImplementedError
+
+
+def image_source(cfg: DataConfig, teacher, t_res: int, n: int, seed: int) -> ImageSource:
     if cfg.source == "renders":
-        return _renders(cfg.domain, teacher, n, seed)
-    if cfg.source == "folder":
-        return _folder_images(Path(cfg.path), t_res, n)
-    if cfg.source == "hf":
-        return _hf_images(cfg, t_res, n)
-    return _teacher_images(teacher, t_res, n, seed)
-
-
-def _renders(name: str | None, teacher, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    from ..domains import get
-    from ..domains.data import SceneDataset
-
-    domain = get(name) if name is not None else domain_of(teacher)
-    if domain is None:
-        raise CrossdistillError("data.source=renders needs data.domain (e.g. shapes) or a Teacher of a domain "
-                                "(e.g. shapes-teacher); for a real Teacher use folder, hf or teacher")
-    ds = SceneDataset(domain, n, domain.size, seed, domain.prompts())
-    items = [ds[i] for i in range(n)]
-    return torch.stack([x for x, _ in items]), [p for _, p in items]
-
-
-def _folder_images(folder: Path, t_res: int, n: int) -> tuple[torch.Tensor, list[str]]:
-    from PIL import Image
-
-    if not folder.is_dir():
-        raise CrossdistillError(f"data.path {folder} is not a folder")
-    manifest = folder / "manifest.jsonl"
-    if manifest.is_file():
-        rows = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()][:n]
-        files, prompts = [folder / r["file"] for r in rows], [r.get("prompt", "") for r in rows]
+        src = RenderSource(cfg.domain, teacher, n, seed)
+    elif cfg.source == "folder":
+        src = FolderSource(Path(cfg.path), t_res, n)
+    elif cfg.source == "hf":
+        src = HfSource(cfg, t_res, n)
     else:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))[:n]
-        prompts = [""] * len(files)
-    if not files:
-        raise CrossdistillError(f"no images in {folder}")
-    return to_batch([Image.open(f) for f in files], t_res), prompts
+        src = TeacherSource(teacher, t_res, n, seed, teacher_captions(cfg, teacher))
+    return DirtySource(src, cfg.dirt, seed) if cfg.dirt > 0 else src
 
 
-def _hf_images(cfg: DataConfig, t_res: int, n: int) -> tuple[torch.Tensor, list[str]]:
+def load_images(cfg: DataConfig, teacher, t_res: int, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """n images at the Teacher's resolution in [-1, 1] and their prompts, all in memory
+    (evaluation sets and the GAN's real images; stage 1 streams `image_source` instead)."""
+    src = image_source(cfg, teacher, t_res, n, seed)
+    return src.read(0, len(src))
+
+
+class RenderSource(ImageSource):
+    def __init__(self, name: str | None, teacher, n: int, seed: int):
+        from ..domains import get
+        from ..domains.data import SceneDataset
+
+        domain = get(name) if name is not None else domain_of(teacher)
+        if domain is None:
+            raise CrossdistillError("data.source=renders needs data.domain (e.g. shapes) or a Teacher of a domain "
+                                    "(e.g. shapes-teacher); for a real Teacher use folder, hf or teacher")
+        super().__init__(n)
+        self.ds = SceneDataset(domain, n, domain.size, seed, domain.prompts())
+
+    def read(self, lo, hi):
+        items = [self.ds[i] for i in range(lo, hi)]
+        return torch.stack([x for x, _ in items]), [p for _, p in items]
+
+
+class FolderSource(ImageSource):
+    def __init__(self, folder: Path, t_res: int, n: int):
+        if not folder.is_dir():
+            raise CrossdistillError(f"data.path {folder} is not a folder")
+        manifest = folder / "manifest.jsonl"
+        if manifest.is_file():
+            rows = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()][:n]
+            self.files, self.prompts = [folder / r["file"] for r in rows], [r.get("prompt", "") for r in rows]
+        else:
+            self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))[:n]
+            self.prompts = [""] * len(self.files)
+        if not self.files:
+            raise CrossdistillError(f"no images in {folder}")
+        super().__init__(len(self.files))
+        self.t_res = t_res
+
+    def read(self, lo, hi):
+        from PIL import Image
+
+        return to_batch([Image.open(f) for f in self.files[lo:hi]], self.t_res), self.prompts[lo:hi]
+
+
+def hf_dataset(path: str, split: str, columns: tuple):
+    """A Hugging Face dataset (id or local path) that must hold `columns` (None entries skipped)."""
     try:
         import datasets
     except ImportError:
-        raise CrossdistillError("data.source=hf needs the `datasets` package (pip install datasets)") from None
+        raise CrossdistillError("reading a Hugging Face dataset needs the `datasets` package "
+                                "(pip install datasets)") from None
     try:
-        ds = datasets.load_dataset(cfg.path, split=cfg.split)
+        ds = datasets.load_dataset(path, split=split)
     except Exception as e:
-        raise CrossdistillError(f"cannot load dataset {cfg.path!r} split {cfg.split!r}: "
+        raise CrossdistillError(f"cannot load dataset {path!r} split {split!r}: "
                                 f"{str(e).splitlines()[0][:200]}") from None
-    for col in (cfg.image_column, cfg.caption_column):
+    for col in columns:
         if col is not None and col not in ds.column_names:
-            raise CrossdistillError(f"dataset {cfg.path!r} has no column {col!r}; columns: {', '.join(ds.column_names)}")
-    ds = ds.select(range(min(n, len(ds))))
-    prompts = [str(x) for x in ds[cfg.caption_column]] if cfg.caption_column else [""] * len(ds)
-    return to_batch(ds[cfg.image_column], t_res), prompts
+            raise CrossdistillError(f"dataset {path!r} has no column {col!r}; columns: {', '.join(ds.column_names)}")
+    return ds
 
 
-def _teacher_images(teacher, t_res: int, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Data-free: images sampled from the Teacher with its default sampler, on its
-    domain's prompts (a real Teacher without a domain: the empty prompt)."""
-    domain = domain_of(teacher)
-    base = domain.prompts() if domain is not None else [""]
-    prompts = (base * (n // len(base) + 1))[:n]
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, n, 32):
-        z = teacher.sample(prompts[i:i + 32], generator=g, height=t_res, width=t_res)
-        out.append(teacher.space.decode(z).clamp(-1, 1))
-    return torch.cat(out), prompts
+def hf_captions(path: str, split: str, column: str) -> list[str]:
+    """The non-empty strings of one column of a dataset (only that column is read)."""
+    ds = hf_dataset(path, split, (column,)).select_columns([column])
+    captions = [str(x).strip() for x in ds[column] if x is not None and str(x).strip()]
+    if not captions:
+        raise CrossdistillError(f"dataset {path!r} column {column!r} holds no captions")
+    return captions
+
+
+class HfSource(ImageSource):
+    """A Hugging Face dataset (memory-mapped Arrow): only the rows read are decoded."""
+
+    def __init__(self, cfg: DataConfig, t_res: int, n: int):
+        self.ds = hf_dataset(cfg.path, cfg.split, (cfg.image_column, cfg.caption_column))
+        self.cfg, self.t_res = cfg, t_res
+        super().__init__(min(n, len(self.ds)))
+
+    def read(self, lo, hi):
+        rows = self.ds.select(range(lo, hi))
+        col = self.cfg.caption_column
+        prompts = [str(x) for x in rows[col]] if col else [""] * (hi - lo)
+        return to_batch(rows[self.cfg.image_column], self.t_res), prompts
+
+
+class DirtySource(ImageSource):
+    """Another source's images, a fraction `dirt` of them soiled the way one-step Students'
+    images are (docs/distill.md): Gaussian pixel noise (std up to 0.15 on [-1, 1]), a
+    colour tint (up to +-0.1 per channel) and a level shift (up to +-0.1). Image i's draw
+    depends only on (seed, i). The prompt is unchanged."""
+
+    def __init__(self, inner: ImageSource, dirt: float, seed: int):
+        super().__init__(len(inner))
+        self.inner, self.dirt, self.seed = inner, dirt, seed
+
+    def read(self, lo, hi):
+        images, prompts = self.inner.read(lo, hi)
+        images = images.clone()
+        for j, i in enumerate(range(lo, hi)):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 7)
+            if torch.rand((), generator=g) >= self.dirt:
+                continue
+            x = images[j]
+            noise = torch.randn(x.shape, generator=g) * 0.15 * torch.rand((), generator=g)
+            tint = (torch.rand(3, 1, 1, generator=g) * 2 - 1) * 0.1
+            level = (torch.rand((), generator=g) * 2 - 1) * 0.1
+            images[j] = (x + noise + tint + level).clamp(-1, 1)
+        return images, prompts
+
+
+def teacher_captions(cfg: DataConfig, teacher) -> list[str]:
+    """What the data-free source samples the Teacher on: a dataset's caption column, a
+    prompts file, or a domain's prompts. Never the empty prompt: the Bridge's attention
+    fidelity reads the Teacher's maps on these captions' tokens."""
+    if cfg.path:
+        return hf_captions(cfg.path, cfg.split, cfg.caption_column)
+    if cfg.captions == "domain" and cfg.domain is not None:
+        return read_prompts(cfg.domain)
+    if cfg.captions == "domain" and domain_of(teacher) is None:
+        raise CrossdistillError("data.source=teacher samples the Teacher on captions: set data.captions to a text "
+                                "file (one caption per line) or data.path + data.caption_column (a Hugging Face "
+                                "dataset)")
+    return read_prompts(cfg.captions, teacher)
+
+
+class TeacherSource(ImageSource):
+    """Data-free: images sampled from the Teacher with its default sampler, caption i
+    being captions[i % len(captions)]; each block of `batch` images has its own seed."""
+
+    batch = 16
+
+    def __init__(self, teacher, t_res: int, n: int, seed: int, captions: list[str]):
+        super().__init__(n)
+        self.teacher, self.t_res, self.seed, self.captions = teacher, t_res, seed, captions
+
+    def read(self, lo, hi):
+        out, prompts = [], [self.captions[i % len(self.captions)] for i in range(lo, hi)]
+        for start in range(lo, hi, self.batch):
+            stop = min(hi, start + self.batch)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + start)
+            z = self.teacher.sample(prompts[start - lo:stop - lo], generator=g, height=self.t_res, width=self.t_res)
+            out.append(self.teacher.space.decode(z).clamp(-1, 1).float().cpu())
+        return torch.cat(out), prompts
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -163,4 +280,6 @@ def check_prompts(model, prompts: list[str]) -> None:
         domain.check_prompts(prompts)
 
 
-__all__ = ["DataConfig", "SOURCES", "check_prompts", "domain_of", "load_images", "read_prompt_file", "read_prompts"]
+__all__ = ["DataConfig", "ImageSource", "SOURCES", "check_prompts", "domain_of", "hf_captions", "hf_dataset", "image_source",
+           "load_images",
+           "read_prompt_file", "read_prompts", "teacher_captions"]

@@ -199,6 +199,17 @@ class Denoiser:
         (evaluation of per-object maps). Families place their encoders' tokens differently."""
         raise CrossdistillError(f"the {self.family} adapter does not map prompt words to text tokens")
 
+    def caption_mask(self, prompts: list[str], length: int) -> Tensor:
+        """(B, length) bool: True on the text positions that hold the caption's own tokens
+        (start, end and padding tokens excluded), from `word_positions`."""
+        mask = torch.zeros(len(prompts), length, dtype=torch.bool)
+        memo: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            if p not in memo:
+                memo[p] = [j for word in self.word_positions(p) for j in word if j < length]
+            mask[i, memo[p]] = True
+        return mask
+
     # -- schedule (family-specific) -------------------------------------------------
     parameterization: str
 

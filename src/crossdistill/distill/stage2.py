@@ -26,11 +26,12 @@ import torch
 from ..bridge import Bridge, BridgeConfig
 from ..bridge.io import load_bridge
 from ..bridge.model import CLAMPS, clamp_pixels
-from ..data.sources import DataConfig, load_images, read_prompts
+from ..data.conditioning import PromptConditioner
+from ..data.sources import DataConfig, hf_captions, load_images, read_prompts
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, check_fractions, choice_error
-from ..train import (Task, TrainConfig, average_gradients, default_device, ema_update, local_part, optimizer_step, run,
-                     weights_dtype)
+from ..train import (Task, TrainConfig, average_gradients, default_device, ema_update, local_part, mean_logs,
+                     micro_batches, optimizer_step, run, weights_dtype)
 from .diagnostics import latent_diagnostics, reencoded
 from .generator import OneStepGenerator, one_step_scheduler
 from .gan import HEADS, FeatureTap, GanHead, PixelDiscriminator
@@ -96,7 +97,10 @@ class Stage2Config:
     teacher: str = "shapes-teacher"
     student: str = "shapes-student-base"
     bridge_dir: str = "identity"   # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
-    prompts: str = "domain"     # "domain" (every prompt of the Teacher's domain), a domain's name, or a prompts file
+    prompts: str = "domain"     # "domain" (every prompt of the Teacher's domain), a domain's name, a prompts file,
+                                # or with prompts_column: a Hugging Face dataset (id or path)
+    prompts_column: str | None = None   # the dataset column holding the captions
+    prompts_split: str = "train"
     weights_dtype: str = "fp32"  # frozen weights (Teacher, VAEs, text encoders): fp32 | bf16 | fp16
     guidance: float | None = None   # real-score CFG; the Teacher's default if None
     t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range
@@ -119,6 +123,11 @@ class Stage2Config:
         if self.clamp not in CLAMPS:
             raise choice_error("clamp", self.clamp, CLAMPS)
         return self
+
+
+def _rows(cond, part: slice):
+    """Rows `part` of a batch's conditioning (a micro-batch)."""
+    return cond.index(torch.arange(len(cond))[part])
 
 
 class TrainableView(torch.nn.Module):
@@ -230,9 +239,9 @@ class DistillTask(Task):
     name = "distill"
 
     def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, prompts: list[str], cfg: Stage2Config,
-                 conditioning: tuple | None = None):
-        """`conditioning`: (Student embeddings, Teacher embeddings, Teacher unconditional
-        embedding), one row per prompt, when computed beforehand (else encoded here)."""
+                 conditioners: tuple[PromptConditioner, PromptConditioner] | None = None):
+        """`conditioners`: the (Student's, Teacher's) conditioning of a batch's prompts
+        (default: their own text encoders, per batch: nothing is encoded ahead)."""
         self.cfg, self.teacher, self.student, self.prompts = cfg, teacher, student, prompts
         self.device = next(student.model.parameters()).device
         # the resolutions the Bridge was built for are the run's (a Bridge trained at another
@@ -240,10 +249,10 @@ class DistillTask(Task):
         self.s_res, self.t_res = bridge.student_res, bridge.teacher_res
         self.bridge = bridge.to(self.device).requires_grad_(False)
         self.teacher.model.requires_grad_(False)
-        if conditioning is None:
-            with torch.no_grad():
-                conditioning = (student.encode_prompt(prompts), teacher.encode_prompt(prompts), teacher.uncond(1))
-        self.cond_s, self.cond_t, self.uncond_t = conditioning
+        if not prompts:
+            raise CrossdistillError("stage 2 needs at least one prompt")
+        self.text_s, self.text_t = conditioners or (PromptConditioner(student), PromptConditioner(teacher))
+        self.uncond_t = self.text_t.uncond()
         self.student.model.train().requires_grad_(True)
         self.generator = OneStepGenerator(self.student)
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
@@ -266,7 +275,9 @@ class DistillTask(Task):
         device, frozen = default_device(), weights_dtype(cfg.weights_dtype, cast_fp32=False)
         teacher = load_denoiser(cfg.teacher, dtype=frozen, device=device)
         student = cast_frozen(load_denoiser(cfg.student, device=device), frozen)
-        prompts = read_prompts(cfg.prompts, teacher) if prompts is None else prompts
+        if prompts is None:
+            prompts = hf_captions(cfg.prompts, cfg.prompts_split, cfg.prompts_column) if cfg.prompts_column else \
+                read_prompts(cfg.prompts, teacher)
         return cls(teacher, student, make_bridge(cfg.bridge_dir, student, teacher), prompts, cfg)
 
     def _setup_gan(self) -> None:
@@ -277,11 +288,11 @@ class DistillTask(Task):
         with torch.no_grad():
             self.real_z = torch.cat([self.teacher.space.encode(imgs[i:i + 64].to(self.device, self.teacher.dtype))
                                      for i in range(0, len(imgs), 64)]).float()
-            self.real_cond, self.real_rows = self.teacher.encode_table(prompts)
+            self.real_prompts = prompts
         self.tap = FeatureTap(self.fake.den.model)
         with torch.no_grad(), self.fake.active() as fake, self.tap.recording():
             t = self.teacher.time_at(torch.tensor([0.5])).to(self.device)
-            fake.model_output(self.real_z[:1].to(self.teacher.dtype), t, self.real_cond.index(self.real_rows[:1]))
+            fake.model_output(self.real_z[:1].to(self.teacher.dtype), t, self.text_t(prompts[:1]))
         self.head = GanHead(self.tap.feats.shape[1], self.cfg.gan.head).to(self.device)
 
     def _setup_pixel_gan(self) -> None:
@@ -347,7 +358,8 @@ class DistillTask(Task):
         n, res = self.cfg.train.batch, self.s_res
         rows = local_part(self.acc, torch.randint(0, len(self.prompts), (n,), generator=gen))
         noise = local_part(self.acc, torch.randn(n, *self.student.latent_shape(res, res), generator=gen))
-        return noise.to(self.device), self.cond_s.index(rows), self.cond_t.index(rows)
+        prompts = [self.prompts[i] for i in rows.tolist()]
+        return noise.to(self.device), self.text_s(prompts), self.text_t(prompts)
 
     def _noising(self, z_hat: torch.Tensor, gen: torch.Generator):
         """Teacher timesteps and noise for the global batch; this process's part."""
@@ -356,45 +368,56 @@ class DistillTask(Task):
         eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
         return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
 
-    def _real_logits(self, gen: torch.Generator) -> torch.Tensor:
-        """The head on the fake score's features of noised real Teacher-space latents."""
+    def _real_draw(self, gen: torch.Generator):
+        """Rows of the real Teacher-space latents, their timesteps and noise (global draws, this process's part)."""
         n = self.cfg.train.batch
         rows = local_part(self.acc, torch.randint(0, len(self.real_z), (n,), generator=gen))
+        t, eps = self._noising(self.real_z[rows.to(self.real_z.device)], gen)
+        return rows, t, eps
+
+    def _real_logits(self, rows: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The head on the fake score's features of noised real Teacher-space latents."""
         z = self.real_z[rows.to(self.real_z.device)]
-        t, eps = self._noising(z, gen)
         with self.tap.recording():
-            self.fake.den.model_output(self.teacher.add_noise(z, t, eps), t, self.real_cond.index(self.real_rows[rows]))
+            self.fake.den.model_output(self.teacher.add_noise(z, t, eps), t,
+                                       self.text_t([self.real_prompts[i] for i in rows.tolist()]))
         return self.head(self.tap.feats)
 
     def _fake_update(self, z_hat: torch.Tensor, ct, gen: torch.Generator, step: int) -> dict[str, float]:
         t, eps = self._noising(z_hat, gen)
+        real = self._real_draw(gen) if self.gan else None
+        parts = micro_batches(self.cfg.train, len(z_hat))
+        total, rows = 0.0, []
         with self.fake.active() as fake:   # LoRA on: forward, backward and update
-            if self.gan:
-                with self.tap.recording():
-                    loss_f, logs = fake.loss(z_hat, ct, t=t, noise=eps)
-                logits_fake = self.head(self.tap.feats)
-                loss_d, ld = gan_discriminator_loss(self._real_logits(gen), logits_fake)
-                loss = loss_f + self.cfg.gan.d_weight * loss_d
-            else:
-                loss_f, logs = fake.loss(z_hat, ct, t=t, noise=eps)
-                loss, ld = loss_f, {}
             self.opt_f.zero_grad(set_to_none=True)
-            self.acc.backward(loss)
+            for part in parts:   # gradient accumulation: each micro-batch's share of the batch mean
+                if self.gan:
+                    with self.tap.recording():
+                        loss_f, _ = fake.loss(z_hat[part], _rows(ct, part), t=t[part], noise=eps[part])
+                    logits_fake = self.head(self.tap.feats)
+                    loss_d, ld = gan_discriminator_loss(self._real_logits(*(x[part] for x in real)), logits_fake)
+                    loss = loss_f + self.cfg.gan.d_weight * loss_d
+                else:
+                    loss_f, _ = fake.loss(z_hat[part], _rows(ct, part), t=t[part], noise=eps[part])
+                    loss, ld = loss_f, {}
+                self.acc.backward(loss / len(parts))
+                total, rows = total + loss.detach() / len(parts), rows + [{"fake": loss_f.item(), **ld}]
             average_gradients(self.acc, self._fake_params())
-            lo = optimizer_step(self.opt_f, loss, self._fake_params(), self.cfg.train, step, self.cfg.fake.lr)
-        return {"fake": loss_f.item(), **ld, **{f"fake_{k}": v for k, v in lo.items()}}
+            lo = optimizer_step(self.opt_f, total, self._fake_params(), self.cfg.train, step, self.cfg.fake.lr)
+        return {**mean_logs(rows), **{f"fake_{k}": v for k, v in lo.items()}}
 
     def _manifold(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.cfg.manifold.kind == "std":
             return latent_std_loss(z)
         return reencode_loss(z, reencoded(self.student.space, z))
 
-    def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
+    def _generator_loss(self, noise, cs, ct, t, eps):
+        """DMD (+ the optional GAN and manifold terms) on one micro-batch; returns the loss,
+        its logs, the latents z = G(noise), B(z) and the decoded pixels (pixel GAN) or None."""
         cfg, teacher = self.cfg, self.teacher
-        noise, cs, ct = self._batch(gen)
         z = self.generator(noise, cs)
         z_hat = self.bridge(z, clamp=cfg.clamp)
-        t, eps = self._noising(z_hat, gen)
+        eps = eps.to(z_hat.dtype)
         x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
             real = teacher.predict_x0(x_t, t, ct, guidance=self.guidance, uncond=self.uncond_t.expand(len(z)))
@@ -411,6 +434,7 @@ class DistillTask(Task):
         if self.gan:
             loss_g = loss_g + self.cfg.gan.weight * gan_g
             logs.update(lgan)
+        x_px = None
         if self.pixel_gan:   # what users see: the clamped Student decode
             x_px = clamp_pixels(self.student.space.decode(z), "straight_through")
             gan_g, lgan = gan_generator_loss(self.disc(x_px))
@@ -420,22 +444,38 @@ class DistillTask(Task):
             loss_m, lm = self._manifold(z)
             loss_g = loss_g + cfg.manifold.weight * loss_m
             logs.update(lm)
+        return loss_g, logs, z, z_hat, x_px
+
+    def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
+        cfg = self.cfg
+        noise, cs, ct = self._batch(gen)
+        t, eps = self._noising(torch.empty(1, *self.bridge.teacher_shape, device=self.device), gen)
+        parts = micro_batches(cfg.train, len(noise))
+        total, rows, zs, z_hats, pixels = 0.0, [], [], [], []
         self.opt_g.zero_grad(set_to_none=True)
-        self.acc.backward(loss_g)
+        for part in parts:   # gradient accumulation: each micro-batch's share of the batch mean
+            loss_g, logs, z, z_hat, x_px = self._generator_loss(noise[part], _rows(cs, part), _rows(ct, part),
+                                                                t[part], eps[part])
+            self.acc.backward(loss_g / len(parts))
+            total, rows = total + loss_g.detach() / len(parts), rows + [logs]
+            zs, z_hats = zs + [z.detach()], z_hats + [z_hat.detach()]
+            pixels += [] if x_px is None else [x_px.detach()]
         average_gradients(self.acc, self.student.model.parameters())
-        logs.update(optimizer_step(self.opt_g, loss_g, self.student.model.parameters(), cfg.train, step, cfg.lr))
+        logs = mean_logs(rows)
+        logs.update(optimizer_step(self.opt_g, total, self.student.model.parameters(), cfg.train, step, cfg.lr))
         ema_update(self.ema, self.student.model, cfg.ema, step)
+        z, z_hat = torch.cat(zs), torch.cat(z_hats)
         if self.pixel_gan:
-            logs.update(self._pixel_gan_update(x_px, gen, step))
+            logs.update(self._pixel_gan_update(torch.cat(pixels), gen, step))
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:   # what gets logged
-            logs.update(latent_diagnostics(z.detach(), self.student.space, z_hat.detach(), self.roundtrip))
+            logs.update(latent_diagnostics(z, self.student.space, z_hat, self.roundtrip))
 
         # two time-scale rule: the fake score keeps up with the generator
-        lf = self._fake_update(z_hat.detach(), ct, gen, step)
+        lf = self._fake_update(z_hat, ct, gen, step)
         for _ in range(cfg.fake.updates - 1):
             noise, cs, ct = self._batch(gen)
             with torch.no_grad():
-                z_hat = self.bridge(self.generator(noise, cs), clamp=cfg.clamp)
+                z_hat = torch.cat([self.bridge(self.generator(noise[p], _rows(cs, p)), clamp=cfg.clamp) for p in parts])
             lf = self._fake_update(z_hat, ct, gen, step)
         logs.update(lf)
         return logs
@@ -445,9 +485,9 @@ class DistillTask(Task):
         """One-step EMA samples for the first n prompts, fixed noise (the same every time)."""
         res = self.s_res
         noise = torch.randn(n, *self.student.latent_shape(res, res), generator=torch.Generator().manual_seed(0))
-        rows = torch.arange(n) % len(self.prompts)
+        prompts = [self.prompts[i % len(self.prompts)] for i in range(n)]
         ema = OneStepGenerator(self.student.with_components(**{self.student.backbone: self.ema}))
-        return self.student.space.decode(ema(noise.to(self.device), self.cond_s.index(rows)))
+        return self.student.space.decode(ema(noise.to(self.device), self.text_s(prompts)))
 
     def export(self, run_dir: Path) -> None:
         export_student(self.student, self.ema, Path(run_dir) / "student", self.s_res)

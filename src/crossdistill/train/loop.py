@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CrossdistillError, choice_error
-from .checkpoint import flatten_state, load_latest, save_checkpoint
+from .checkpoint import load_latest, save_checkpoint, save_sharded_checkpoint
 from .parallel import any_process, check_parallel, is_sharded, local, shard, uses_fsdp
 
 PRECISIONS = ("no", "bf16", "fp16")
@@ -42,11 +42,17 @@ def _no_accelerator() -> bool:
     return not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
-def default_device() -> torch.device:
-    """This process's device under Accelerate (models are loaded straight onto it)."""
+def processes():
+    """This process's place among the launched ones (Accelerate's `PartialState`:
+    `process_index`, `num_processes`, `wait_for_everyone`), usable before the accelerator."""
     from accelerate import PartialState
 
-    return PartialState(cpu=_no_accelerator()).device
+    return PartialState(cpu=_no_accelerator())
+
+
+def default_device() -> torch.device:
+    """This process's device under Accelerate (models are loaded straight onto it)."""
+    return processes().device
 
 
 @dataclass
@@ -67,12 +73,15 @@ class TrainConfig:
     warmup_steps: int = 0            # linear learning-rate warm-up from 0 over the first N steps
     adam_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0        # AdamW's decoupled weight decay
+    grad_accumulation: int = 1       # micro-batches per update: each process's part of the batch runs in N chunks,
+                                     # gradients summed (the same update, 1/N of the activation memory)
 
     def validate(self) -> "TrainConfig":
         if self.mixed_precision not in PRECISIONS:
             raise choice_error("mixed_precision", self.mixed_precision, PRECISIONS)
         check_parallel(self.parallel)
-        for k in ("steps", "batch", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints"):
+        for k in ("steps", "batch", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints",
+                  "grad_accumulation"):
             if getattr(self, k) < 1:
                 raise CrossdistillError(f"train.{k} must be >= 1, got {getattr(self, k)}")
         for k in ("max_grad_norm", "warmup_steps", "weight_decay"):
@@ -149,8 +158,9 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
     # without an accelerator, say so: Accelerate then runs N launched processes over gloo
     acc = Accelerator(cpu=_no_accelerator(), mixed_precision=cfg.mixed_precision, log_with=log_with,
                       project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")))
-    if cfg.batch % acc.num_processes:
-        raise CrossdistillError(f"train.batch {cfg.batch} is not divisible by {acc.num_processes} processes")
+    if cfg.batch % (acc.num_processes * cfg.grad_accumulation):
+        raise CrossdistillError(f"train.batch {cfg.batch} is not divisible by {acc.num_processes} processes x "
+                                f"{cfg.grad_accumulation} micro-batches (train.grad_accumulation)")
     return acc
 
 
@@ -160,12 +170,38 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def local_part(acc, x):
-    """This process's slice of a tensor drawn for the global batch."""
-    n = acc.num_processes
+    """This process's slice of a tensor drawn for the global batch (`acc` None: all of it)."""
+    n = 1 if acc is None else acc.num_processes
     if n == 1:
         return x
     b = len(x) // n
     return x[acc.process_index * b:(acc.process_index + 1) * b]
+
+
+def all_processes(acc, flag: bool) -> bool:
+    """`flag` AND-ed over processes (one process: unchanged)."""
+    if acc.num_processes == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([float(flag)], device=acc.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def micro_batches(cfg: TrainConfig, n: int) -> list[slice]:
+    """This process's n rows as `cfg.grad_accumulation` consecutive equal slices. A task
+    runs forward + backward on each, its loss divided by their number, then one update."""
+    k = cfg.grad_accumulation
+    if n % k:
+        raise CrossdistillError(f"{n} rows per process do not split into {k} micro-batches (train.grad_accumulation)")
+    m = n // k
+    return [slice(i * m, (i + 1) * m) for i in range(k)]
+
+
+def mean_logs(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The micro-batches' logged numbers, averaged."""
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
 def average_gradients(acc, params) -> None:
@@ -205,6 +241,17 @@ def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
         refuse_foreign(run_dir, overwrite, "run")
 
 
+def claim_run_dir(run_dir: Path, overwrite: bool = False) -> Path:
+    """Check `run_dir` (see `check_run_dir`), create it and mark it as a run folder."""
+    from ..io import RUN_MARKER
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).write_text("crossdistill run\n")
+    return run_dir
+
+
 def prepare(task: Task, cfg: TrainConfig, run_dir: Path):
     """Everything before the first step, in one place: the accelerator, FSDP sharding of
     the task's `shard_targets`, the task's own setup (optimizers over the parameters as
@@ -230,15 +277,12 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    from ..io import RUN_MARKER
-
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir, overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_MARKER).write_text(f"crossdistill {task.name} run\n")
+    run_dir = claim_run_dir(run_dir, overwrite)
     acc, fsdp = prepare(task, cfg, run_dir)
     modules = {k: unwrap(acc, m) for k, m in task.modules().items()}
-    start, resumed_from = load_latest(run_dir, modules, task.optimizers())
+    sharded = fsdp and any(is_sharded(p) for m in modules.values() for p in m.parameters())
+    start, resumed_from = load_latest(run_dir, modules, task.optimizers(), acc.process_index, acc.num_processes,
+                                      agree=lambda ok: all_processes(acc, ok))
     if acc.num_processes > 1:
         acc.print(f"{task.name}: {acc.num_processes} processes ({acc.distributed_type.value}), "
                   f"global batch {cfg.batch}, {cfg.batch // acc.num_processes} per process")
@@ -290,11 +334,10 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
                 write_samples(acc, run_dir, step + 1, images)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             acc.wait_for_everyone()
-            # sharded weights are gathered by every process (a collective); the main one writes
-            state = flatten_state(modules, task.optimizers()) if fsdp else None
-            if acc.is_main_process:
-                save_checkpoint(run_dir, step + 1, modules, task.optimizers(), keep=cfg.keep_checkpoints,
-                                state=state)
+            if sharded:   # every process writes its own shards (a collective; nothing is gathered)
+                save_sharded_checkpoint(run_dir, step + 1, acc, modules, task.optimizers(), keep=cfg.keep_checkpoints)
+            elif acc.is_main_process:
+                save_checkpoint(run_dir, step + 1, modules, task.optimizers(), keep=cfg.keep_checkpoints)
     acc.wait_for_everyone()
     if acc.is_main_process:
         task.export(run_dir)

@@ -84,7 +84,7 @@ def full(t: torch.Tensor) -> torch.Tensor:
 def like(ref: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """`value` (a whole tensor, the same on every process) laid out as `ref`: this
     process's shard if `ref` is sharded (no communication), else unchanged."""
-    if not is_sharded(ref):
+    if ref is None or not is_sharded(ref) or is_sharded(value):   # nothing to lay out, or laid out already
         return value
     from torch.distributed.tensor import distribute_tensor
 
