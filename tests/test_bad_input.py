@@ -38,6 +38,9 @@ def models(tmp_path_factory):
     (gens / "manifest.jsonl").write_text('{"file": "a.png", "prompt": "a cat"}\n')
     from PIL import Image
     Image.new("RGB", (8, 8)).save(gens / "a.png")
+    uncaptioned = root / "uncaptioned"      # images without a manifest: no prompts
+    uncaptioned.mkdir()
+    Image.new("RGB", (32, 32)).save(uncaptioned / "a.png")
     (root / "mine").mkdir()
     (root / "mine" / "notes.txt").write_text("my files")
     return root
@@ -57,6 +60,11 @@ ROWS = [
     ("pair the Bridge can't map", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
      "--set student={r}/student --set student_resolution=32 --set teacher_resolution=48",
      "not an integer resolution ratio"),
+    ("stage 1 on images without captions", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+     "--set student={r}/student --set data.source=folder --set data.path={r}/uncaptioned",
+     "1 of the bank's 1 images have an empty prompt"),
+    ("data-free stage 1 without captions", "bridge bank configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+     "--set student={r}/student --set data.source=teacher --set data.domain=null", "samples the Teacher on captions"),
     ("unknown family (pipeline class)", "generate --model {r}/foreign_pipe --prompt 'a cat' --out {o}",
      "unknown pipeline class 'KandinskyPipeline'"),
     ("unknown choice", "distill configs/distill_shapes.yaml --out {o} --set fake.kind=lorra",

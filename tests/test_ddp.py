@@ -177,11 +177,10 @@ def test_two_processes_encode_disjoint_bank_shards(tiny_pair, tmp_path):
     they cover the set, and the bank and the trained Bridge equal one process's."""
     from safetensors import safe_open
 
-    cfg = {"teacher": str(tiny_pair / "teacher"), "student": str(tiny_pair / "student"),
-           "data": {"images": 10, "domain": "shapes", "shard_size": 3}, "bridge": {"width": 8, "depth": 1},
-           "train": {"steps": 2, "batch": 4, "checkpoint_every": 2}}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    cli = ["-m", "crossdistill.cli", "bridge", "train", str(tmp_path / "cfg.yaml"), "--threads", "1"]
+    models = ["--set", f"teacher={tiny_pair / 'teacher'}", "--set", f"student={tiny_pair / 'student'}"]
+    cli = ["-m", "crossdistill.cli", "bridge", "train", "configs/bridge_shapes.yaml", *models, "--set", "data.images=16",
+           "--set", "data.shard_size=5", "--set", "train.batch=4", "--set", "train.steps=3",
+           "--set", "train.checkpoint_every=3", "--threads", "1"]
     _run([sys.executable, *cli, "--out", str(tmp_path / "one")])
     _run([sys.executable, *LAUNCH_2, *cli, "--out", str(tmp_path / "two")])
 
@@ -193,11 +192,13 @@ def test_two_processes_encode_disjoint_bank_shards(tiny_pair, tmp_path):
         return out
 
     one, two = shards(tmp_path / "one"), shards(tmp_path / "two")
-    assert sorted(one) == sorted(two) == [f"shard-{k:06d}.safetensors" for k in range(4)]
+    assert sorted(one) == sorted(two) == [f"shard-{k:06d}.safetensors" for k in range(4)]   # 5 + 5 + 5 + 1
     assert {k: v[0] for k, v in two.items()} == {f"shard-{k:06d}.safetensors": k % 2 for k in range(4)}
     assert {v[0] for v in one.values()} == {0}
     for k in one:
         assert torch.equal(one[k][1], two[k][1]) and torch.equal(one[k][2], two[k][2])
     a = load_file(str(tmp_path / "one" / "bridge" / "projector.safetensors"))
     b = load_file(str(tmp_path / "two" / "bridge" / "projector.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"bank test: max |1 proc - 2 procs| {diff:.3g}")
+    assert diff <= 1e-4          # as test_stage1_two_processes_equal_one: reduction order and Adam's first steps

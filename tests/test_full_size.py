@@ -47,17 +47,17 @@ def test_one_step_of_each_stage_at_real_depth(pair, tmp_path):
     models = [f"teacher={tmp_path / 'teacher'}", f"student={tmp_path / 'student'}"]
     tiny_run = ["train.steps=1", "train.batch=2", "train.checkpoint_every=1"]
 
+    (tmp_path / "captions.txt").write_text("a red circle\na blue square on the left\n")
     if pair == "sd15_from_sd35":
         run = ["data.source=renders", "data.domain=shapes"]
-    else:
-        run = ["weights_dtype=fp32", "train.mixed_precision=no"]
+    else:   # the shipped config's data-free bank, the Teacher sampled on the captions file
+        run = ["weights_dtype=fp32", "train.mixed_precision=no", f"data.captions={tmp_path / 'captions.txt'}"]
         tiny_run = tiny_run + ["train.mixed_precision=no", "weights_dtype=fp32"]
     s1 = load_config(Stage1Config, CONFIGS / f"bridge_{pair}.yaml",
                      models + tiny_run + run + ["data.images=2", "bridge.width=8"])
     assert s1.train.gradient_checkpointing
     train_bridge(s1, tmp_path / "bridge", progress=False)
 
-    (tmp_path / "captions.txt").write_text("a red circle\na blue square on the left\n")
     # two generator steps: at step 0 a zero-initialised LoRA fake score equals the real one
     # exactly when both see the same inputs (Flux-dev: guidance embedded, no CFG call), so
     # the first DMD gradient is 0; the second follows one fake-score update

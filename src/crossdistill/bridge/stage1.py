@@ -59,6 +59,16 @@ def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
     return teacher, student, s_res, t_res
 
 
+def _require_captions(cfg: Stage1Config, prompts: list[str]) -> None:
+    """Attention fidelity reads the Teacher's maps over the captions' tokens: every image needs one."""
+    n = sum(not p.strip() for p in prompts)
+    if cfg.attn.weight > 0 and n:
+        raise CrossdistillError(
+            f"{n} of the bank's {len(prompts)} images have an empty prompt: attention fidelity would compare "
+            "the Teacher's maps over padding. Give captions (data.caption_column, a folder's manifest.jsonl, "
+            "data.captions for data.source=teacher) or set attn.weight=0")
+
+
 def _require_trainable(bridge: Bridge) -> None:
     if not bridge.trainable:
         raise CrossdistillError(f"bridge kind {bridge.kind!r} has nothing to train; use `bridge eval` directly")
@@ -75,12 +85,7 @@ class BridgeTask(Task):
         """`conditioner`: the Teacher's conditioning of a batch's prompts (default: its own
         text encoders, per batch)."""
         _require_trainable(bridge)
-        if cfg.attn.weight > 0 and any(not p.strip() for p in bank.prompts):
-            n = sum(not p.strip() for p in bank.prompts)
-            raise CrossdistillError(
-                f"{n} of the bank's {len(bank)} images have an empty prompt: attention fidelity would compare "
-                "the Teacher's maps over padding. Give captions (data.caption_column, a folder's manifest.jsonl, "
-                "data.captions for data.source=teacher) or set attn.weight=0")
+        _require_captions(cfg, bank.prompts)
         self.device = next(teacher.model.parameters()).device
         self.cfg, self.teacher, self.student, self.bank = cfg, teacher, student, bank
         self.bridge = bridge.to(self.device)   # the projector trains where the Teacher runs (in fp32)
@@ -89,17 +94,19 @@ class BridgeTask(Task):
         self.opt = cfg.train.optimizer(self.bridge.parameters(), cfg.lr)
 
     @classmethod
-    def from_config(cls, cfg: Stage1Config, bank_dir: Path | None = None, progress: bool = True) -> "BridgeTask":
-        """`bank_dir`: where the bank of paired latents is written shard by shard (see
-        `write_bank`) and read back batch by batch; None: encoded into memory."""
+    def from_config(cls, cfg: Stage1Config, run_dir: Path | None = None, progress: bool = True,
+                    overwrite: bool = False) -> "BridgeTask":
+        """`run_dir`: the run folder whose `bank/` holds the paired latents, written shard by
+        shard (see `write_bank`) and read back batch by batch; None: encoded into memory."""
         teacher, student, s_res, t_res = make_pair(cfg)
         bridge = Bridge(student.space, teacher.space, s_res, t_res, cfg.bridge)
         _require_trainable(bridge)   # before encoding any data
-        if bank_dir is None:
+        if run_dir is None:
             source = image_source(cfg.data, teacher, t_res, cfg.data.images, cfg.data.seed)
             images, prompts = source.read(0, len(source))
             return cls(teacher, student, bridge, encode_pairs(images, prompts, student, teacher, s_res, t_res), cfg)
-        return cls(teacher, student, bridge, write_bank(cfg, teacher, student, s_res, t_res, bank_dir, progress), cfg)
+        bank = write_bank(cfg, teacher, student, s_res, t_res, run_dir, progress, overwrite)
+        return cls(teacher, student, bridge, bank, cfg)
 
     def setup(self, acc) -> None:
         self.acc = acc
@@ -183,14 +190,19 @@ class BridgeTask(Task):
         save_bridge(self.acc.unwrap_model(self.bridge), Path(run_dir) / "bridge", self.cfg.teacher, self.cfg.student)
 
 
-def write_bank(cfg: Stage1Config, teacher: Denoiser, student: Denoiser, s_res: int, t_res: int, bank_dir: Path,
-               progress: bool = True) -> ShardBank:
-    """The stage-1 bank of `cfg.data` in `bank_dir`: every process samples / reads and
+def write_bank(cfg: Stage1Config, teacher: Denoiser, student: Denoiser, s_res: int, t_res: int, run_dir: Path,
+               progress: bool = True, overwrite: bool = False) -> ShardBank:
+    """The stage-1 bank of `cfg.data` in `run_dir/bank`: every process samples / reads and
     encodes its own shards (shard k: process k mod N), shards already on disk are kept
-    (a rerun resumes), and a bank built from other data or models is refused."""
+    (a rerun resumes), and a bank built from other data or models is refused. The run
+    folder is claimed only once the data source has been checked: bad input writes nothing."""
     from ..config import to_dict
+    from ..train import claim_run_dir
 
     source = image_source(cfg.data, teacher, t_res, cfg.data.images, cfg.data.seed)
+    _require_captions(cfg, source.prompts())   # before anything is written
+    claim_run_dir(run_dir, overwrite)
+    bank_dir = Path(run_dir) / "bank"
     spec = {"data": to_dict(cfg.data), "teacher": cfg.teacher, "student": cfg.student, "resolutions": [s_res, t_res]}
     state = processes()
     build_bank(bank_dir, source, spec, student, teacher, s_res, t_res, cfg.data.shard_size,
@@ -202,19 +214,19 @@ def write_bank(cfg: Stage1Config, teacher: Denoiser, student: Denoiser, s_res: i
 def prepare_bank(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwrite: bool = False) -> ShardBank:
     """Only the data step of stage 1: write `run_dir/bank` (then `train_bridge` into the
     same folder reuses it)."""
-    from ..train import claim_run_dir
+    from ..train import check_run_dir
 
-    claim_run_dir(run_dir, overwrite)
+    check_run_dir(run_dir, overwrite)
     teacher, student, s_res, t_res = make_pair(cfg)
-    return write_bank(cfg, teacher, student, s_res, t_res, Path(run_dir) / "bank", progress)
+    return write_bank(cfg, teacher, student, s_res, t_res, run_dir, progress, overwrite)
 
 
 def train_bridge(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwrite: bool = False) -> Path:
     from ..config import to_dict
 
-    from ..train import claim_run_dir
+    from ..train import check_run_dir
 
-    claim_run_dir(run_dir, overwrite)   # before the bank is written into it
+    check_run_dir(run_dir, overwrite)   # nothing is written before the models and the data are checked
     torch.manual_seed(cfg.train.seed)   # projector init
-    task = BridgeTask.from_config(cfg, Path(run_dir) / "bank", progress=progress)
+    task = BridgeTask.from_config(cfg, Path(run_dir), progress=progress, overwrite=overwrite)
     return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)

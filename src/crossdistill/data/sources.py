@@ -36,9 +36,6 @@ class DataConfig:
     images: int = 4000             # images whose latents are cached for training
     seed: int = 12345              # render seed / teacher sampling seed
     shard_size: int = 64           # images per bank shard (stage 1 writes its bank shard by shard)
-    dirt: float = 0.0              # fraction of images given pixel noise, a colour tint and a level shift
-                                   # before both encodings: the Bridge also learns the off-manifold images
-                                   # a one-step generator makes (0: off)
 
     def validate(self):
         if self.source not in SOURCES:
@@ -50,8 +47,6 @@ class DataConfig:
                                     "dataset's captions: set data.caption_column")
         if self.images < 1:
             raise CrossdistillError(f"data.images must be >= 1, got {self.images}")
-        if not 0 <= self.dirt <= 1:
-            raise CrossdistillError(f"data.dirt is a fraction in [0, 1], got {self.dirt}")
         if self.shard_size < 1:
             raise CrossdistillError(f"data.shard_size must be >= 1, got {self.shard_size}")
         return self
@@ -79,17 +74,19 @@ class ImageSource:
     def read(self, lo: int, hi: int) -> tuple[torch.Tensor, list[str]]:
         raise NotImplementedError
 
+    def prompts(self) -> list[str]:
+        """Every image's prompt, without reading an image."""
+        raise NotImplementedError
+
 
 def image_source(cfg: DataConfig, teacher, t_res: int, n: int, seed: int) -> ImageSource:
     if cfg.source == "renders":
-        src = RenderSource(cfg.domain, teacher, n, seed)
-    elif cfg.source == "folder":
-        src = FolderSource(Path(cfg.path), t_res, n)
-    elif cfg.source == "hf":
-        src = HfSource(cfg, t_res, n)
-    else:
-        src = TeacherSource(teacher, t_res, n, seed, teacher_captions(cfg, teacher))
-    return DirtySource(src, cfg.dirt, seed) if cfg.dirt > 0 else src
+        return RenderSource(cfg.domain, teacher, n, seed)
+    if cfg.source == "folder":
+        return FolderSource(Path(cfg.path), t_res, n)
+    if cfg.source == "hf":
+        return HfSource(cfg, t_res, n)
+    return TeacherSource(teacher, t_res, n, seed, teacher_captions(cfg, teacher))
 
 
 def load_images(cfg: DataConfig, teacher, t_res: int, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -115,6 +112,9 @@ class RenderSource(ImageSource):
         items = [self.ds[i] for i in range(lo, hi)]
         return torch.stack([x for x, _ in items]), [p for _, p in items]
 
+    def prompts(self):
+        return [self.ds.scene(i).prompt for i in range(len(self))]
+
 
 class FolderSource(ImageSource):
     def __init__(self, folder: Path, t_res: int, n: int):
@@ -123,10 +123,10 @@ class FolderSource(ImageSource):
         manifest = folder / "manifest.jsonl"
         if manifest.is_file():
             rows = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()][:n]
-            self.files, self.prompts = [folder / r["file"] for r in rows], [r.get("prompt", "") for r in rows]
+            self.files, self.captions = [folder / r["file"] for r in rows], [r.get("prompt", "") for r in rows]
         else:
             self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))[:n]
-            self.prompts = [""] * len(self.files)
+            self.captions = [""] * len(self.files)
         if not self.files:
             raise CrossdistillError(f"no images in {folder}")
         super().__init__(len(self.files))
@@ -135,7 +135,10 @@ class FolderSource(ImageSource):
     def read(self, lo, hi):
         from PIL import Image
 
-        return to_batch([Image.open(f) for f in self.files[lo:hi]], self.t_res), self.prompts[lo:hi]
+        return to_batch([Image.open(f) for f in self.files[lo:hi]], self.t_res), self.captions[lo:hi]
+
+    def prompts(self):
+        return list(self.captions)
 
 
 def hf_dataset(path: str, split: str, columns: tuple):
@@ -179,30 +182,11 @@ class HfSource(ImageSource):
         prompts = [str(x) for x in rows[col]] if col else [""] * (hi - lo)
         return to_batch(rows[self.cfg.image_column], self.t_res), prompts
 
-
-class DirtySource(ImageSource):
-    """Another source's images, a fraction `dirt` of them soiled the way one-step Students'
-    images are (docs/distill.md): Gaussian pixel noise (std up to 0.15 on [-1, 1]), a
-    colour tint (up to +-0.1 per channel) and a level shift (up to +-0.1). Image i's draw
-    depends only on (seed, i). The prompt is unchanged."""
-
-    def __init__(self, inner: ImageSource, dirt: float, seed: int):
-        super().__init__(len(inner))
-        self.inner, self.dirt, self.seed = inner, dirt, seed
-
-    def read(self, lo, hi):
-        images, prompts = self.inner.read(lo, hi)
-        images = images.clone()
-        for j, i in enumerate(range(lo, hi)):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 7)
-            if torch.rand((), generator=g) >= self.dirt:
-                continue
-            x = images[j]
-            noise = torch.randn(x.shape, generator=g) * 0.15 * torch.rand((), generator=g)
-            tint = (torch.rand(3, 1, 1, generator=g) * 2 - 1) * 0.1
-            level = (torch.rand((), generator=g) * 2 - 1) * 0.1
-            images[j] = (x + noise + tint + level).clamp(-1, 1)
-        return images, prompts
+    def prompts(self):
+        col = self.cfg.caption_column
+        if not col:
+            return [""] * len(self)
+        return [str(x) for x in self.ds.select_columns([col]).select(range(len(self)))[col]]
 
 
 def teacher_captions(cfg: DataConfig, teacher) -> list[str]:
@@ -229,6 +213,9 @@ class TeacherSource(ImageSource):
     def __init__(self, teacher, t_res: int, n: int, seed: int, captions: list[str]):
         super().__init__(n)
         self.teacher, self.t_res, self.seed, self.captions = teacher, t_res, seed, captions
+
+    def prompts(self):
+        return [self.captions[i % len(self.captions)] for i in range(len(self))]
 
     def read(self, lo, hi):
         out, prompts = [], [self.captions[i % len(self.captions)] for i in range(lo, hi)]
