@@ -143,12 +143,11 @@ def build_bank(folder: Path, source, spec: dict, student, teacher, s_res: int, t
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise CrossdistillError(f"bank {folder} was built from other data or models ({', '.join(diff)} differ); "
                                     f"delete it or train into another folder")
-    elif process == 0:
-        folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() and process == 0:
         tmp = folder / f".{SPEC}.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(spec, indent=1))
         tmp.rename(path)
-    folder.mkdir(parents=True, exist_ok=True)
     n = len(source)
     mine = [k for k in range(process, -(-n // shard_size), processes) if not _shard(folder, k).is_file()]
     for k in tqdm(mine, desc="encoding the stage-1 bank", unit="shard", disable=not progress or not mine):

@@ -195,13 +195,12 @@ def teacher_captions(cfg: DataConfig, teacher) -> list[str]:
     fidelity reads the Teacher's maps on these captions' tokens."""
     if cfg.path:
         return hf_captions(cfg.path, cfg.split, cfg.caption_column)
-    if cfg.captions == "domain" and cfg.domain is not None:
-        return read_prompts(cfg.domain)
-    if cfg.captions == "domain" and domain_of(teacher) is None:
+    spec = cfg.domain if cfg.captions == "domain" and cfg.domain is not None else cfg.captions
+    if spec == "domain" and domain_of(teacher) is None:
         raise CrossdistillError("data.source=teacher samples the Teacher on captions: set data.captions to a text "
                                 "file (one caption per line) or data.path + data.caption_column (a Hugging Face "
                                 "dataset)")
-    return read_prompts(cfg.captions, teacher)
+    return read_prompts(spec, teacher)
 
 
 class TeacherSource(ImageSource):
@@ -267,6 +266,5 @@ def check_prompts(model, prompts: list[str]) -> None:
         domain.check_prompts(prompts)
 
 
-__all__ = ["DataConfig", "ImageSource", "SOURCES", "check_prompts", "domain_of", "hf_captions", "hf_dataset", "image_source",
-           "load_images",
-           "read_prompt_file", "read_prompts", "teacher_captions"]
+__all__ = ["DataConfig", "ImageSource", "SOURCES", "check_prompts", "domain_of", "hf_captions", "hf_dataset",
+           "image_source", "load_images", "read_prompt_file", "read_prompts", "teacher_captions"]

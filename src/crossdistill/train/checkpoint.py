@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .parallel import is_sharded, like
+from .parallel import is_sharded
 
 PREFIX = "ckpt-"
 
@@ -111,9 +111,8 @@ class _Reader:
         parts = []
         for name, offset in sorted(self.pieces[key], key=lambda p: p[1] or 0):
             with safe_open(str(self.ckpt / name), framework="pt") as f:
-                if offset is None:   # a whole tensor
-                    t = f.get_tensor(key)
-                    return t if lo is None else t[lo:hi]
+                if offset is None:   # a whole tensor: read only the rows asked for
+                    return f.get_tensor(key) if lo is None else f.get_slice(key)[lo:hi]
                 sl = f.get_slice(key)
                 n = sl.get_shape()[0]
                 a, b = (offset, offset + n) if lo is None else (max(lo, offset), min(hi, offset + n))
@@ -137,11 +136,15 @@ class _Reader:
 
 
 def restore_state(reader: _Reader, meta: dict, modules, optimizers) -> None:
+    """Load every module and optimizer, each tensor laid out as the current one (`value_for`)."""
     for name, m in modules.items():
         prefix = f"module/{name}/"
         current = m.state_dict()
-        m.load_state_dict({k[len(prefix):]: like(current.get(k[len(prefix):]), reader.value_for(k, current.get(
-            k[len(prefix):]))) for k in reader.keys() if k.startswith(prefix)})
+        sd = {}
+        for k in reader.keys():
+            if k.startswith(prefix):
+                sd[k[len(prefix):]] = reader.value_for(k, current.get(k[len(prefix):]))
+        m.load_state_dict(sd)
     for name, opt in optimizers.items():
         prefix = f"optim/{name}/"
         params = [p for g in opt.param_groups for p in g["params"]]   # the state's indices
@@ -153,8 +156,7 @@ def restore_state(reader: _Reader, meta: dict, modules, optimizers) -> None:
                 # moments of a parameter take its layout (a sharded one: this process's rows);
                 # step counters stay whole
                 same = reader.shapes[k] == tuple(p.shape) and len(reader.shapes[k]) > 0
-                v = reader.value_for(k, p if same else None)
-                state.setdefault(int(idx), {})[key] = like(p, v) if same else v
+                state.setdefault(int(idx), {})[key] = reader.value_for(k, p if same else None)
         opt.load_state_dict({"state": state, "param_groups": meta["optim"][name]})
 
 

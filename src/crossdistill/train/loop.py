@@ -24,7 +24,7 @@ import torch
 
 from ..errors import CrossdistillError, choice_error
 from .checkpoint import load_latest, save_checkpoint, save_sharded_checkpoint
-from .parallel import any_process, check_parallel, is_sharded, local, shard, uses_fsdp
+from .parallel import any_process, check_parallel, every_process, is_sharded, local, shard, uses_fsdp
 
 PRECISIONS = ("no", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -178,17 +178,6 @@ def local_part(acc, x):
     return x[acc.process_index * b:(acc.process_index + 1) * b]
 
 
-def all_processes(acc, flag: bool) -> bool:
-    """`flag` AND-ed over processes (one process: unchanged)."""
-    if acc.num_processes == 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([float(flag)], device=acc.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
 def micro_batches(cfg: TrainConfig, n: int) -> list[slice]:
     """This process's n rows as `cfg.grad_accumulation` consecutive equal slices. A task
     runs forward + backward on each, its loss divided by their number, then one update."""
@@ -282,7 +271,7 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     modules = {k: unwrap(acc, m) for k, m in task.modules().items()}
     sharded = fsdp and any(is_sharded(p) for m in modules.values() for p in m.parameters())
     start, resumed_from = load_latest(run_dir, modules, task.optimizers(), acc.process_index, acc.num_processes,
-                                      agree=lambda ok: all_processes(acc, ok))
+                                      agree=lambda ok: every_process(ok, acc.device))
     if acc.num_processes > 1:
         acc.print(f"{task.name}: {acc.num_processes} processes ({acc.distributed_type.value}), "
                   f"global batch {cfg.batch}, {cfg.batch // acc.num_processes} per process")

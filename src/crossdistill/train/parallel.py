@@ -76,23 +76,19 @@ def is_sharded(t) -> bool:
     return isinstance(t, DTensor)
 
 
-def full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor (a collective for a sharded one: every process must call it)."""
-    return t.full_tensor() if is_sharded(t) else t
-
-
-def like(ref: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """`value` (a whole tensor, the same on every process) laid out as `ref`: this
-    process's shard if `ref` is sharded (no communication), else unchanged."""
-    if ref is None or not is_sharded(ref) or is_sharded(value):   # nothing to lay out, or laid out already
-        return value
-    from torch.distributed.tensor import distribute_tensor
-
-    return distribute_tensor(value.to(ref.device, ref.dtype), ref.device_mesh, ref.placements, src_data_rank=None)
-
-
 def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if is_sharded(t) else t
+
+
+def every_process(flag: bool, device) -> bool:
+    """`flag` AND-ed over all processes (unchanged without a multi-process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def any_process(flag: bool, params) -> bool:
@@ -100,8 +96,4 @@ def any_process(flag: bool, params) -> bool:
     sees only its shard of a gradient); unchanged otherwise (gradients already averaged)."""
     if not any(is_sharded(p) for p in params):
         return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([float(flag)], device=next(iter(params)).device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return not every_process(not flag, next(iter(params)).device)
