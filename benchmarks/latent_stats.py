@@ -13,7 +13,7 @@ import torch
 def main() -> None:
     from crossdistill.denoisers import load_denoiser
     from crossdistill.distill.diagnostics import latent_diagnostics
-    from crossdistill.distill.generator import OneStepGenerator
+    from crossdistill.distill.generator import StudentGenerator
     from crossdistill.domains import get
     from crossdistill.domains.data import SceneDataset
 
@@ -27,7 +27,7 @@ def main() -> None:
         ds = SceneDataset(shapes, 256, 32, 0)
         data = student.space.encode(torch.stack([ds[i][0] for i in range(len(ds))]))
         rows = {"data (256 renders, 32 px)": data,
-                "Student base, one step (the generator at init)": OneStepGenerator(student)(noise, cond),
+                "Student base, one step (the generator at init)": StudentGenerator(student)(noise, cond),
                 "Student base, 50 steps": student.sample(cond, latents=noise)}
         for name, z in rows.items():
             d = latent_diagnostics(z, student.space)

@@ -1,4 +1,4 @@
-"""Adherence and PSNR of decode(encode(x)) for both latent spaces of a domain's models.
+"""Adherence, clean-image fraction and PSNR of decode(encode(x)) for both latent spaces of a domain's models.
 
     python benchmarks/vae_roundtrip.py                   # shapes: 720 held-out renders (90 prompts x 8)
     python benchmarks/vae_roundtrip.py --domain pairs    # pairs: 960 (the 120 evaluation prompts x 8)
@@ -33,8 +33,9 @@ def main() -> None:
         rec = torch.cat([den.space.decode(den.space.encode(x[i:i + 120])) for i in range(0, len(x), 120)])
         psnr = 10 * torch.log10(4 / (rec.clamp(-1, 1) - x).pow(2).mean())
         adh = dom.adherence(list(to_uint8(rec)), prompts)
+        clean = dom.fidelity(list(to_uint8(rec)))["clean"]   # the ceiling of any model of this latent space
         print(f"{name:20s} {res} px  latent {tuple(den.latent_shape(res, res))}  PSNR {psnr:.2f} dB  adherence "
-              + " ".join(f"{k} {v:.3f}" for k, v in adh.items()))
+              + " ".join(f"{k} {v:.3f}" for k, v in adh.items()) + f"  clean {clean:.3f}")
 
 
 if __name__ == "__main__":

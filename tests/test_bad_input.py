@@ -88,6 +88,17 @@ ROWS = [
     ("unknown parallelism", "distill configs/distill_shapes.yaml --out {o} --set train.parallel=zero3",
      "train.parallel"),
     ("eval: metric needing a missing package", "eval {r}/gens --metrics hpsv2", "pip install hpsv2"),
+    ("device this machine lacks", "generate --model {r}/student --prompt 'a cat' --out {o} --device cuda:7",
+     "--device cuda:7"),
+    ("unknown dtype", "generate --model {r}/student --prompt 'a cat' --out {o} --dtype fp8",
+     "unknown --dtype 'fp8'"),
+    ("architecture preset as a model", "generate --model sd15 --prompt 'a cat' --out {o}",
+     "is an architecture preset"),
+    ("renamed flag", "bench --json {o}/x.json", "bench --json was renamed --out"),
+    ("unknown tracker", "distill configs/distill_shapes.yaml --out {o} --set train.report_to=mlflow",
+     "unknown train.report_to 'mlflow'"),
+    ("few-step with the one-step map", "distill configs/distill_shapes.yaml --out {o} --set generator.steps=4",
+     "generator.final_alpha_bar must be in (0, 1) and needs generator.steps=1"),
 ]
 
 

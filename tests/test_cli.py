@@ -133,7 +133,7 @@ def test_demo_pairs_smoke(tmp_path):
     seeded attention-fidelity ablation (`--full --train-seeds 2 --bridge-seeds`); a
     folder holding another domain's demo is refused."""
     out = tmp_path / "demo-pairs"
-    run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
+    run("demo", "--domain", "pairs", "--out", out, "--n-prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
         "--bridge-images", "16", "--distill-steps", "2", "--threads", "1", "--full", "--train-seeds", "2",
         "--bridge-seeds")
     m = json.loads((out / "metrics.json").read_text())
@@ -153,19 +153,19 @@ def test_demo_pairs_smoke(tmp_path):
     diff = m["seeds"]["cross-space one-step - cross-space, Bridge without attention fidelity"]
     assert diff["all"]["n"] == 2 and {"colors", "relation", "clean", "fid"} <= set(diff)   # per attribute too
     assert "per-object attention error" in (out / "report.html").read_text()
-    p = run("demo", "--domain", "shapes", "--out", out, "--prompts", "2", ok=False)
+    p = run("demo", "--domain", "shapes", "--out", out, "--n-prompts", "2", ok=False)
     assert p.returncode == 2 and "holds a demo of domain 'pairs'" in p.stderr
     # resuming with a setting the finished rows were not made with is refused, not mixed in
-    p = run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "2", ok=False)
+    p = run("demo", "--domain", "pairs", "--out", out, "--n-prompts", "2", "--n-per-prompt", "2", ok=False)
     assert p.returncode == 2 and "was made with n-per-prompt=1, not 2" in p.stderr
-    p = run("demo", "--domain", "pairs", "--out", out, "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
+    p = run("demo", "--domain", "pairs", "--out", out, "--n-prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
             "--bridge-images", "16", "--distill-steps", "2", "--threads", "1", "--full", "--train-seeds", "2", ok=False)
     assert p.returncode == 2 and "was distilled through Bridge" in p.stderr and "bridge-seed1" in p.stderr
 
 
 def test_demo_smoke(tmp_path):
     out = tmp_path / "demo"
-    args = ("demo", "--out", out, "--full", "--prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
+    args = ("demo", "--out", out, "--full", "--n-prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
             "--bridge-images", "16", "--distill-steps", "2", "--train-seeds", "2", "--threads", "1")
     run(*args)
     m = json.loads((out / "metrics.json").read_text())
@@ -182,9 +182,14 @@ def test_demo_smoke(tmp_path):
                                      "shared-space one-step, no manifold term",
                                      "cross-space one-step, no manifold term",
                                      "cross-space, round-trip Bridge", "cross-space, projector-only Bridge",
-                                     "cross-space, Bridge without attention fidelity"}
+                                     "cross-space, Bridge without attention fidelity",
+                                     "cross-space 2-step", "cross-space 4-step", "cross-space LoRA Student (rank 16)"}
     assert {"round-trip", "bridge", "bridge-no-attn", "projector-only"} <= set(m["bridge"])
     assert m["latency"]["cross-space one-step"]["steps"] == 1 and m["latency"]["Teacher (multi-step)"]["steps"] > 1
+    assert m["latency"]["cross-space 4-step"]["steps"] == 4
+    assert [r["step"] for r in m["curves"]["cross-space one-step"]] == [1, 2]   # its sample grids, scored
+    assert "Quality versus step" in (out / "report.html").read_text()
+    assert (out / "students" / "cross-lora" / "pytorch_lora_weights.safetensors").exists()
     assert "<table class='results'>" in (out / "report.html").read_text()
     for name in ("cross-space", "shared-space"):   # exported pipelines that `generate --model` accepts
         assert (out / "students" / name / "model_index.json").exists()
@@ -202,7 +207,8 @@ def test_demo_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("cmd", ["", "presets", "shapes export", "shapes pretrain", "generate", "eval",
-                                 "convert-inception", "bridge train", "bridge eval", "distill", "demo", "bench"])
+                                 "convert-inception", "bridge train", "bridge eval", "distill", "demo", "bench",
+                                 "config keys", "card", "push", "app"])
 def test_help_imports_no_heavy_library(cmd):
     """`--help` (and `--version`) stay fast: neither torch, diffusers nor transformers is imported."""
     code = ("import sys\nfrom crossdistill.cli import main\nsys.argv = ['crossdistill', *sys.argv[1:]]\n"

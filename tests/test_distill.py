@@ -33,8 +33,8 @@ def test_distill_resumes_exactly(tiny_pair, tmp_path, kind, gan, monkeypatch):
     distill(_cfg(tiny_pair, 4, kind, gan=gan), tmp_path / "b", PROMPTS, progress=False)
     assert steps == [2, 3]                                       # the rerun ran only the remaining steps
     assert invocations(tmp_path / "b")[-1] == {"start_step": 2, "checkpoint": "ckpt-0000002"}
-    a = load_file(str(tmp_path / "a" / "student" / "unet.safetensors"))
-    b = load_file(str(tmp_path / "b" / "student" / "unet.safetensors"))
+    a = load_file(str(tmp_path / "a" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     hist = [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
     assert len(hist) == 4 and all(h["dmd"] > 0 and h["fake"] > 0 for h in hist)
@@ -167,7 +167,7 @@ def test_real_score_guidance_calls_the_teachers_empty_prompt(tiny_pair):
 def test_export_is_the_ema_of_the_checkpoint(tiny_pair, tmp_path):
     distill(_cfg(tiny_pair, 2), tmp_path / "run", PROMPTS, progress=False)
     state = load_file(str(tmp_path / "run" / "ckpt-0000002" / "state.safetensors"))
-    exported = load_file(str(tmp_path / "run" / "student" / "unet.safetensors"))
+    exported = load_file(str(tmp_path / "run" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
     ema = {k[len("module/ema/"):]: v for k, v in state.items() if k.startswith("module/ema/")}
     raw = {k[len("module/generator/"):]: v for k, v in state.items() if k.startswith("module/generator/")}
     assert ema.keys() == exported.keys() and all(torch.equal(ema[k], exported[k]) for k in ema)
@@ -199,9 +199,9 @@ def test_each_process_takes_its_own_half_of_the_global_batch(tiny_pair):
     for rank, world in ((0, 1), (0, 2), (1, 2)):
         task.acc = SimpleNamespace(num_processes=world, process_index=rank)
         gen = torch.Generator().manual_seed(5)
-        noise, cs, ct = task._batch(gen)
-        t, eps = task._noising(torch.zeros(len(noise), *task.teacher.latent_shape(32, 32)), gen)
-        parts.append((noise, cs.embeds, t, eps))
+        draw, cs, ct = task._batch(gen)
+        t, eps = task._noising(torch.zeros(len(draw), *task.teacher.latent_shape(32, 32)), gen)
+        parts.append((draw.noise, cs.embeds, t, eps))
     full, a, b = parts
     n = task.cfg.train.batch
     for i in range(4):
@@ -265,8 +265,8 @@ def test_stage2_runs_at_the_resolutions_its_bridge_was_built_for(tiny_pair, tmp_
     bridge = Bridge(s.space, t.space, 64, 64, BridgeConfig("roundtrip"))
     task = DistillTask(t, s, bridge, PROMPTS, _cfg(tiny_pair, 1))
     task.setup(Accelerator(cpu=True))
-    noise, _, _ = task._batch(torch.Generator().manual_seed(0))
-    assert tuple(noise.shape[-2:]) == tuple(s.latent_shape(64, 64)[-2:])
-    assert task.samples(2).shape[-1] == 64
+    draw, _, _ = task._batch(torch.Generator().manual_seed(0))
+    assert tuple(draw.noise.shape[-2:]) == tuple(s.latent_shape(64, 64)[-2:])
+    assert task.samples().shape[-1] == 64
     task.export(tmp_path)
     assert load_denoiser(tmp_path / "student").defaults.resolution == 64

@@ -35,7 +35,8 @@ def _cmd(stage, root, out):
 
 
 def _final(stage, out):
-    f = out / "bridge" / "projector.safetensors" if stage == "bridge" else out / "student" / "unet.safetensors"
+    f = (out / "bridge" / "projector.safetensors" if stage == "bridge"
+         else out / "student" / "unet" / "diffusion_pytorch_model.safetensors")
     return load_file(str(f)), load_file(str(out / "ckpt-0000010" / "state.safetensors"))
 
 

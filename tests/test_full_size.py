@@ -66,7 +66,7 @@ def test_one_step_of_each_stage_at_real_depth(pair, tmp_path):
                                           f"prompts={tmp_path / 'captions.txt'}", "fake.updates=1", "fake.rank=4"])
     assert s2.fake.kind == "lora" and s2.train.gradient_checkpointing
     distill(s2, tmp_path / "student_run", progress=False)
-    unet = load_file(str(tmp_path / "student_run" / "student" / "unet.safetensors"))
+    unet = load_file(str(tmp_path / "student_run" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
     init = load_file(str(tmp_path / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert unet.keys() == init.keys()
     assert any(not torch.equal(unet[k], init[k]) for k in unet)    # the generator steps moved the Student
@@ -98,7 +98,7 @@ def test_bench_full_size_cli(tmp_path):
     `crossdistill bench --full-size`, docs/bench.md)."""
     out = tmp_path / "full.json"
     r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "bench", "--full-size", "--narrow", "32",
-                        "--threads", "1", "--json", str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+                        "--threads", "1", "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     row = json.loads(out.read_text())
     assert row["teacher_blocks"] == {"num_layers": 38} and row["teacher_steps"] == 28

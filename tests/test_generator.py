@@ -3,14 +3,14 @@
 import torch
 
 from crossdistill.denoisers import build_denoiser
-from crossdistill.distill.generator import OneStepGenerator, one_step_scheduler
+from crossdistill.distill.generator import StudentGenerator, one_step_scheduler
 
 
 def test_one_step_pipeline_equals_generator(tmp_path):
     from diffusers import StableDiffusionPipeline
 
     den = build_denoiser("tiny-sd15", seed=0)
-    gen = OneStepGenerator(den)
+    gen = StudentGenerator(den)
     prompts = ["a red circle", "a dog"]
     noise = torch.randn(2, *den.latent_shape(32, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -41,6 +41,7 @@ def _fake_demo(root):
     student = root / "students" / "4"          # an exported Student beside the last row's generations
     student.mkdir(parents=True)
     (student / "model_index.json").write_text("{}")
+    (student / "crossdistill.json").write_text(json.dumps({"defaults": {"steps": 1}}))
     hist = root / "history.jsonl"
     hist.write_text("".join(json.dumps({"step": s, "dmd": 1 / s, "fake": 0.5 + 0.1 / s}) + "\n" for s in range(1, 30)))
     lat = {label: {"steps": 28 if "Teacher" in label else 1, "ms_per_image_b1": 400.0 if "Teacher" in label else 20.0,
@@ -49,6 +50,8 @@ def _fake_demo(root):
             "psnr": 33.0, "adherence": {"all": 0.99}}, "round-trip": {"latent_mse": 0.03, "attn_error": 0.003,
                                                                       "psnr": 32.0}},
             "histories": {"stage 2: cross-space one-step": str(hist)}, "n_per_prompt": 2, "prompts": 3,
+            "curves": {"cross-space one-step": [{"step": s, "n": 16, "all": s / 400, "clean": 0.5} for s in (100, 200, 300)],
+                       "shared-space one-step": [{"step": s, "n": 16, "all": s / 500, "clean": 0.2} for s in (100, 200, 300)]},
             "seeds": {"cross-space one-step": {"all": {"mean": 0.6, "ci95": 0.05, "n": 3, "values": [0.55, 0.6, 0.65]}},
                       "cross-space one-step - shared-space one-step": {
                           "all": {"mean": 0.1, "ci95": 0.04, "n": 3, "values": [0.06, 0.1, 0.14]}}},
@@ -67,17 +70,25 @@ def test_report_renders_in_headless_chromium(tmp_path):
       const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
       const tables = document.querySelectorAll('table.results').length;
       const svgs = document.querySelectorAll('svg.plot').length;
-      document.body.setAttribute('data-probe', `images=${imgs.length} loaded=${ok} tables=${tables} plots=${svgs}`);
+      const shown = (el) => { if (!el) return 0; const r = el.getBoundingClientRect();
+        return r.width > 100 && r.height > 50 && r.left >= 0 && r.right <= document.documentElement.scrollWidth + 1 ? 1 : 0; };
+      const curves = document.getElementById('quality-curves');
+      const layout = [shown(document.querySelector('table.results')), shown(document.querySelector('table.grid')),
+                      shown(curves && curves.nextElementSibling && curves.nextElementSibling.nextElementSibling)];
+      document.body.setAttribute('data-probe', `images=${imgs.length} loaded=${ok} tables=${tables} plots=${svgs}`
+        + ` layout=${layout.join(',')}`);
     });</script></body>"""))
     exe = _browser()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
     dom = subprocess.run([exe, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    m = re.search(r'data-probe="images=(\d+) loaded=(\d+) tables=(\d+) plots=(\d+)"', dom)
+    m = re.search(r'data-probe="images=(\d+) loaded=(\d+) tables=(\d+) plots=(\d+) layout=([\d,]+)"', dom)
     assert m, dom[-2000:]
-    images, loaded, tables, plots = map(int, m.groups())
+    images, loaded, tables, plots = map(int, m.groups()[:4])
+    assert m.group(5) == "1,1,1"   # laid out with a size: the results table, the sample grid, the quality curves
     assert images == len(LABELS) * 6 and loaded == images       # every grid image decoded (6 columns)
-    assert tables == 5 and plots >= 3   # results, failures, diagnostics, Bridge, paired differences; curves + bars
+    assert tables == 5 and plots >= 5   # results, failures, diagnostics, Bridge, paired differences; curves + bars
+    assert "Quality versus step" in html and "adherence (all) of the sample grids" in html
     assert "0.600 &plusmn; 0.050" in html and "+0.100 &plusmn; 0.040" in html   # seeds: mean +- 95 % interval
     assert "StableDiffusionPipeline.from_pretrained(" in html and "num_inference_steps=1" in html   # load snippet
     assert "&quot;commit&quot;" in html and "&quot;cpu&quot;" in html                     # provenance
@@ -86,3 +97,26 @@ def test_report_renders_in_headless_chromium(tmp_path):
                    capture_output=True, timeout=120)
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[:2] == (1600, 1280) and img.std() > 10    # a rendered page, not a blank one
+
+
+def test_quality_curve_scores_each_saved_sample_grid(tmp_path):
+    """Renders of the prompts score all = clean = 1; the same grid with noise on the
+    background scores clean 0 (the judge, not a constant)."""
+    from crossdistill.data.images import tile
+    from crossdistill.domains import get
+    from crossdistill.domains.data import reference_renders
+    from crossdistill.eval.curves import sample_curve
+
+    dom = get("shapes")
+    prompts = dom.eval_prompts()[:16]
+    renders = np.stack(reference_renders(dom, prompts, seed=3))
+    rng = np.random.default_rng(0)
+    noisy = np.clip(renders.astype(int) + rng.integers(-40, 40, renders.shape), 0, 255).astype(np.uint8)
+    folder = tmp_path / "run" / "samples"
+    folder.mkdir(parents=True)
+    (folder / "prompts.json").write_text(json.dumps(prompts))
+    Image.fromarray(tile(renders)).save(folder / "step-0000100.png")
+    Image.fromarray(tile(noisy)).save(folder / "step-0000200.png")
+    rows = sample_curve(tmp_path / "run")
+    assert [r["step"] for r in rows] == [100, 200] and rows[0]["n"] == 16
+    assert rows[0]["all"] > 0.9 and rows[0]["clean"] == 1.0 and rows[1]["clean"] == 0.0

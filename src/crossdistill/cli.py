@@ -46,19 +46,42 @@ def _main_process() -> bool:
 
 
 def _threads(n: int) -> None:
-    import torch
+    from .runtime import set_threads
 
-    torch.set_num_threads(max(1, n))
+    set_threads(n)
+
+
+THREADS_HELP = "torch CPU threads (0: torch's default, the machine's cores)"
+
+
+def _threads_option():
+    return typer.Option(0, help=THREADS_HELP)
+
+
+def _device_options():
+    return (typer.Option("auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps"),
+            typer.Option("auto", help="auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16"))
+
+
+PRESET_KINDS = {"full": "architecture only: no weights (bench --full-size, tests); load real weights by hub id",
+                "tiny": "random-weight test size (tests)"}
 
 
 @app.command()
 def presets() -> None:
-    """List the model presets (tiny test sizes, full-size architectures, the domains' models)."""
+    """List the model presets: full-size architectures (no weights), tiny test sizes, and the
+    domains' trained models (the only presets `--model` accepts by name)."""
+    from .artifacts import resolve
     from .presets import load_preset, preset_names
 
+    print(f"{'preset':22s} {'family':6s} {'kind':6s} what it is")
     for name, path in preset_names().items():
         p = load_preset(name)
-        print(f"{name:22s} {p['family']:5s} {path.parent.name:6s} {p.get('source', '')}")
+        kind = path.parent.name
+        what = PRESET_KINDS.get(kind) or ("trained model shipped with the project: --model " + name
+                                          if resolve(name) != name else "a domain's architecture (weights not installed)")
+        src = f" (weights: {p['source']})" if p.get("source") else ""
+        print(f"{name:22s} {p['family']:6s} {kind:6s} {what}{src}")
 
 
 def _domain_app(name: str) -> typer.Typer:
@@ -86,7 +109,7 @@ def _domain_app(name: str) -> typer.Typer:
     def pretrain_cmd(out: Path = typer.Option(Path(f"runs/pretrain-{name}"), help="run folder (stages resume here)"),
                      stage: Optional[List[str]] = typer.Option(None, help="stage(s) to run; default all"),
                      seed: int = typer.Option(0),
-                     threads: int = typer.Option(2),
+                     threads: int = _threads_option(),
                      quick: bool = typer.Option(False, help="tiny budgets for a smoke test (useless models)"),
                      install: bool = typer.Option(False, help="copy finished models into the domain's "
                                                   "named artifacts")) -> None:
@@ -127,11 +150,15 @@ def generate(model: str = typer.Option(..., help="model name (shapes-teacher, ..
              out: Path = typer.Option(..., help="output folder"),
              steps: Optional[int] = typer.Option(None, help="sampling steps (model default)"),
              guidance: Optional[float] = typer.Option(None, help="CFG scale (model default)"),
-             n_per_prompt: int = typer.Option(1),
+             n_per_prompt: int = typer.Option(1, help="images per prompt"),
              seed: int = typer.Option(0, help="image k uses seed + k"),
-             batch_size: int = typer.Option(16),
+             batch_size: int = typer.Option(16, help="images per forward pass"),
+             height: Optional[int] = typer.Option(None, help="image height in pixels (model default)"),
+             width: Optional[int] = typer.Option(None, help="image width in pixels (model default)"),
+             device: str = _device_options()[0],
+             dtype: str = _device_options()[1],
              overwrite: bool = typer.Option(False, help="replace an existing non-crossdistill folder"),
-             threads: int = typer.Option(2)) -> None:
+             threads: int = _threads_option()) -> None:
     """Generate PNGs plus manifest.jsonl with any model the project knows."""
     from .data.sources import read_prompt_file as read_prompts
     from .generate import GenerateConfig, generate as run
@@ -140,7 +167,10 @@ def generate(model: str = typer.Option(..., help="model name (shapes-teacher, ..
     prompts = list(prompt or []) + (read_prompts(prompts_file) if prompts_file else [])
     if not prompts:
         raise CrossdistillError("no prompts given (use --prompt or --prompts-file)")
-    run(GenerateConfig(model, prompts, out, steps, guidance, n_per_prompt, seed, batch_size, overwrite=overwrite))
+    if batch_size < 1:
+        raise CrossdistillError(f"--batch-size must be >= 1, got {batch_size}")
+    run(GenerateConfig(model, prompts, out, steps, guidance, n_per_prompt, seed, batch_size, height, width,
+                       overwrite=overwrite, device=device, dtype=dtype))
     print(f"wrote {len(prompts) * n_per_prompt} images to {out}")
 
 
@@ -160,9 +190,14 @@ def evaluate(folders: Optional[List[Path]] = typer.Argument(None, help="generati
              seed: int = typer.Option(0, help="with --model: image k uses seed + k"),
              steps: Optional[int] = typer.Option(None, help="with --model: sampling steps (model default)"),
              guidance: Optional[float] = typer.Option(None, help="with --model: CFG scale (model default)"),
+             batch_size: int = typer.Option(16, help="with --model: images per forward pass"),
+             height: Optional[int] = typer.Option(None, help="with --model: image height (model default)"),
+             width: Optional[int] = typer.Option(None, help="with --model: image width (model default)"),
+             device: str = _device_options()[0],
+             dtype: str = _device_options()[1],
              classifier: Optional[str] = typer.Option(None, help="feature network of the domain FID "
                                                       "(default: the domain's own, e.g. shapes-classifier)"),
-             threads: int = typer.Option(2)) -> None:
+             threads: int = _threads_option()) -> None:
     """Score generations (a domain's models: adherence, clean images, domain FID; real models:
     FID, CLIP score, HPSv2 / ImageReward / HPSv3); writes DIR/metrics.json."""
     from .eval.harness import evaluate as run, table
@@ -176,7 +211,8 @@ def evaluate(folders: Optional[List[Path]] = typer.Argument(None, help="generati
     if model is not None:
         if prompts_file is None or out is None:
             raise CrossdistillError("--model needs --prompts-file and --out (where the generations go)")
-        gen(GenerateConfig(model, read_prompts(prompts_file), out, steps, guidance, n_per_prompt, seed))
+        gen(GenerateConfig(model, read_prompts(prompts_file), out, steps, guidance, n_per_prompt, seed, batch_size,
+                           height, width, device=device, dtype=dtype))
         folders.insert(0, out)
     if not folders:
         raise CrossdistillError("nothing to evaluate: give generation folder(s), or --model with --prompts-file and --out")
@@ -203,7 +239,7 @@ def bridge_train(config: Optional[Path] = typer.Argument(None, help="YAML config
                  set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.steps=100"),
                  dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
                  overwrite: bool = typer.Option(False, help="train into an existing folder that is not a run"),
-                 threads: int = typer.Option(2)) -> None:
+                 threads: int = _threads_option()) -> None:
     """Train a Bridge projector (latent reconstruction + attention fidelity)."""
     from .bridge.stage1 import Stage1Config, train_bridge
 
@@ -216,7 +252,7 @@ def bridge_bank(config: Optional[Path] = typer.Argument(None, help="the stage-1 
                 out: Path = typer.Option(Path("runs/bridge"), help="the run folder `bridge train` will use"),
                 set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. data.images=20000"),
                 overwrite: bool = typer.Option(False, help="write into an existing folder that is not a run"),
-                threads: int = typer.Option(2)) -> None:
+                threads: int = _threads_option()) -> None:
     """Stage 1's data step alone: sample (or read) and encode the bank into OUT/bank.
 
     Launched on N processes, each writes its own shards; rerun to finish an interrupted
@@ -240,7 +276,7 @@ def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folder
                 domain: Optional[str] = typer.Option(None, help="held-out renders of this domain (default: the "
                                                      "Teacher's)"),
                 out: Optional[Path] = typer.Option(None, help="write the table as JSON here"),
-                threads: int = typer.Option(2)) -> None:
+                threads: int = _threads_option()) -> None:
     """Evaluate Bridges on held-out renders; one table, round-trip baseline included."""
     import json
 
@@ -253,29 +289,129 @@ def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folder
         out.write_text(json.dumps(rows, indent=1))
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the stages' configs.")
+app.add_typer(config_app, name="config")
+
+CONFIG_STAGES = {"bridge": ("crossdistill.bridge.stage1", "Stage1Config"),
+                 "distill": ("crossdistill.distill.stage2", "Stage2Config")}
+
+
+def _stage_of(what: str):
+    """A stage name, or a YAML file (the stage whose config it loads as)."""
+    import importlib
+
+    from .config import load_config
+
+    classes = {k: getattr(importlib.import_module(m), c) for k, (m, c) in CONFIG_STAGES.items()}
+    if what in classes:
+        return classes[what], None
+    path = Path(what)
+    if not path.is_file():
+        raise CrossdistillError(f"give a stage ({', '.join(classes)}) or a YAML config file, got {what!r}")
+    fits = {}
+    for k, cls in classes.items():
+        try:
+            fits[k] = load_config(cls, path)
+        except CrossdistillError as e:
+            last = e
+    if len(fits) != 1:
+        raise CrossdistillError(f"{path} is not a config of exactly one stage ({', '.join(classes)}): " +
+                                ("it loads as both" if fits else f"{last}"))
+    (k, cfg), = fits.items()
+    return classes[k], cfg
+
+
+@config_app.command("keys")
+def config_keys_cmd(what: str = typer.Argument(..., help="bridge | distill, or a YAML config (its values shown)")) -> None:
+    """Every config key with its type, default (or the file's value) and one line of help."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .config import config_keys
+
+    cls, cfg = _stage_of(what)
+    t = Table(title=f"{cls.__name__} keys (override any with --set key=value)")
+    for c in ("key", "type", "value" if cfg is not None else "default", "help"):
+        t.add_column(c, overflow="fold")
+    for key, tp, value, help_ in config_keys(cls, values=cfg):
+        t.add_row(*map(escape, (key, tp, repr(value) if isinstance(value, str) else str(value), help_)))
+    console().print(t)
+
+
 @app.command("distill")
 def distill_cmd(config: Optional[Path] = typer.Argument(None, help="YAML config (configs/distill_shapes.yaml)"),
                 out: Path = typer.Option(Path("runs/distill"), help="run folder; rerun to resume"),
                 set_: Optional[List[str]] = typer.Option(None, "--set", help="override, e.g. train.steps=100"),
                 dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
                 overwrite: bool = typer.Option(False, help="train into an existing folder that is not a run"),
-                threads: int = typer.Option(2)) -> None:
-    """Stage 2: distill a one-step Student (DMD2 through the Bridge); exports OUT/student."""
+                threads: int = _threads_option()) -> None:
+    """Stage 2: distill a one-step (or few-step) Student (DMD2 through the Bridge); exports OUT/student."""
+    import json
+
     from .distill.stage2 import Stage2Config, distill
 
     if _stage_config(Stage2Config, config, set_, dry_run, threads, distill, out, overwrite) and _main_process():
-        print(f"one-step Student exported to {out / 'student'}")
+        steps = json.loads((out / "student" / "crossdistill.json").read_text())["defaults"]["steps"]
+        print(f"{'one' if steps == 1 else steps}-step Student exported to {out / 'student'}")
+
+
+@app.command("app")
+def app_cmd(model: str = typer.Option(..., help="the one-step Student: an exported folder, name or hub id"),
+            teacher: Optional[str] = typer.Option(None, help="the Teacher drawn on request (default: the one the "
+                                                  "Student was distilled from; 'none': no Teacher)"),
+            host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: every one)"),
+            port: int = typer.Option(7860, help="port (0: any free one)"),
+            device: str = _device_options()[0],
+            dtype: str = _device_options()[1],
+            threads: int = _threads_option()) -> None:
+    """Serve a web page that draws the typed prompt with the Student as you type."""
+    from .app import default_teacher, serve
+
+    _threads(threads)
+    teacher = default_teacher(model) if teacher is None else (None if teacher.lower() == "none" else teacher)
+    serve(model, teacher, host, port, device, dtype,
+          ready=lambda url: print(f"serving {model} on {url} (Ctrl-C to stop)", flush=True))
+
+
+@app.command()
+def push(folder: Path = typer.Argument(..., help="an exported Student (RUN/student) or a Bridge (RUN/bridge)"),
+         repo_id: str = typer.Argument(..., help="owner/name on the Hugging Face Hub (created if missing)"),
+         private: bool = typer.Option(False, help="create the repo private"),
+         message: Optional[str] = typer.Option(None, help="commit message"),
+         revision: Optional[str] = typer.Option(None, help="branch to upload to (default: main)")) -> None:
+    """Upload an exported Student or a Bridge, model card included, with huggingface_hub
+    (log in first: `huggingface-cli login` or HF_TOKEN)."""
+    from .hub import push as run
+
+    print(f"uploaded {folder} to {run(folder, repo_id, private, message, revision)}")
+
+
+@app.command()
+def card(folder: Path = typer.Argument(..., help="an exported Student or a Bridge folder"),
+         metrics: Optional[Path] = typer.Option(None, help="a metrics.json `crossdistill eval` wrote, "
+                                                "recorded in the card")) -> None:
+    """Re-render the model card (README.md) of a Student or Bridge, adding measured metrics."""
+    import json
+
+    from .hub import add_metrics, flat_metrics, write_card
+
+    if metrics is not None:
+        if not metrics.is_file():
+            raise CrossdistillError(f"metrics file not found: {metrics}")
+        add_metrics(folder, flat_metrics(json.loads(metrics.read_text())))
+    print(f"wrote {write_card(folder)}")
 
 
 @app.command()
 def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to resume (default: runs/demo, "
                                                     "runs/demo-<domain> for another domain)"),
          domain: str = typer.Option("shapes", help="the domain: shapes (world I) or pairs (world II, two objects)"),
-         full: bool = typer.Option(False, help="also the round-trip / projector-only / no-attention-fidelity "
-                                                "ablations, 8 images per prompt"),
+         full: bool = typer.Option(False, help="also the rows without the manifold term, the round-trip / "
+                                                "projector-only / no-attention-fidelity ablations, the 2- and "
+                                                "4-step and LoRA Students, 8 images per prompt"),
          n_per_prompt: Optional[int] = typer.Option(None, help="images per prompt per model (default 4; --full 8)"),
-         prompts: Optional[int] = typer.Option(None, help="use the first N of the domain's evaluation prompts "
-                                               "(default: all; shapes 90, pairs 120)"),
+         n_prompts: Optional[int] = typer.Option(None, help="use the first N of the domain's evaluation prompts "
+                                                 "(default: all; shapes 90, pairs 120)"),
          bridge_steps: int = typer.Option(300),
          bridge_images: int = typer.Option(2000, help="images whose latents stage 1 trains on"),
          distill_steps: int = typer.Option(300, help="stage-2 generator steps per Student"),
@@ -283,53 +419,70 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
                                                   "(3 or more: means with 95-percent intervals)"),
          bridge_seeds: bool = typer.Option(False, help="with --train-seeds: retrain every Bridge per seed too "
                                                        "(stage-1 intervals; each seed's Students use its Bridges)"),
-         threads: int = typer.Option(2)) -> None:
+         threads: int = _threads_option()) -> None:
     """The method end to end on a domain: Bridge, both one-step Students, evaluation, latency, report.html."""
     from .demo import DemoConfig, run_demo
     from .domains import get
 
     total = len(get(domain).eval_prompts())
-    if prompts is not None and not 1 <= prompts <= total:
-        raise CrossdistillError(f"--prompts must be in 1..{total} for domain {domain}, got {prompts}")
+    if n_prompts is not None and not 1 <= n_prompts <= total:
+        raise CrossdistillError(f"--n-prompts must be in 1..{total} for domain {domain}, got {n_prompts}")
     for name, v in (("--n-per-prompt", n_per_prompt or 1), ("--bridge-steps", bridge_steps),
                     ("--bridge-images", bridge_images), ("--distill-steps", distill_steps),
-                    ("--train-seeds", train_seeds), ("--threads", threads)):
+                    ("--train-seeds", train_seeds), ("--threads", threads + 1)):
         if v < 1:
             raise CrossdistillError(f"{name} must be >= 1, got {v}")
     out = out or Path("runs/demo" if domain == "shapes" else f"runs/demo-{domain}")
-    run_demo(DemoConfig(out, domain, full, n_per_prompt, prompts=prompts, bridge_steps=bridge_steps,
+    run_demo(DemoConfig(out, domain, full, n_per_prompt, prompts=n_prompts, bridge_steps=bridge_steps,
                         bridge_images=bridge_images, distill_steps=distill_steps, train_seeds=train_seeds,
                         bridge_seeds=bridge_seeds, threads=threads))
 
 
+def _default_bench_models() -> dict[str, str]:
+    """No --model: the shapes Teacher against the demo's one-step Students, if present."""
+    models = {"teacher": "shapes-teacher"}
+    students = Path("runs/demo/students")
+    for name in ("cross-space", "shared-space"):
+        if (students / name / "model_index.json").is_file():
+            models[name] = str(students / name)
+    if len(models) == 1:
+        models["student-base"] = "shapes-student-base"
+    return models
+
+
 @app.command()
 def bench(model: Optional[List[str]] = typer.Option(None, "--model",
-                                                    help="LABEL=MODEL (name, folder or hub id); repeatable"),
+                                                    help="LABEL=MODEL (name, folder or hub id); repeatable "
+                                                         "(default: the shapes Teacher and runs/demo's Students)"),
           reference: Optional[str] = typer.Option(None, help="label the speed-up is relative to (default: the first)"),
-          batch: List[int] = typer.Option([1, 8], help="batch sizes (repeatable)"),
+          batch_size: List[int] = typer.Option([1, 8], help="batch sizes (repeatable)"),
           repeats: Optional[int] = typer.Option(None, help="timed runs, best kept (default 3; --full-size 1)"),
+          height: Optional[int] = typer.Option(None, help="image height (each model's default)"),
+          width: Optional[int] = typer.Option(None, help="image width (each model's default)"),
+          device: str = _device_options()[0],
+          dtype: str = _device_options()[1],
           full_size: bool = typer.Option(False, help="SD 1.5-512 one step vs a full-size Teacher's default sampler "
                                          "(random weights, batch 1; CPU: per-block timing)"),
           student_preset: str = typer.Option("sd15", help="with --full-size"),
           teacher_preset: str = typer.Option("sd35-large", help="with --full-size: sd35-large, flux-dev, ..."),
-          device: Optional[str] = typer.Option(None, help="with --full-size: cpu | cuda (default: cuda if present)"),
           narrow: Optional[int] = typer.Option(None, hidden=True, help="divide every width (tests)"),
-          threads: int = typer.Option(2),
-          json_out: Optional[Path] = typer.Option(None, "--json", help="also write the figures here")) -> None:
+          threads: int = _threads_option(),
+          out: Optional[Path] = typer.Option(None, help="also write the figures here (JSON)")) -> None:
     """Latency: ms per image (denoiser calls + decode) of each model's own sampler, and the speed-up."""
     import json
 
     from .eval.bench import bench as run_bench, full_size as run_full, table
+    from .runtime import pick_device, pick_dtype
 
     if repeats is not None and repeats < 1:
         raise CrossdistillError(f"--repeats must be >= 1, got {repeats}")
+    dev = pick_device(device)
     if full_size:
         if model:
             raise CrossdistillError("--full-size times presets (--student-preset, --teacher-preset), not --model")
-        if device not in (None, "cpu", "cuda"):
-            raise CrossdistillError(f"--device must be cpu or cuda, got {device!r}")
         _threads(threads)
-        row = run_full(student_preset, teacher_preset, device=device, repeats=repeats or 1, narrow_k=narrow,
+        row = run_full(student_preset, teacher_preset, device=str(dev), repeats=repeats or 1, narrow_k=narrow,
+                       dtype=None if dtype == "auto" else pick_dtype(dtype, dev),
                        progress=lambda msg: console().print(f"[dim]{msg}[/dim]"))
         console().print(f"{row['student']} @ {row['student_res']} one step: {row['student_ms']:.0f} ms "
                         f"(UNet {row['student_call_ms']:.0f} + decode {row['student_decode_ms']:.0f})\n"
@@ -337,28 +490,28 @@ def bench(model: Optional[List[str]] = typer.Option(None, "--model",
                         f"{row['teacher_ms']:.0f} ms ({row['teacher_steps']} calls x {row['teacher_call_ms']:.0f}, "
                         f"{row['teacher_call']}, + decode {row['teacher_decode_ms']:.0f})\n"
                         f"speed-up {row['speedup']:.1f}x on {row['device']} ({row['dtype']}, batch 1)")
-        if json_out:
-            json_out.write_text(json.dumps(row, indent=1))
+        if out:
+            out.write_text(json.dumps(row, indent=1))
         return
-    if not model:
-        raise CrossdistillError("give --model LABEL=MODEL (repeatable), or --full-size")
     repeats = repeats or 3
     models = {}
-    for spec in model:
+    for spec in model or []:
         label, sep, source = spec.partition("=")
         if not sep or not label or not source:
             raise CrossdistillError(f"--model must be LABEL=MODEL, got {spec!r}")
         models[label] = source
-    if any(b < 1 for b in batch):
-        raise CrossdistillError(f"batch sizes must be >= 1, got {batch}")
+    models = models or _default_bench_models()
+    if any(b < 1 for b in batch_size):
+        raise CrossdistillError(f"batch sizes must be >= 1, got {batch_size}")
     ref = reference or next(iter(models))
     if ref not in models:
         raise CrossdistillError(f"--reference {ref!r} is not one of the labels: {', '.join(models)}")
     _threads(threads)
-    rows = run_bench(models, tuple(batch), repeats, reference=ref)
-    console().print(table(rows, tuple(batch)))
-    if json_out:
-        json_out.write_text(json.dumps(rows, indent=1))
+    rows = run_bench(models, tuple(batch_size), repeats, reference=ref, device=dev, dtype=pick_dtype(dtype, dev),
+                     height=height, width=width)
+    console().print(table(rows, tuple(batch_size)))
+    if out:
+        out.write_text(json.dumps(rows, indent=1))
 
 
 def _quiet_library_bars() -> None:
@@ -374,8 +527,44 @@ def _quiet_library_bars() -> None:
         pass
 
 
+# flags an earlier release used, per command, and their names now (docs/cli.md: one name per concept)
+RENAMED_FLAGS = {"demo": {"--prompts": "--n-prompts"},
+                 "bench": {"--batch": "--batch-size", "--json": "--out"},
+                 "generate": {"--batch": "--batch-size", "--n": "--n-per-prompt", "--prompts": "--prompts-file"},
+                 "eval": {"--batch": "--batch-size", "--prompts": "--prompts-file"}}
+
+
+def _check_renamed(args: list[str]) -> None:
+    command = next((a for a in args if not a.startswith("-")), None)
+    for a in args:
+        new = RENAMED_FLAGS.get(command, {}).get(a.split("=", 1)[0])
+        if new:
+            raise CrossdistillError(f"{command} {a.split('=', 1)[0]} was renamed {new} (same meaning); "
+                                    f"see `crossdistill {command} --help`")
+
+
+def expand_set(args: list[str]) -> list[str]:
+    """`--set a=1 b=2` -> `--set a=1 --set b=2`: the words after one --set that look like
+    key=value (and are not options) are overrides too."""
+    out, value_next, in_set = [], False, False
+    for a in args:
+        if value_next:                       # the value of a --set
+            value_next, in_set = False, True
+        elif a == "--set":
+            value_next = True
+        elif a.startswith("--set="):
+            in_set = True
+        elif in_set and not a.startswith("-") and "=" in a:
+            out.append("--set")
+        else:
+            in_set = False
+        out.append(a)
+    return out
+
+
 def main() -> None:
-    args = sys.argv[1:]
+    args = expand_set(sys.argv[1:])
+    sys.argv[1:] = args
     if args[:1] == ["--version"]:
         from . import __version__
         print(f"crossdistill {__version__}")
@@ -383,6 +572,7 @@ def main() -> None:
     if args and not {"--help", "-h"} & set(args):   # help stays fast: no diffusers / transformers import
         _quiet_library_bars()
     try:
+        _check_renamed(args)
         app()
     except CrossdistillError as e:
         print(f"error: {e}", file=sys.stderr)

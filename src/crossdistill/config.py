@@ -131,3 +131,53 @@ def to_dict(obj) -> dict:
 
 def write_config(obj, path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def _field_help(cls) -> dict[str, str]:
+    """Each field's one-line help: the comment after it in the class source (the
+    dataclasses document themselves that way), continuation comment lines joined."""
+    import inspect
+    import re
+
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    helps: dict[str, str] = {}
+    last = None
+    for line in lines:
+        m = re.match(r"\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$", line)
+        if m and not line.strip().startswith("#") and m.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            last = m.group(1)
+            helps[last] = (m.group(2) or "").strip()
+            continue
+        c = re.match(r"\s+#\s*(.*)$", line)
+        if c and last is not None and helps.get(last):
+            helps[last] += " " + c.group(1).strip()
+        else:
+            last = None
+    return helps
+
+
+def _type_name(tp) -> str:
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("NoneType", "None")
+
+
+def config_keys(cls, prefix: str = "", values=None) -> list[tuple[str, str, Any, str]]:
+    """Every key of a config class, dotted: (key, type, default or the given config's value, help)."""
+    hints = typing.get_type_hints(cls)
+    helps = _field_help(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        value = getattr(values, f.name) if values is not None else (
+            f.default if f.default is not dataclasses.MISSING else
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(tp):
+            rows += config_keys(tp, f"{prefix}{f.name}.", value)
+            continue
+        rows.append((prefix + f.name, _type_name(tp), list(value) if isinstance(value, tuple) else value,
+                     helps.get(f.name, "")))
+    return rows

@@ -6,9 +6,10 @@ Teacher and the Student base (multi-step), the stage-1 Bridge (and its held-out
 evaluation against the round-trip), the shared-space one-step baseline and the
 cross-space one-step Student (stage 2, same loop, same budget), each exported as a
 diffusers pipeline, generated with the same prompts and seeds and scored; latency of
-every model; `report.html` and `metrics.json`. `--full` adds the ablations (round-trip,
-projector-only and no-attention-fidelity Bridges, each distilled alike) and 8 images
-per prompt; `--train-seeds 3` trains the two main Students (shared-space, cross-space)
+every model; `report.html` and `metrics.json`. `--full` adds the two main settings
+without the manifold term, the ablations (round-trip, projector-only and
+no-attention-fidelity Bridges, each distilled alike), the 2- and 4-step and the LoRA
+cross-space Students, and 8 images per prompt; `--train-seeds 3` trains the two main Students (shared-space, cross-space)
 with stage-2 seeds 0, 1, 2 (the generator's noise and prompt order change; Teacher,
 Student base and Bridge stay) and reports means with 95 % intervals; with `--full` the
 ablation Students get the same seeds, and `--bridge-seeds` retrains every Bridge per seed
@@ -17,7 +18,7 @@ seed's Students distil through that seed's Bridges). Every stage writes its own 
 rerunning the same command skips what is finished.
 
     DIR/metrics.json  DIR/report.html  DIR/grid.png  DIR/demo.log  DIR/config.json
-    DIR/students/<method>[-seedN]/   exported StableDiffusionPipeline folders (1 step)
+    DIR/students/<method>[-seedN]/   exported Students (StableDiffusionPipeline folders; a LoRA folder)
     DIR/bridge[-seedN]/bridge/       the stage-1 Bridge (DIR/bridge: its run, logs, history)
     DIR/runs/<method>[-seedN]/       stage-2 runs (checkpoints, history.jsonl, tensorboard logs)
     DIR/ablations/<variant>[-seedN]/ --full: the other stage-1 Bridges
@@ -32,8 +33,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from .errors import CrossdistillError
 from .report import BASE, CROSS, REAL, SHARED, TEACHER
@@ -53,7 +52,7 @@ class DemoConfig:
     bridge_seeds: bool = False     # also train each Bridge with stage-1 seeds 0 .. n-1 (Students of seed s use them)
     prompts: int | None = None     # first N of the domain's evaluation prompts (None: all; tests use fewer)
     bench_repeats: int = 3
-    threads: int = 2
+    threads: int = 0                 # torch CPU threads (0: torch's default)
 
     def resolved(self) -> "DemoConfig":
         n = self.n_per_prompt or (8 if self.full else 4)
@@ -73,8 +72,10 @@ class Method:
 # chosen by one rule: the highest all-three adherence + clean-image fraction. Both picks
 # carry the re-encode manifold term; the rows without it show the trade-off it makes.
 SHARED_SETTINGS = {"teacher": "student",
-                   "settings": {"guidance": 7.5, "fake.updates": 1, "manifold.weight": 1.0}}
-CROSS_SETTINGS = {"teacher": "teacher", "settings": {"guidance": 4.0, "fake.updates": 2, "manifold.weight": 1.0}}
+                   "settings": {"guidance": 7.5, "fake.updates": 1, "manifold.weight": 1.0,
+                                "generator.final_alpha_bar": 0.5}}
+CROSS_SETTINGS = {"teacher": "teacher", "settings": {"guidance": 4.0, "fake.updates": 2, "manifold.weight": 1.0,
+                                                     "generator.final_alpha_bar": 0.5}}
 NO_MANIFOLD = {"manifold.weight": 0.0}
 BRIDGES = {"bridge": {}, "bridge-no-attn": {"attn.weight": 0.0}, "projector-only": {"bridge.kind": "projector_only"}}
 MAIN = [Method(SHARED, "shared-space", bridge="identity", **SHARED_SETTINGS),
@@ -88,6 +89,15 @@ ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", bridge=
                     **CROSS_SETTINGS),
              Method("cross-space, Bridge without attention fidelity", "cross-no-attn", bridge="bridge-no-attn",
                     **CROSS_SETTINGS)]
+
+# beyond the paper (--full): few-step and LoRA cross-space Students, same budget and settings
+FEW_STEP = {k: v for k, v in CROSS_SETTINGS["settings"].items() if k != "generator.final_alpha_bar"}   # one-step only
+EXTENSIONS = [Method("cross-space 2-step", "cross-2step", bridge="bridge", teacher="teacher",
+                     settings={**FEW_STEP, "generator.steps": 2}),
+              Method("cross-space 4-step", "cross-4step", bridge="bridge", teacher="teacher",
+                     settings={**FEW_STEP, "generator.steps": 4}),
+              Method("cross-space LoRA Student (rank 16)", "cross-lora", bridge="bridge", teacher="teacher",
+                     settings={**CROSS_SETTINGS["settings"], "generator.kind": "lora", "generator.rank": 16})]
 
 
 SAME_ON_RESUME = ("n_per_prompt", "seed", "bridge_steps", "bridge_images", "distill_steps", "prompts")
@@ -160,7 +170,7 @@ class Demo:
         self.timings_path = out / "stage_times.json"
         self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
         self.resumed = bool(self.timings)
-        self.methods = MAIN + TRADE_OFF + (ABLATIONS if cfg.full else [])
+        self.methods = MAIN + (TRADE_OFF + ABLATIONS + EXTENSIONS if cfg.full else [])
         self.variants = ["bridge"] + ([m.bridge for m in ABLATIONS if m.bridge in BRIDGES] if cfg.full else [])
         self.bridge_seeds = list(range(cfg.train_seeds)) if cfg.bridge_seeds else [0]
 
@@ -255,29 +265,33 @@ class Demo:
         bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(self.out, m.bridge, own) / "bridge")
         teacher = self.domain.teacher if m.teacher == "teacher" else self.domain.student
         sets = {"teacher": teacher, "student": self.domain.student, "bridge_dir": bridge, "train.steps": self.cfg.distill_steps, "train.batch": 16,
-                "train.checkpoint_every": 50, "train.seed": seed, **m.settings}
+                "train.checkpoint_every": 50, "train.seed": seed,
+                "train.sample_every": max(1, self.cfg.distill_steps // 3),   # the report's quality-versus-step curves
+                **m.settings}
         return load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
 
     def student(self, m: Method, seed: int) -> tuple[dict, str]:
         """Stage 2 for one method and training seed, its export, generations and scores."""
         from .distill.diagnostics import last_logged
         from .distill.stage2 import distill
+        from .hub import add_metrics, flat_metrics
 
         slug = _seeded(m.slug, seed)
         self.log.stage(f"stage 2: {m.label}" + (f" (training seed {seed})" if seed else ""))
         run, student = self.out / "runs" / slug, self.out / "students" / slug
         s2 = self.stage2_config(m, seed)
-        if (student / "model_index.json").exists() and (run / "config.json").exists():
+        if (student / "crossdistill.json").exists() and (run / "config.json").exists():
             used = json.loads((run / "config.json").read_text()).get("bridge_dir")
             if _bridge_key(used) != _bridge_key(s2.bridge_dir):   # e.g. --bridge-seeds toggled on a resumed demo
                 raise CrossdistillError(f"{student} was distilled through Bridge {used}, not {s2.bridge_dir}; "
                                         f"rerun with the same --bridge-seeds or choose another --out")
-        if not (student / "model_index.json").exists():
+        if not (student / "crossdistill.json").exists():
             self.timed(f"stage 2 {slug}", lambda: distill(s2, run, self.train_prompts))
             student.parent.mkdir(parents=True, exist_ok=True)
             os.replace(run / "student", student)
         row = self.generate(str(student), self.out / "generations" / slug, 90)
         row["diagnostics"] = last_logged(run / "history.jsonl")
+        add_metrics(student, {f"{self.domain.name}/{k}": v for k, v in flat_metrics(row).items()})   # into its card
         return row, str(student)
 
     def latency(self, models: dict) -> dict:
@@ -290,6 +304,13 @@ class Demo:
         latency = bench(models, (1, 8), self.cfg.bench_repeats, reference=TEACHER)
         path.write_text(json.dumps(latency, indent=1))
         return latency
+
+    def curves(self) -> dict[str, list[dict]]:
+        """Adherence and clean images of each stage-2 run's sample grids, by step."""
+        from .eval.curves import sample_curve
+
+        rows = {m.label: sample_curve(self.out / "runs" / m.slug) for m in self.methods}
+        return {k: v for k, v in rows.items() if v}
 
     def histories(self) -> dict[str, str]:
         """Where each training run's history.jsonl lies (the report plots them)."""
@@ -314,7 +335,9 @@ def run_demo(cfg: DemoConfig) -> dict:
                                                            ("model_index.json", "model.safetensors"))):
             raise CrossdistillError(f"{dom.name} model {name} is missing; run "
                                     f"`crossdistill {dom.name} pretrain --install`")
-    torch.set_num_threads(cfg.threads)
+    from .runtime import set_threads
+
+    set_threads(cfg.threads)
     demo = Demo(cfg)
     cfg = demo.cfg
     rows, models = demo.references()
@@ -338,7 +361,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                else {},
                "wall_time_s": round(time.time() - demo.t0, 1), "resumed": demo.resumed,
                "stage_time_s": demo.timings, "n_per_prompt": cfg.n_per_prompt, "prompts": len(demo.prompts),
-               "histories": demo.histories(), "provenance": provenance(),
+               "histories": demo.histories(), "curves": demo.curves(), "provenance": provenance(),
                "config": dict(to_dict(cfg), methods=[dataclasses.asdict(m) for m in demo.methods])}
     tmp = demo.out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1, default=str))

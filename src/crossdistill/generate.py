@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +16,9 @@ from .data.sources import check_prompts
 from .denoisers import Denoiser, load_denoiser
 from .errors import CrossdistillError
 from .io import write_images
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -27,28 +31,51 @@ class GenerateConfig:
     n_per_prompt: int = 1
     seed: int = 0
     batch_size: int = 16
-    resolution: int | None = None     # model default if None
+    height: int | None = None         # model default resolution if None
+    width: int | None = None
     overwrite: bool = False
+    device: str = "auto"              # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"               # auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16
 
 
-def initial_noise(den: Denoiser, seeds: list[int], resolution: int) -> torch.Tensor:
-    shape = den.latent_shape(resolution, resolution)
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+def load_for_inference(model: str, device: str = "auto", dtype: str = "auto") -> Denoiser:
+    """A model on the device and in the dtype `--device` / `--dtype` name (runtime.py)."""
+    from .runtime import pick_device, pick_dtype
+
+    dev = pick_device(device)
+    return load_denoiser(model, dtype=pick_dtype(dtype, dev), device=dev)
+
+
+@torch.no_grad()
+def draw(den: Denoiser, prompts: list[str], seeds: list[int], steps: int, guidance: float, height: int,
+         width: int) -> "np.ndarray":
+    """uint8 (B, H, W, 3) images of `prompts`, image k from its own generator seeded
+    `seeds[k]`: its initial noise, then any noise the sampler draws (a few-step Student's
+    re-noising), as diffusers does with `generator=[torch.Generator().manual_seed(s) ...]`.
+    What `generate` writes and `crossdistill app` serves."""
+    from .data.images import to_uint8
+
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    shape = den.latent_shape(height, width)
+    latents = torch.stack([torch.randn(shape, generator=g) for g in gens])
+    z = den.sample(prompts, steps=steps, guidance=guidance, latents=latents, generator=gens,
+                   height=height, width=width)
+    return to_uint8(den.space.decode(z).float())
 
 
 @torch.no_grad()
 def generate(cfg: GenerateConfig, den: Denoiser | None = None, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
-    from .data.images import to_uint8
-
     if cfg.n_per_prompt < 1:
         raise CrossdistillError(f"--n-per-prompt must be >= 1, got {cfg.n_per_prompt}")
     if cfg.guidance is not None and cfg.guidance < 0:
         raise CrossdistillError(f"--guidance must be >= 0, got {cfg.guidance}")
-    den = den or load_denoiser(cfg.model)
+    den = den or load_for_inference(cfg.model, cfg.device, cfg.dtype)
     check_prompts(den, cfg.prompts)
-    res = cfg.resolution or den.defaults.resolution
+    height = cfg.height or den.defaults.resolution
+    width = cfg.width or den.defaults.resolution
+    den.latent_shape(height, width)   # a bad size is refused before any work
     steps = cfg.steps or den.defaults.steps
     guidance = den.defaults.guidance if cfg.guidance is None else cfg.guidance
     jobs = [(p, cfg.seed + k) for k, p in enumerate(p for p in cfg.prompts for _ in range(cfg.n_per_prompt))]
@@ -58,10 +85,9 @@ def generate(cfg: GenerateConfig, den: Denoiser | None = None, progress: bool = 
                           disable=not progress):
             chunk = jobs[start:start + cfg.batch_size]
             prompts, seeds = [p for p, _ in chunk], [s for _, s in chunk]
-            z = den.sample(prompts, steps=steps, guidance=guidance, latents=initial_noise(den, seeds, res),
-                           height=res, width=res)
-            for img, (p, s) in zip(to_uint8(den.space.decode(z).float()), chunk):
+            for img, (p, s) in zip(draw(den, prompts, seeds, steps, guidance, height, width), chunk):
                 yield img, {"prompt": p, "seed": s}
 
     return write_images(cfg.out, images(), {"model": str(cfg.model), "steps": steps, "guidance": guidance,
-                                            "resolution": res}, cfg.overwrite)
+                                            "height": height, "width": width, "device": str(den.device),
+                                            "dtype": str(den.dtype).removeprefix("torch.")}, cfg.overwrite)

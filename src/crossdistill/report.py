@@ -203,16 +203,30 @@ def _diagnostics_table(gens: dict) -> str:
 
 
 def _load_snippets(gens: dict) -> str:
-    """How to load each exported Student (a standard diffusers pipeline, one step)."""
+    """How to load each exported Student: a diffusers pipeline (its own step count), or a
+    LoRA on its base with the folder's scheduler."""
     out = []
     for label, r in gens.items():
         folder = Path(r["folder"]).parent.parent / "students" / Path(r["folder"]).name
-        if (folder / "model_index.json").exists():
-            out.append(f"# {label}\npipe = StableDiffusionPipeline.from_pretrained({str(folder)!r})\n"
-                       f"image = pipe('a red circle on the left', num_inference_steps=1, guidance_scale=0).images[0]")
+        info = folder / "crossdistill.json"
+        if not info.exists():
+            continue
+        meta = json.loads(info.read_text())
+        steps, lora = meta.get("defaults", {}).get("steps", 1), meta.get("lora")
+        if lora:
+            sched = "DDIMScheduler" if steps == 1 else "LCMScheduler"
+            load = (f"pipe = StableDiffusionPipeline.from_pretrained({lora['base']!r})\n"
+                    f"pipe.load_lora_weights({str(folder)!r})\n"
+                    f"pipe.scheduler = {sched}.from_pretrained({str(folder)!r}, subfolder='scheduler')\n")
+        elif (folder / "model_index.json").exists():
+            load = f"pipe = StableDiffusionPipeline.from_pretrained({str(folder)!r})\n"
+        else:
+            continue
+        out.append(f"# {label}\n{load}"
+                   f"image = pipe('a red circle on the left', num_inference_steps={steps}, guidance_scale=0).images[0]")
     if not out:
         return ""
-    return ("<h2>Load a Student</h2><pre>from diffusers import StableDiffusionPipeline\n\n"
+    return ("<h2>Load a Student</h2><pre>from diffusers import DDIMScheduler, LCMScheduler, StableDiffusionPipeline\n\n"
             + html.escape("\n\n".join(out)) + "</pre>")
 
 
@@ -263,6 +277,18 @@ def _loss_plots(histories: dict[str, str]) -> str:
         series = {k: [(r["step"], float(r[k])) for r in recs if k in r] for k in keys}
         plots.append(_svg_lines(series, name, log_y=True))
     return "".join(plots) or "<p>no training histories</p>"
+
+
+def _quality_curves(curves: dict[str, list[dict]]) -> str:
+    """Adherence (all) and clean images of each run's sample grids against the step."""
+    if not curves:
+        return ""
+    plots = [_svg_lines({name: [(r["step"], r[key]) for r in rows] for name, rows in curves.items()}, title)
+             for key, title in (("all", "adherence (all) of the sample grids"), ("clean", "clean images of the sample grids"))]
+    n = max(r.get("n", 0) for rows in curves.values() for r in rows)
+    return ("<h2 id='quality-curves'>Quality versus step</h2><p>Each stage-2 run's one-step sample grids (saved every "
+            "train.sample_every steps; the same prompts and noise at every step), scored with the domain's judge. "
+            f"{n} images per grid: a trend, not a measurement (the results table is one).</p>" + "".join(plots))
 
 
 def _bridge_section(bridge_rows: dict[str, dict], seeds: dict | None = None) -> str:
@@ -375,6 +401,7 @@ With several training seeds: mean &plusmn; 95 % interval over seeds. Latency: de
 {_diagnostics_table(metrics["generations"])}
 <h2>Training curves</h2>
 {_loss_plots(metrics.get("histories", {}))}
+{_quality_curves(metrics.get("curves", {}))}
 <h2>Bridge (stage 1, held-out)</h2>
 {_bridge_section(metrics.get("bridge", {}), metrics.get("bridge_seeds"))}
 {_differences(metrics.get("seeds") or {})}

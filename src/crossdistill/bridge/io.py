@@ -11,11 +11,13 @@ from ..errors import CrossdistillError
 from .model import Bridge, BridgeConfig
 
 
-def save_bridge(bridge: Bridge, out: Path, teacher: str, student: str) -> None:
-    """bridge.json (variant, resolutions, both spaces' signatures, model names) and the
-    projector's weights, written atomically."""
+def save_bridge(bridge: Bridge, out: Path, teacher: str, student: str, config: dict | None = None,
+                metrics: dict | None = None, name: str | None = None) -> None:
+    """bridge.json (variant, resolutions, both spaces' signatures, model names, the training
+    config and metrics), the projector's weights and the model card, written atomically."""
     from safetensors.torch import save_file
 
+    from ..hub import write_card
     from ..io import atomic_dir
 
     with atomic_dir(out, overwrite=True) as tmp:
@@ -25,8 +27,9 @@ def save_bridge(bridge: Bridge, out: Path, teacher: str, student: str) -> None:
         (tmp / "bridge.json").write_text(json.dumps({
             "bridge": asdict(bridge.cfg), "teacher": teacher, "student": student,
             "student_resolution": bridge.student_res, "teacher_resolution": bridge.teacher_res,
-            "student_space": space_signature(bridge.student), "teacher_space": space_signature(bridge.teacher)},
-            indent=1))
+            "student_space": space_signature(bridge.student), "teacher_space": space_signature(bridge.teacher),
+            "config": config, "metrics": metrics or {}, "name": name}, indent=1, default=str))
+        write_card(tmp)
 
 
 def space_signature(space) -> dict:

@@ -18,8 +18,8 @@ class AttnConfig:
     """Attention fidelity (stage 1's second term) and the maps it compares."""
     weight: float = 1.0                      # lambda_attn; 0 disables the Teacher passes
     layers: tuple[int, ...] | None = None    # text-attending layers to match (None: all)
-    image_to_image: bool = False
-    pool: int = 1
+    image_to_image: bool = False             # also match image->image attention rows (pooled)
+    pool: int = 1                            # spatial pooling of image tokens for image->image
     distance: str = "l1"                     # l1 | kl
     tokens: str = "caption"                  # text keys compared: caption (the prompt's own tokens) | all (padding too)
     t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range

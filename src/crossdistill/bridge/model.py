@@ -42,7 +42,7 @@ def clamp_pixels(x: Tensor, mode: str) -> Tensor:
 
 @dataclass
 class BridgeConfig:
-    kind: str = "bridge"
+    kind: str = "bridge"     # bridge (D_s + learned projector) | identity | roundtrip (nothing learned)
     tap: str = "pixels"      # what of the frozen decoder the projector sees
     width: int = 64          # projector channels
     depth: int = 2           # residual blocks after the resampling

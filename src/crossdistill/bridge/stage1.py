@@ -31,11 +31,11 @@ from .model import Bridge, BridgeConfig
 
 @dataclass
 class Stage1Config:
-    teacher: str = "shapes-teacher"
-    student: str = "shapes-student-base"
-    student_resolution: int | None = None    # model defaults if None
-    teacher_resolution: int | None = None
-    lr: float = 1e-3
+    teacher: str = "shapes-teacher"          # Teacher: a model name, diffusers folder or hub id
+    student: str = "shapes-student-base"     # Student (its VAE decoder is the Bridge's frozen front)
+    student_resolution: int | None = None    # Student image size (the model's default if None)
+    teacher_resolution: int | None = None    # Teacher image size (the model's default if None)
+    lr: float = 1e-3                         # projector learning rate
     weights_dtype: str = "fp32"              # frozen Teacher / Student VAE / text encoders: fp32 | bf16 | fp16
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     attn: AttnConfig = field(default_factory=AttnConfig)
@@ -187,7 +187,15 @@ class BridgeTask(Task):
         return logs
 
     def export(self, run_dir: Path) -> None:
-        save_bridge(self.acc.unwrap_model(self.bridge), Path(run_dir) / "bridge", self.cfg.teacher, self.cfg.student)
+        import json
+
+        from ..config import to_dict
+
+        history = Path(run_dir) / "history.jsonl"
+        rows = [json.loads(x) for x in history.read_text().splitlines() if x.strip()] if history.exists() else []
+        metrics = {f"train/{k}": v for k, v in (rows[-1] if rows else {}).items() if not k.startswith("_")}
+        save_bridge(self.acc.unwrap_model(self.bridge), Path(run_dir) / "bridge", self.cfg.teacher, self.cfg.student,
+                    config=to_dict(self.cfg), metrics=metrics, name=f"{Path(run_dir).resolve().name}-bridge")
 
 
 def write_bank(cfg: Stage1Config, teacher: Denoiser, student: Denoiser, s_res: int, t_res: int, run_dir: Path,

@@ -20,3 +20,23 @@ def to_batch(images, size: int) -> torch.Tensor:
     """PIL images -> float (B, 3, size, size) in [-1, 1] (RGB, resized)."""
     arrays = [np.array(im.convert("RGB").resize((size, size))) for im in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def tile(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """uint8 (B, H, W, 3) -> one (rows * H, columns * W, 3) grid, row-major (black padding)."""
+    n, h, w, c = images.shape
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = images[i]
+    return grid
+
+
+def untile(grid: np.ndarray, n: int, columns: int = 8) -> list[np.ndarray]:
+    """The n images `tile` put in `grid`."""
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    h, w = grid.shape[0] // rows, grid.shape[1] // cols
+    return [grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] for i in range(n)]

@@ -51,6 +51,13 @@ def _read_json(source: str, name: str, local_files_only: bool) -> dict | None:
         f = path / name
         return json.loads(f.read_text()) if f.is_file() else None
     if path.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", source) or source.startswith("."):
+        from ..presets import preset_names
+
+        if source in preset_names():
+            hub = load_preset(source).get("source")
+            raise CrossdistillError(f"{source!r} is an architecture preset (random weights, no trained model), not a "
+                                    f"model to load; give a diffusers folder or hub id"
+                                    + (f", e.g. {hub}" if hub else ""))
         raise CrossdistillError(f"model folder not found: {source}")
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
@@ -83,6 +90,9 @@ def load_denoiser(source: str | Path, family: str | None = None, dtype: torch.dt
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     index = _read_json(source, "model_index.json", local_files_only)
     if index is None:
+        saved = _read_json(source, DEFAULTS_FILE, local_files_only) or {}
+        if "lora" in saved:   # a LoRA Student: its base, the adapter on the backbone, its scheduler
+            return _load_lora(source, saved, dtype, device, local_files_only)
         raise CrossdistillError(f"{source} is not a diffusers pipeline folder (no model_index.json)")
     if family is None:
         pipe = index.get("_class_name")
@@ -108,6 +118,24 @@ def load_denoiser(source: str | Path, family: str | None = None, dtype: torch.dt
     if device is not None:
         den.to(device)
     return den
+
+
+def _load_lora(source: str, saved: dict, dtype, device, local_files_only: bool) -> Denoiser:
+    """A LoRA Student exactly as vanilla diffusers loads it: the base pipeline,
+    `load_lora_weights(source)` on its backbone, the folder's scheduler."""
+    base = load_denoiser(saved["lora"]["base"], dtype=dtype, device=device, local_files_only=local_files_only)
+    scheduler = _load_component(source, "scheduler", _read_json(source, "scheduler/scheduler_config.json",
+                                                                 local_files_only)["_class_name"],
+                                None, local_files_only)
+    try:
+        base.to_pipeline().load_lora_weights(source, local_files_only=local_files_only)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CrossdistillError(f"cannot load the LoRA weights of {source}: {reason}") from None
+    if device is not None:
+        base.to(device)
+    return type(base)(dict(base.components, scheduler=scheduler),
+                      Defaults(**dict(base.family_defaults.__dict__, **saved.get("defaults", {}))))
 
 
 def _load_component(source: str, name: str, class_name: str, dtype, local_files_only: bool):

@@ -12,6 +12,7 @@ families (sd15, sdxl), sigma in [0, 1] for rectified-flow families (sd3, flux).
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -292,7 +293,8 @@ class Denoiser:
                n_per_prompt: int = 1, progress: bool = False, latents: Tensor | None = None) -> Tensor:
         """Multi-step sampling as the family's diffusers pipeline does it; returns
         normalised latents (B * n_per_prompt, C, h, w). `latents`: the initial unit
-        Gaussian noise (drawn with `generator` if None)."""
+        Gaussian noise (drawn with `generator` if None). `generator` (one, or one per image
+        as diffusers takes them) also feeds a stochastic scheduler's noise (LCM's re-noising)."""
         if isinstance(cond, list):
             cond = self.encode_prompt(cond)
         cond = cond.repeat_interleave(n_per_prompt)
@@ -302,7 +304,9 @@ class Denoiser:
         shape = (len(cond),) + self.latent_shape(height, width)
         scheduler = copy.deepcopy(self.scheduler)
         self._set_timesteps(scheduler, steps, shape)
-        if latents is None:
+        if latents is None and isinstance(generator, list):
+            latents = torch.stack([torch.randn(shape[1:], generator=g, device=g.device) for g in generator])
+        elif latents is None:
             latents = torch.randn(shape, generator=generator, dtype=self.dtype,
                                   device=generator.device if generator else "cpu")
         elif tuple(latents.shape) != shape:
@@ -311,6 +315,8 @@ class Denoiser:
         w = self.defaults.guidance if guidance is None else float(guidance)
         uncond = self.uncond(len(cond)) if w > 1.0 else None    # no empty-prompt pass without CFG
         timesteps = scheduler.timesteps
+        stochastic = "generator" in inspect.signature(scheduler.step).parameters
+        step_kw = {"generator": generator} if stochastic and generator is not None else {}
         it = enumerate(timesteps)
         if progress:
             from tqdm.auto import tqdm
@@ -319,7 +325,7 @@ class Denoiser:
             x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
             t_native = self._native_t(scheduler, i, t).to(self.device).expand(len(x))
             out = self.guided_output(x_in, t_native, cond, guidance, uncond)
-            x = scheduler.step(out, t, x, return_dict=False)[0]
+            x = scheduler.step(out, t, x, return_dict=False, **step_kw)[0]
         return x
 
     @torch.no_grad()
@@ -339,9 +345,20 @@ class Denoiser:
         cls = getattr(diffusers, self.pipeline_class)
         return cls(**self.components, **self.pipeline_extras())
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """A standard diffusers folder (safetensors) plus our inference defaults."""
+    def save_pretrained(self, path: str | Path, provenance: dict | None = None) -> None:
+        """A standard diffusers folder (safetensors) plus our inference defaults (and, for a
+        trained model, where it came from: the model card is rendered from it)."""
         path = Path(path)
         self.to_pipeline().save_pretrained(path, safe_serialization=True)
-        (path / DEFAULTS_FILE).write_text(json.dumps(
-            {"family": self.family, "defaults": asdict(self.defaults)}, indent=1))
+        info = {"family": self.family, "defaults": asdict(self.defaults)}
+        if provenance is not None:
+            info["provenance"] = provenance
+        (path / DEFAULTS_FILE).write_text(json.dumps(info, indent=1, default=str))
+
+    def save_variant(self, path: str | Path, dtype: torch.dtype, variant: str) -> None:
+        """Every weight component again in `dtype`, as diffusers' `variant` files beside the
+        full-precision ones (`from_pretrained(..., variant=...)`); one component at a time."""
+        path = Path(path)
+        for name, module in self.modules():
+            if hasattr(module, "save_pretrained"):
+                copy.deepcopy(module).to(dtype).save_pretrained(path / name, variant=variant, safe_serialization=True)

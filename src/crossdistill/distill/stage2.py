@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from ..errors import CrossdistillError, check_fractions, choice_error
 from ..train import (Task, TrainConfig, average_gradients, default_device, ema_update, local_part, mean_logs,
                      micro_batches, optimizer_step, run, weights_dtype)
 from .diagnostics import latent_diagnostics, reencoded
-from .generator import OneStepGenerator, one_step_scheduler
+from .generator import StudentGenerator, one_step_scheduler, student_scheduler
 from .gan import HEADS, FeatureTap, GanHead, PixelDiscriminator
 from .losses import (dmd_generator_loss, gan_discriminator_loss, gan_generator_loss, latent_std_loss,
                      reencode_loss)
@@ -47,7 +48,7 @@ GAN_SPACES = ("teacher", "student")
 class FakeConfig:
     kind: str = "full"          # full copy of the Teacher, or a LoRA on it
     rank: int = 16              # LoRA rank
-    lr: float = 2e-4
+    lr: float = 2e-4            # fake-score learning rate
     updates: int = 5            # fake-score updates per generator update
 
     def validate(self):
@@ -82,7 +83,7 @@ class GanConfig:
 class ManifoldConfig:
     """A term keeping generator latents on the Student's manifold (weight 0: off)."""
     kind: str = "reencode"      # reencode: ||z - sg(E_s(clamp(D_s(z))))||^2 | std: (std(z) - 1)^2
-    weight: float = 0.0
+    weight: float = 0.0         # lambda of the term (0: off)
 
     def validate(self):
         if self.kind not in MANIFOLD_KINDS:
@@ -92,30 +93,69 @@ class ManifoldConfig:
         return self
 
 
+GENERATOR_KINDS = ("full", "lora")
+
+
+@dataclass
+class GeneratorConfig:
+    """The Student generator: how many steps it takes, and what of the Student base trains."""
+    steps: int = 1              # 1 (the paper's one-step Student) or 2-4 (few-step: DMD2's backward simulation;
+                                # exported with diffusers' LCMScheduler)
+    kind: str = "full"          # full: every backbone weight trains | lora: a peft LoRA on the Student base,
+                                # exported as diffusers LoRA weights (pytorch_lora_weights.safetensors)
+    rank: int = 16              # LoRA rank (kind: lora)
+    final_alpha_bar: float | None = None   # one step: alpha_bar of the Student's schedule at t = T - 1, rescaled to
+                                # this (None: as trained; SD 1.5 0.0047, x0 = (x - 0.998 eps) / 0.068 multiplies every
+                                # eps error by 15); the exported scheduler carries the rescaled schedule
+
+    def validate(self):
+        if self.final_alpha_bar is not None and not (0 < self.final_alpha_bar < 1 and self.steps == 1):
+            raise CrossdistillError(f"generator.final_alpha_bar must be in (0, 1) and needs generator.steps=1, "
+                                    f"got {self.final_alpha_bar} with {self.steps} steps")
+        if not 1 <= self.steps <= 8:
+            raise CrossdistillError(f"generator.steps must be in 1..8, got {self.steps}")
+        if self.kind not in GENERATOR_KINDS:
+            raise choice_error("generator.kind", self.kind, GENERATOR_KINDS)
+        if self.rank < 1:
+            raise CrossdistillError(f"generator.rank must be >= 1, got {self.rank}")
+        return self
+
+
+@dataclass
+class ExportConfig:
+    """What the exported Student folder (RUN/student) holds besides the pipeline."""
+    fp16_variant: bool = False  # also half-precision weights (diffusers variant="fp16")
+    unet_file: bool = False     # also the UNet alone as one file, RUN/student/unet.safetensors (a second copy)
+    license: str | None = None  # the card's licence (None: inherited from the Teacher and Student base)
+
+
 @dataclass
 class Stage2Config:
-    teacher: str = "shapes-teacher"
-    student: str = "shapes-student-base"
+    teacher: str = "shapes-teacher"       # Teacher: a model name, diffusers folder or hub id
+    student: str = "shapes-student-base"  # Student base the one-step generator starts from
     bridge_dir: str = "identity"   # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
     prompts: str = "domain"     # "domain" (every prompt of the Teacher's domain), a domain's name, a prompts file,
                                 # or with prompts_column: a Hugging Face dataset (id or path)
     prompts_column: str | None = None   # the dataset column holding the captions
-    prompts_split: str = "train"
+    prompts_split: str = "train"    # the dataset split holding the captions
     weights_dtype: str = "fp32"  # frozen weights (Teacher, VAEs, text encoders): fp32 | bf16 | fp16
     guidance: float | None = None   # real-score CFG; the Teacher's default if None
     t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range
     t_density: str = "uniform"  # uniform | logit_normal (flow: the time shift applies) | unshifted (flow: sigma uniform)
     lr: float = 2e-4            # generator
-    ema: float = 0.99
+    ema: float = 0.99           # EMA decay of the exported generator
     clamp: str = "straight_through"   # decoded pixels before the Bridge's projector: straight_through | hard | none
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     manifold: ManifoldConfig = field(default_factory=ManifoldConfig)
     fake: FakeConfig = field(default_factory=FakeConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch=16, checkpoint_every=100))
 
     def validate(self):
         if self.lr <= 0:
             raise CrossdistillError(f"lr must be > 0, got {self.lr}")
+
         if self.guidance is not None and self.guidance < 0:
             raise CrossdistillError(f"guidance must be >= 0, got {self.guidance}")
         check_fractions("t_range", self.t_range)
@@ -228,7 +268,9 @@ def make_bridge(spec: str, student: Denoiser, teacher: Denoiser) -> Bridge:
     s_res, t_res = student.defaults.resolution, teacher.defaults.resolution
     if spec in ("identity", "roundtrip"):
         return Bridge(student.space, teacher.space, s_res, t_res, BridgeConfig(spec))
-    return load_bridge(Path(spec), student, teacher)
+    from ..hub import fetch_bridge
+
+    return load_bridge(fetch_bridge(spec), student, teacher)
 
 
 class DistillTask(Task):
@@ -253,8 +295,21 @@ class DistillTask(Task):
             raise CrossdistillError("stage 2 needs at least one prompt")
         self.text_s, self.text_t = conditioners or (PromptConditioner(student), PromptConditioner(teacher))
         self.uncond_t = self.text_t.uncond()
-        self.student.model.train().requires_grad_(True)
-        self.generator = OneStepGenerator(self.student)
+        if cfg.generator.final_alpha_bar is not None:   # the one-step generator's gentler x0 map
+            self.student = student = student.with_components(
+                scheduler=one_step_scheduler(student, cfg.generator.final_alpha_bar))
+        self.lora = cfg.generator.kind == "lora"
+        if self.lora:   # only the adapter trains; the Student base stays as it is
+            from peft import LoraConfig
+
+            self.student.model.requires_grad_(False)
+            self.student.model.add_adapter(LoraConfig(r=cfg.generator.rank, lora_alpha=cfg.generator.rank,
+                                                      target_modules=lora_targets(self.student),
+                                                      init_lora_weights=True), adapter_name="student")
+            self.student.model.train()
+        else:
+            self.student.model.train().requires_grad_(True)
+        self.generator = StudentGenerator(self.student, cfg.generator.steps)
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
         self.fake = FAKE_SCORES[cfg.fake.kind](self.teacher, cfg.fake)
         self.gan = cfg.gan.weight > 0 and cfg.gan.space == "teacher"
@@ -330,14 +385,20 @@ class DistillTask(Task):
         """Optimizers, built over the parameters as the loop left them (sharded or not)."""
         self.acc = acc
         self.fake_module = self.fake.module
-        opt_g = self.cfg.train.optimizer(self.student.model.parameters(), self.cfg.lr)
+        opt_g = self.cfg.train.optimizer(self._gen_params(), self.cfg.lr)
         opt_f = self.cfg.train.optimizer(self._fake_params(), self.cfg.fake.lr)
         self.opt_g, self.opt_f = acc.prepare(opt_g, opt_f)
         if self.pixel_gan:
             self.opt_d = acc.prepare(self.cfg.train.optimizer(self.disc.parameters(), self.cfg.gan.lr))
 
+    def _gen_params(self) -> list[torch.nn.Parameter]:
+        """What the generator's optimizer updates: the whole backbone, or the LoRA only."""
+        return [p for p in self.student.model.parameters() if p.requires_grad]
+
     def modules(self):
-        mods = {"generator": self.student.model, "ema": self.ema, "fake": self.fake_module}
+        gen, ema = (TrainableView(self.student.model), TrainableView(self.ema)) if self.lora else \
+            (self.student.model, self.ema)   # a LoRA Student's checkpoints hold the adapter only
+        mods = {"generator": gen, "ema": ema, "fake": self.fake_module}
         if self.gan:
             mods["gan_head"] = self.head
         if self.pixel_gan:
@@ -354,12 +415,13 @@ class DistillTask(Task):
         return [self.student.model, self.teacher.model, self.fake.den.model, self.bridge]
 
     def _batch(self, gen: torch.Generator):
-        """Prompts and Student noise for the global batch; this process keeps its part."""
+        """Prompts and the generator's randomness (noise; few-step: each row's step and its
+        re-noising) for the global batch; this process keeps its part."""
         n, res = self.cfg.train.batch, self.s_res
         rows = local_part(self.acc, torch.randint(0, len(self.prompts), (n,), generator=gen))
-        noise = local_part(self.acc, torch.randn(n, *self.student.latent_shape(res, res), generator=gen))
+        draw = local_part(self.acc, self.generator.draw(n, self.student.latent_shape(res, res), gen))
         prompts = [self.prompts[i] for i in rows.tolist()]
-        return noise.to(self.device), self.text_s(prompts), self.text_t(prompts)
+        return draw.to(self.device), self.text_s(prompts), self.text_t(prompts)
 
     def _noising(self, z_hat: torch.Tensor, gen: torch.Generator):
         """Teacher timesteps and noise for the global batch; this process's part."""
@@ -460,9 +522,9 @@ class DistillTask(Task):
             total, rows = total + loss_g.detach() / len(parts), rows + [logs]
             zs, z_hats = zs + [z.detach()], z_hats + [z_hat.detach()]
             pixels += [] if x_px is None else [x_px.detach()]
-        average_gradients(self.acc, self.student.model.parameters())
+        average_gradients(self.acc, self._gen_params())
         logs = mean_logs(rows)
-        logs.update(optimizer_step(self.opt_g, total, self.student.model.parameters(), cfg.train, step, cfg.lr))
+        logs.update(optimizer_step(self.opt_g, total, self._gen_params(), cfg.train, step, cfg.lr))
         ema_update(self.ema, self.student.model, cfg.ema, step)
         z, z_hat = torch.cat(zs), torch.cat(z_hats)
         if self.pixel_gan:
@@ -480,33 +542,88 @@ class DistillTask(Task):
         logs.update(lf)
         return logs
 
+    SAMPLES = 16   # images per sample grid (train.sample_every)
+
+    def sample_prompts(self) -> list[str]:
+        """The first SAMPLES prompts (cycled)."""
+        return [self.prompts[i % len(self.prompts)] for i in range(self.SAMPLES)]
+
     @torch.no_grad()
-    def samples(self, n: int = 8) -> torch.Tensor:
-        """One-step EMA samples for the first n prompts, fixed noise (the same every time)."""
-        res = self.s_res
-        noise = torch.randn(n, *self.student.latent_shape(res, res), generator=torch.Generator().manual_seed(0))
-        prompts = [self.prompts[i % len(self.prompts)] for i in range(n)]
-        ema = OneStepGenerator(self.student.with_components(**{self.student.backbone: self.ema}))
-        return self.student.space.decode(ema(noise.to(self.device), self.text_s(prompts)))
+    def samples(self) -> torch.Tensor:
+        """EMA samples (every generator step) for `sample_prompts()`, fixed noise (the same every time)."""
+        res, prompts = self.s_res, self.sample_prompts()
+        ema = StudentGenerator(self.student.with_components(**{self.student.backbone: self.ema}), self.generator.steps)
+        draw = ema.draw(len(prompts), self.student.latent_shape(res, res), torch.Generator().manual_seed(0))
+        draw.step = None   # inference: the whole chain
+        return self.student.space.decode(ema(draw.to(self.device), self.text_s(prompts)))
 
     def export(self, run_dir: Path) -> None:
-        export_student(self.student, self.ema, Path(run_dir) / "student", self.s_res)
+        from ..config import to_dict
+        from ..distill.diagnostics import last_logged
+
+        cfg = self.cfg
+        logs = last_logged(Path(run_dir) / "history.jsonl")
+        provenance = {"name": Path(run_dir).resolve().name, "teacher": cfg.teacher, "student": cfg.student, "bridge": cfg.bridge_dir,
+                      "license": cfg.export.license, "fp16_variant": cfg.export.fp16_variant,
+                      "config": to_dict(cfg), "metrics": {f"train/{k}": v for k, v in logs.items()}}
+        if self.lora:
+            export_lora_student(self.student, self.ema, Path(run_dir) / "student", cfg.student, self.s_res,
+                                provenance, steps=self.generator.steps)
+        else:
+            export_student(self.student, self.ema, Path(run_dir) / "student", self.s_res, provenance, cfg.export,
+                           steps=self.generator.steps)
 
 
-def export_student(student: Denoiser, weights: torch.nn.Module, out: Path, resolution: int | None = None) -> None:
-    """A standard StableDiffusionPipeline folder whose 1-step scheduler reproduces the
-    generator exactly, plus the UNet as a single safetensors file."""
-    from safetensors.torch import save_file
-
+def export_student(student: Denoiser, weights: torch.nn.Module, out: Path, resolution: int | None = None,
+                   provenance: dict | None = None, export: ExportConfig | None = None, steps: int = 1) -> None:
+    """A standard StableDiffusionPipeline folder whose scheduler reproduces the generator
+    exactly (1 step: DDIM; K steps: LCMScheduler), with its model card (README.md); on
+    request the fp16 variant and the UNet alone as one file."""
+    from ..hub import write_card
     from ..io import atomic_dir
 
-    comps = dict(student.components, **{student.backbone: weights, "scheduler": one_step_scheduler(student)})
-    defaults = dataclasses.replace(student.defaults, steps=1, guidance=0.0,
+    export = export or ExportConfig()
+    comps = dict(student.components, **{student.backbone: weights, "scheduler": student_scheduler(student, steps)})
+    defaults = dataclasses.replace(student.defaults, steps=steps, guidance=0.0,
                                    resolution=resolution or student.defaults.resolution)
     exported = type(student)(comps, defaults)
     with atomic_dir(out, overwrite=True) as tmp:
-        exported.save_pretrained(tmp)
-        save_file({k: v.contiguous() for k, v in weights.state_dict().items()}, str(tmp / "unet.safetensors"))
+        exported.save_pretrained(tmp, provenance=provenance)
+        if export.fp16_variant:
+            exported.save_variant(tmp, torch.float16, "fp16")
+        if export.unet_file:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in weights.state_dict().items()}, str(tmp / "unet.safetensors"))
+        write_card(tmp)
+
+
+def export_lora_student(student: Denoiser, weights: torch.nn.Module, out: Path, base: str,
+                        resolution: int | None = None, provenance: dict | None = None, steps: int = 1) -> None:
+    """A LoRA Student: diffusers LoRA weights (`pytorch_lora_weights.safetensors`, the
+    `unet.` keys `load_lora_weights` reads), the Student's scheduler (`scheduler/`),
+    `crossdistill.json` naming the base, and the model card. Load it on its base:
+    `StableDiffusionPipeline.from_pretrained(BASE).load_lora_weights(FOLDER)` with the
+    folder's scheduler, or `crossdistill generate --model FOLDER`."""
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    from ..denoisers.base import DEFAULTS_FILE
+    from ..hub import write_card
+    from ..io import atomic_dir
+
+    defaults = dataclasses.replace(student.defaults, steps=steps, guidance=0.0,
+                                   resolution=resolution or student.defaults.resolution)
+    layers = {k: v.detach().contiguous() for k, v in
+              get_peft_model_state_dict(weights, adapter_name="student").items()}
+    with atomic_dir(out, overwrite=True) as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, safe_serialization=True)
+        student_scheduler(student, steps).save_pretrained(tmp / "scheduler")
+        (tmp / DEFAULTS_FILE).write_text(json.dumps(
+            {"family": student.family, "defaults": dataclasses.asdict(defaults),
+             "lora": {"base": base, "rank": next(iter(weights.peft_config.values())).r},
+             "provenance": dict(provenance or {}, lora=True)}, indent=1, default=str))
+        write_card(tmp)
 
 
 def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, progress: bool = True,

@@ -37,6 +37,7 @@ class Domain:
     teacher: str = ""                    # named artifacts this domain ships
     student: str = ""
     classifier: str | None = None        # feature network of the domain FID (None: no FID)
+    bridge: str | None = None            # a trained Teacher -> Student Bridge shipped with it (stage 2's default)
     artifacts: Path | None = None        # folder holding the named artifacts
 
     # -- prompts ---------------------------------------------------------------
@@ -113,7 +114,7 @@ class Domain:
 
     def artifact(self, name: str) -> Path | None:
         """The folder of a named artifact this domain ships, or None."""
-        if self.artifacts is None or name not in {self.teacher, self.student, self.classifier}:
+        if self.artifacts is None or name not in {self.teacher, self.student, self.classifier, self.bridge}:
             return None
         return self.artifacts / name
 

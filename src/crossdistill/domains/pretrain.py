@@ -257,7 +257,9 @@ def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: Pr
     for s in stages:
         if s not in STAGES:
             raise choice_error("pretrain stage", s, STAGES)
-    torch.set_num_threads(threads)
+    from ..runtime import set_threads
+
+    set_threads(threads)
     out = Path(out)
     todo = [s for s in stages if not (out / s / "train_log.json").exists()]
     if not todo:

@@ -52,24 +52,28 @@ def timed(fn, device: torch.device, repeats: int = 3, warmup: bool = True) -> fl
 
 
 @torch.no_grad()
-def ms_per_image(den: Denoiser, batch: int, repeats: int = 3, prompt: str = "a red circle at the top") -> float:
+def ms_per_image(den: Denoiser, batch: int, repeats: int = 3, prompt: str = "a red circle at the top",
+                 height: int | None = None, width: int | None = None) -> float:
     """Best of `repeats` timed runs (after one warm-up) of sampling + decoding `batch` images."""
-    res = den.defaults.resolution
+    h, w = height or den.defaults.resolution, width or den.defaults.resolution
     cond = den.encode_prompt([prompt] * batch)
-    noise = torch.randn(batch, *den.latent_shape(res, res), generator=torch.Generator().manual_seed(0))
-    return 1000 * timed(lambda: den.space.decode(den.sample(cond, latents=noise, height=res, width=res)),
+    noise = torch.randn(batch, *den.latent_shape(h, w), generator=torch.Generator().manual_seed(0))
+    return 1000 * timed(lambda: den.space.decode(den.sample(cond, latents=noise, height=h, width=w)),
                         den.device, repeats) / batch
 
 
 def bench(models: dict[str, str], batches: tuple[int, ...] = (1, 8), repeats: int = 3,
-          reference: str | None = None) -> dict[str, dict]:
+          reference: str | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+          height: int | None = None, width: int | None = None) -> dict[str, dict]:
     """{label: {steps, ms_per_image_b<B>..., speedup_b<B> (vs `reference`)}} from one process."""
     rows = {}
     for label, source in models.items():
-        den = load_denoiser(source)
-        rows[label] = {"model": str(source), "steps": den.defaults.steps, "guidance": den.defaults.guidance}
+        den = load_denoiser(source, dtype=dtype, device=device)
+        rows[label] = {"model": str(source), "steps": den.defaults.steps, "guidance": den.defaults.guidance,
+                       "device": str(den.device), "dtype": str(den.dtype).removeprefix("torch."),
+                       "height": height or den.defaults.resolution, "width": width or den.defaults.resolution}
         for b in batches:
-            rows[label][f"ms_per_image_b{b}"] = round(ms_per_image(den, b, repeats), 2)
+            rows[label][f"ms_per_image_b{b}"] = round(ms_per_image(den, b, repeats, height=height, width=width), 2)
     ref = rows.get(reference) if reference else None
     if ref:
         for row in rows.values():
@@ -131,18 +135,18 @@ def _preset_ms(preset: dict, res: int, device, dtype, repeats: int, guidance: fl
 
 def full_size(student: str = "sd15", teacher: str = "sd35-large", student_res: int = 512,
               teacher_res: int = 1024, device: str | None = None, repeats: int = 1, narrow_k: int | None = None,
-              progress=print) -> dict:
+              progress=print, dtype: torch.dtype | None = None) -> dict:
     """SD 1.5-512 one step (one UNet call + decode) against a full-size Teacher's default
     sampler (its steps x one CFG call + decode), batch 1, random weights, text encoding
     excluded on both sides. On a GPU (bf16) whole models are timed. On a CPU (fp32) the
     Teacher's backbone is too big to run whole (SD 3.5 large: 8B, minutes per call), so it
     is timed at depth 1 and with one more block of each repeated kind, at its real width
     and token count; call = base + sum over kinds of (blocks - 1) x per-block time.
-    `narrow_k` divides every width (tests)."""
+    `narrow_k` divides every width (tests). `dtype`: bf16 on a GPU, fp32 on the CPU if None."""
     from ..presets import load_preset, narrow
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     s_p, t_p = load_preset(student), load_preset(teacher)
     if narrow_k:
         s_p, t_p = narrow(s_p, narrow_k), narrow(t_p, narrow_k)

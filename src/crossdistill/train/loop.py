@@ -9,8 +9,8 @@ would (every process draws the global batch's randomness and keeps its own slice
 `local_part`, so N processes train exactly as one process with the same global batch;
 gradients are averaged across processes in `average_gradients`, or, for what
 `train.parallel=fsdp` shards, by FSDP2: `parallel.py`), bf16/fp16 autocast
-around every step, gradient checkpointing, non-finite-step skipping, a progress bar with live losses, tensorboard
-scalars, periodic atomic checkpoints and the resolved config in the run folder.
+around every step, gradient checkpointing, non-finite-step skipping, a progress bar with live losses, tracker
+scalars (train.report_to), periodic atomic checkpoints and the resolved config in the run folder.
 """
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ def default_device() -> torch.device:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 1000                # optimisation steps (a rerun continues to this count)
     batch: int = 32                  # global batch (split across processes)
-    seed: int = 0
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    sample_every: int = 0            # sample grid (run_dir/samples/*.png + tensorboard) every N steps; 0: off
+    seed: int = 0                    # noise, timesteps and data order of every step
+    checkpoint_every: int = 100      # steps between checkpoints (rerun the command to resume)
+    keep_checkpoints: int = 2        # newest checkpoints kept on disk
+    log_every: int = 10              # steps between history.jsonl / tracker rows
+    sample_every: int = 0            # sample grid (run_dir/samples/*.png + the trackers) every N steps; 0: off
     mixed_precision: str = "no"      # no | bf16 | fp16 (autocast; weights and optimizer stay fp32)
     gradient_checkpointing: bool = False   # recompute activations in backward (less memory, ~30% slower)
     max_bad_steps: int = 5           # consecutive non-finite steps before stopping
@@ -71,14 +71,17 @@ class TrainConfig:
     parallel: str = "ddp"            # ddp | fsdp (FSDP2 shards the Teacher side; see train/parallel.py)
     max_grad_norm: float = 0.0       # clip each optimizer's gradient norm to this (0: off; DMD2 uses 10)
     warmup_steps: int = 0            # linear learning-rate warm-up from 0 over the first N steps
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_betas: tuple[float, float] = (0.9, 0.999)   # AdamW's (beta1, beta2)
     weight_decay: float = 0.0        # AdamW's decoupled weight decay
+    report_to: str = "tensorboard"   # trackers through Accelerate: tensorboard | wandb | all | none
+                                     # (wandb: pip install wandb; WANDB_MODE=offline needs no network)
     grad_accumulation: int = 1       # micro-batches per update: each process's part of the batch runs in N chunks,
                                      # gradients summed (the same update, 1/N of the activation memory)
 
     def validate(self) -> "TrainConfig":
         if self.mixed_precision not in PRECISIONS:
             raise choice_error("mixed_precision", self.mixed_precision, PRECISIONS)
+        trackers(self.report_to)
         check_parallel(self.parallel)
         for k in ("steps", "batch", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints",
                   "grad_accumulation"):
@@ -133,21 +136,37 @@ class Task:
         """A (B, 3, H, W) batch in [-1, 1] for the sample grid (train.sample_every), or None."""
         return None
 
+    def sample_prompts(self) -> list[str] | None:
+        """The prompts of `samples()`, in order (None: unconditional or unknown)."""
+        return None
+
 
 class NonFiniteStep(Exception):
     """Raised by a task when its loss or gradients are not finite (the update is skipped)."""
+
+
+REPORT_TO = {"tensorboard": ("tensorboard",), "wandb": ("wandb",), "all": ("tensorboard", "wandb"), "none": ()}
+TRACKER_PACKAGES = {"tensorboard": "pip install 'crossdistill[log]'", "wandb": "pip install wandb"}
+
+
+def trackers(report_to: str) -> list[str]:
+    """The Accelerate trackers `train.report_to` names; a missing package is one clear line."""
+    import importlib.util
+
+    if report_to not in REPORT_TO:
+        raise choice_error("train.report_to", report_to, REPORT_TO)
+    for name in REPORT_TO[report_to]:
+        if importlib.util.find_spec(name) is None:
+            raise CrossdistillError(f"train.report_to={report_to} needs the {name} package "
+                                    f"({TRACKER_PACKAGES[name]}), or set train.report_to=none")
+    return list(REPORT_TO[report_to])
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    log_with = None
-    try:
-        import tensorboard  # noqa: F401
-        log_with = "tensorboard"
-    except ImportError:
-        pass
+    log_with = trackers(cfg.report_to) or None
     from accelerate.state import AcceleratorState
 
     state = AcceleratorState._shared_state
@@ -277,8 +296,9 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
                   f"global batch {cfg.batch}, {cfg.batch // acc.num_processes} per process")
     if acc.is_main_process:
         (run_dir / "config.json").write_text(json.dumps(config_dump or {}, indent=1, default=str))
-        if acc.log_with:
-            acc.init_trackers(task.name)
+        if acc.log_with:   # wandb writes under the run folder too (offline runs: WANDB_MODE=offline)
+            (run_dir / "logs").mkdir(exist_ok=True)
+            acc.init_trackers(task.name, config=None, init_kwargs={"wandb": {"dir": str(run_dir / "logs")}})
     history_path = run_dir / "history.jsonl"
     if start == 0 and history_path.exists():
         history_path.unlink()
@@ -320,7 +340,7 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
                 (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps):
             images = task.samples()
             if images is not None:
-                write_samples(acc, run_dir, step + 1, images)
+                write_samples(acc, run_dir, step + 1, images, task.sample_prompts())
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             acc.wait_for_everyone()
             if sharded:   # every process writes its own shards (a collective; nothing is gathered)
@@ -335,27 +355,27 @@ def run(task: Task, cfg: TrainConfig, run_dir: Path, config_dump: dict | None = 
     return run_dir
 
 
-def write_samples(acc, run_dir: Path, step: int, images: torch.Tensor) -> None:
-    """A grid of (B, 3, H, W) images in [-1, 1]: run_dir/samples/step-XXXXXXX.png and tensorboard."""
+def write_samples(acc, run_dir: Path, step: int, images: torch.Tensor, prompts: list[str] | None = None) -> None:
+    """A grid of (B, 3, H, W) images in [-1, 1]: run_dir/samples/step-XXXXXXX.png and the
+    trackers; their prompts in samples/prompts.json (the quality-versus-step curves score
+    each grid with them)."""
     from PIL import Image
 
-    n = len(images)
-    cols = min(8, n)
-    rows = -(-n // cols)
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
-    h, w = x.shape[-2:]
-    grid = torch.zeros(3, rows * h, cols * w, dtype=torch.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = x[i]
+    from ..data.images import tile, to_uint8
+
+    grid = tile(to_uint8(images.detach().float()))
     folder = run_dir / "samples"
     folder.mkdir(exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(folder / f"step-{step:07d}.png")
-    if acc.log_with:
-        try:
-            acc.get_tracker("tensorboard").writer.add_image("samples", grid, step)
-        except Exception:   # a tracker without images: the PNG is there
-            pass
+    Image.fromarray(grid).save(folder / f"step-{step:07d}.png")
+    if prompts is not None:
+        tmp = folder / ".prompts.json.tmp"
+        tmp.write_text(json.dumps(prompts))
+        tmp.replace(folder / "prompts.json")
+    for tracker in acc.trackers:   # the PNG is there whatever the tracker takes
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("samples", grid, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"samples": [grid]}, step=step)
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, cfg: TrainConfig, step: int,
@@ -389,7 +409,9 @@ def finite_or_raise(loss: torch.Tensor, params) -> None:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
-    """EMA of weights with warm-up: the decay ramps as (1 + step) / (10 + step) up to `decay`."""
+    """EMA of the trained weights (those of `model` that require grad; a frozen base is
+    skipped) with warm-up: the decay ramps as (1 + step) / (10 + step) up to `decay`."""
     d = min(decay, (1 + step) / (10 + step))
     for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1 - d)
+        if pm.requires_grad:
+            pe.lerp_(pm, 1 - d)

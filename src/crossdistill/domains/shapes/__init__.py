@@ -12,6 +12,7 @@ class ShapesDomain(ModuleDomain):
     name = "shapes"
     size = scenes.SIZE
     teacher, student, classifier = "shapes-teacher", "shapes-student-base", "shapes-classifier"
+    bridge = "shapes-bridge"   # the demo's stage-1 Bridge (300 steps, 2000 images): configs/distill_shapes*.yaml
     artifacts = Path(__file__).parent / "artifacts"
     scenes, judge = scenes, f"{__name__}.judge"
 
