@@ -9,6 +9,13 @@ class CrossdistillError(Exception):
     """An error caused by the user's input or environment, explained in one line."""
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's first message line (cut at `limit`), or its type when it has none:
+    what a one-line error quotes of a library's exception."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 def choice_error(what: str, value: object, allowed, renamed: dict | None = None) -> CrossdistillError:
     """`unknown family 'sdx'; allowed: flux, sd15, sd3, sdxl` (closest match suggested;
     `renamed`: old values and their new names, named instead)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import CrossdistillError
+from .errors import CrossdistillError, first_line
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -237,7 +237,8 @@ def add_metrics(folder: Path, metrics: dict) -> None:
     _update_meta(folder, lambda m: m.setdefault("metrics", {}).update(metrics))
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """HF_HUB_OFFLINE is set: only the local Hugging Face cache may be read."""
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
@@ -252,9 +253,9 @@ def fetch_bridge(spec: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(spec, allow_patterns=list(BRIDGE_FILES), local_files_only=_offline()))
+        return Path(snapshot_download(spec, allow_patterns=list(BRIDGE_FILES), local_files_only=offline()))
     except Exception as e:
-        why = ("offline (HF_HUB_OFFLINE=1) and not in the local Hugging Face cache" if _offline()
+        why = ("offline (HF_HUB_OFFLINE=1) and not in the local Hugging Face cache" if offline()
                else f"hub unreachable, unknown repo or gated ({type(e).__name__})")
         raise CrossdistillError(f"cannot get the Bridge {spec!r}: not a local folder; {why}") from None
 
@@ -271,7 +272,7 @@ def push(folder: Path, repo_id: str, private: bool = False, message: str | None 
     pickled = sorted(str(p.relative_to(folder)) for pat in PICKLES for p in folder.rglob(pat))
     if pickled:
         raise CrossdistillError(f"{folder} holds pickle files ({', '.join(pickled[:3])}); refused: safetensors only")
-    if _offline():
+    if offline():
         raise CrossdistillError("HF_HUB_OFFLINE is set: pushing needs the network (unset it)")
     _update_meta(folder, lambda m: m.update(repo_id=repo_id))   # the card's snippets name the repo
     from huggingface_hub import HfApi
@@ -283,6 +284,5 @@ def push(folder: Path, repo_id: str, private: bool = False, message: str | None 
                           commit_message=message or f"Upload {folder.name} (crossdistill)",
                           ignore_patterns=[".*", "**/.*", *PICKLES])
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CrossdistillError(f"upload of {folder} to {repo_id} failed: {reason}") from None
+        raise CrossdistillError(f"upload of {folder} to {repo_id} failed: {first_line(e)}") from None
     return str(url)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CrossdistillError, choice_error
+from ..errors import CrossdistillError, choice_error, first_line
 from ..presets import build_components, load_preset
 from .base import DEFAULTS_FILE, Conditioning, Defaults, Denoiser
 from .flux import FluxDenoiser
@@ -50,7 +49,9 @@ def _read_json(source: str, name: str, local_files_only: bool) -> dict | None:
     if path.is_dir():
         f = path / name
         return json.loads(f.read_text()) if f.is_file() else None
-    if path.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", source) or source.startswith("."):
+    from ..hub import is_hub_id
+
+    if not is_hub_id(source):
         from ..presets import preset_names
 
         if source in preset_names():
@@ -81,13 +82,13 @@ def load_denoiser(source: str | Path, family: str | None = None, dtype: torch.dt
     T5); only components the family marks optional may be omitted. Only safetensors
     weights are accepted.
     """
-    import os
-
     from ..artifacts import resolve
 
     source = resolve(source)
     if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        from ..hub import offline
+
+        local_files_only = offline()
     index = _read_json(source, "model_index.json", local_files_only)
     if index is None:
         saved = _read_json(source, DEFAULTS_FILE, local_files_only) or {}
@@ -130,8 +131,7 @@ def _load_lora(source: str, saved: dict, dtype, device, local_files_only: bool) 
     try:
         base.to_pipeline().load_lora_weights(source, local_files_only=local_files_only)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CrossdistillError(f"cannot load the LoRA weights of {source}: {reason}") from None
+        raise CrossdistillError(f"cannot load the LoRA weights of {source}: {first_line(e)}") from None
     if device is not None:
         base.to(device)
     return type(base)(dict(base.components, scheduler=scheduler),
@@ -159,8 +159,8 @@ def _load_component(source: str, name: str, class_name: str, dtype, local_files_
     try:
         obj = cls.from_pretrained(source, **kwargs)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CrossdistillError(f"cannot load component '{name}' ({class_name}) of {source}: {reason}") from None
+        raise CrossdistillError(f"cannot load component '{name}' ({class_name}) of {source}: {first_line(e)}") \
+            from None
     if isinstance(obj, torch.nn.Module):
         obj.eval().requires_grad_(False)   # frozen unless a trainer says otherwise
     return obj

@@ -33,7 +33,7 @@ from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, check_fractions, choice_error
 from ..train import (Task, TrainConfig, average_gradients, default_device, ema_update, local_part, mean_logs,
                      micro_batches, optimizer_step, run, weights_dtype)
-from .diagnostics import latent_diagnostics, reencoded
+from .diagnostics import last_logged, latent_diagnostics, reencoded
 from .generator import StudentGenerator, one_step_scheduler, student_scheduler
 from .gan import HEADS, FeatureTap, GanHead, PixelDiscriminator
 from .losses import (dmd_generator_loss, gan_discriminator_loss, gan_generator_loss, latent_std_loss,
@@ -155,7 +155,6 @@ class Stage2Config:
     def validate(self):
         if self.lr <= 0:
             raise CrossdistillError(f"lr must be > 0, got {self.lr}")
-
         if self.guidance is not None and self.guidance < 0:
             raise CrossdistillError(f"guidance must be >= 0, got {self.guidance}")
         check_fractions("t_range", self.t_range)
@@ -559,7 +558,6 @@ class DistillTask(Task):
 
     def export(self, run_dir: Path) -> None:
         from ..config import to_dict
-        from ..distill.diagnostics import last_logged
 
         cfg = self.cfg
         logs = last_logged(Path(run_dir) / "history.jsonl")
