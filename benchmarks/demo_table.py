@@ -3,7 +3,8 @@
     python benchmarks/demo_table.py runs/demo/metrics.json
 
 Columns are the domain's adherence attributes (world I: colour, shape, position; world II:
-colours, shapes, relation, no extra), then all-correct, clean images, domain FID, z_std,
+colours, shapes, relation, no extra), then all-correct, clean images, the spread of the background level over images
+(renders: 14.7; a diversity measure), domain FID, z_std,
 latency. With several training seeds a row shows mean ± 95 % interval over its seeds;
 then the paired differences (a - b per seed), and the held-out Bridge table (with its
 stage-1 seeds' intervals when the demo retrained Bridges per seed).
@@ -34,18 +35,20 @@ def main() -> None:
     ref = lat.get(TEACHER, {}).get("ms_per_image_b1")
     attrs = [k for k in next(iter(m["generations"].values()))["adherence"] if k != "all"] + ["all"]
     print("| method | steps | " + " | ".join(a.replace("_", " ") for a in attrs)
-          + " | clean images | domain FID | z_std | ms/image (b=1) | speed-up (b=1 / b=8) |")
-    print("|---|---|" + "---|" * len(attrs) + "---|---|---|---|---|")
+          + " | clean images | bg level sd | domain FID | z_std | ms/image (b=1) | speed-up (b=1 / b=8) |")
+    print("|---|---|" + "---|" * len(attrs) + "---|---|---|---|---|---|")
     for label, r in m["generations"].items():
         a, st, lt = r["adherence"], seeds.get(label, {}), lat.get(label, {})
         clean = r.get("fidelity", {}).get("clean", float("nan"))
+        spread = r.get("fidelity", {}).get("bg_level_sd", float("nan"))
         z = r.get("diagnostics", {}).get("z_std")
         b1, b8 = lt.get("ms_per_image_b1"), lt.get("ms_per_image_b8")
         speed = (f"{ref / b1:.1f}x / {lat[TEACHER]['ms_per_image_b8'] / b8:.1f}x" if ref and b1 and b8 else "")
         fid_fmt = ".0f" if r["fid"] > 100 else ".2f"
         print(f"| {label} | {lt.get('steps', '-')} | "
               + " | ".join(pm(st.get(k), a[k], ".3f") for k in attrs)
-              + f" | {pm(st.get('clean'), clean, '.3f')} | {pm(st.get('fid'), r['fid'], fid_fmt)} "
+              + f" | {pm(st.get('clean'), clean, '.3f')} | {pm(st.get('bg_level_sd'), spread, '.1f')} "
+              f"| {pm(st.get('fid'), r['fid'], fid_fmt)} "
               f"| {pm(st.get('z_std'), z, '.2f') if z is not None else '-'} "
               f"| {'' if b1 is None else f'{b1:.1f}'} | {speed} |")
     diffs = {k: v for k, v in seeds.items() if " - " in k}

@@ -177,6 +177,7 @@ def test_demo_smoke(tmp_path):
     assert {"z_std", "reencode_err", "clipped", "bridge_drift"} <= set(m["generations"]["cross-space one-step"]
                                                                         ["diagnostics"])
     assert 0 <= m["generations"]["cross-space one-step"]["fidelity"]["clean"] <= 1
+    assert m["seeds"]["cross-space one-step"]["bg_level_sd"]["n"] == 2 and "bg level sd" in (out / "report.html").read_text()
     assert set(m["generations"]) == {"real renders", "Teacher (multi-step)", "Student base (multi-step)",
                                      "shared-space one-step", "cross-space one-step",
                                      "shared-space one-step, no manifold term",

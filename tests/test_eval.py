@@ -46,6 +46,25 @@ def test_image_fidelity_flags_noisy_tinted_and_off_level_backgrounds():
     assert all(is_clean(background(im)) for im in imgs)
 
 
+def test_background_level_spread_sees_one_gray_for_every_image():
+    """Renders' gray levels are spread over 180..230 (sd 14.7); the same renders all
+    repainted one gray are still clean, but their spread is 0 (the diversity loss of a
+    collapsed generator, which the classifier's FID does not see)."""
+    import numpy as np
+
+    from crossdistill.domains.data import SceneDataset
+    from crossdistill.domains.pixels import RENDER_LEVEL_SD
+    from crossdistill.domains.shapes.judge import fidelity
+    from crossdistill.domains.shapes.scenes import render
+
+    ds = SceneDataset(get_domain("shapes"), 200, 64, 9)
+    imgs = [render(ds.scene(i)) for i in range(200)]
+    one_gray = [np.where(im == im[0, 0], 205, im).astype(np.uint8) for im in imgs]
+    f, g = fidelity(imgs), fidelity(one_gray)
+    assert abs(f["bg_level_sd"] - RENDER_LEVEL_SD) < 2.5 and f["clean"] == 1.0
+    assert g["bg_level_sd"] < 0.5 and g["clean"] == 1.0
+
+
 def test_eval_detects_wrong_prompts_and_fid_moves(real, tmp_path):
     import shutil
 

@@ -148,8 +148,8 @@ def _results_table(metrics: dict) -> str:
     ref = lat.get(REFERENCE, {}).get("ms_per_image_b1")
     seeds = metrics.get("seeds") or {}
     keys = _attributes(metrics)
-    cols = ["method", "steps", *[k.replace("_", " ") for k in keys[:-1]], "all", "clean images", "domain FID",
-            "ms/image (b=1)", "ms/image (b=8)", "speed-up vs Teacher (b=1)"]
+    cols = ["method", "steps", *[k.replace("_", " ") for k in keys[:-1]], "all", "clean images", "bg level sd",
+            "domain FID", "ms/image (b=1)", "ms/image (b=8)", "speed-up vs Teacher (b=1)"]
     out = ["<table class='results'><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
     one_step = [k for k in metrics["generations"] if lat.get(k, {}).get("steps") == 1]
     best = max((metrics["generations"][k]["adherence"]["all"] for k in one_step), default=None)   # best one-step row
@@ -161,9 +161,10 @@ def _results_table(metrics: dict) -> str:
         cls = " class='best'" if label in one_step and a["all"] == best else ""
         st = seeds.get(label, {})
         clean = r.get("fidelity", {}).get("clean", float("nan"))
+        spread = r.get("fidelity", {}).get("bg_level_sd", float("nan"))
         out.append(f"<tr{cls}><td>{html.escape(label)}</td><td>{steps}</td>"
                    + "".join(f"<td>{_pm(st.get(k), a[k], '.3f')}</td>" for k in keys)
-                   + f"<td>{_pm(st.get('clean'), clean, '.3f')}</td>"
+                   + f"<td>{_pm(st.get('clean'), clean, '.3f')}</td><td>{_pm(st.get('bg_level_sd'), spread, '.1f')}</td>"
                    + (f"<td>{_pm(st.get('fid'), r['fid'], '.1f')}</td>" if "fid" in r else "<td>-</td>")
                    + f"<td>{'-' if b1 is None else f'{b1:.1f}'}</td>"
                    f"<td>{'-' if b8 is None else f'{b8:.1f}'}</td><td>{speed}</td></tr>")
@@ -394,7 +395,8 @@ def write_report(out: Path, metrics: dict) -> Path:
 all: every one at once). Domain FID: Fréchet distance of the domain classifier's features to real renders of the same prompts
 (equal image counts in every row). Clean images: fraction whose background outside the object is flat
 (per-channel std &lt; 5 of 255), untinted (channel means within 6) and at a render's gray level (175-235).
-With several training seeds: mean &plusmn; 95 % interval over seeds. Latency: denoiser calls + VAE decode per image, one process, prompts pre-encoded.</p>
+Bg level sd: the standard deviation of that gray level over the row's images (renders: 14.7, uniform in 180-230), a diversity
+measure the classifier's FID cannot see (its features ignore the background). With several training seeds: mean &plusmn; 95 % interval over seeds. Latency: denoiser calls + VAE decode per image, one process, prompts pre-encoded.</p>
 <h2>Samples (same prompt and seed in every row)</h2>
 {_grid(metrics["generations"])}
 {_failures_table(metrics["generations"])}

@@ -61,10 +61,20 @@ def is_clean(stats: dict[str, float]) -> bool:
     return (stats["std"] < FLAT_STD and stats["tint"] < MAX_TINT and LEVEL[0] <= stats["level"] <= LEVEL[1])
 
 
+# The renders' background level is uniform in 180..230, so its spread over images is
+# sqrt((51**2 - 1) / 12) = 14.7: a generator that paints every background the same gray
+# has clean images and a small spread (a diversity loss the classifier's FID cannot see:
+# its features ignore the background).
+RENDER_LEVEL_SD = float(np.sqrt((51 ** 2 - 1) / 12))
+
+
 def fidelity_of(stats: list[dict[str, float]]) -> dict[str, float]:
-    """`clean` (fraction of clean images) and the mean background statistics."""
+    """`clean` (fraction of clean images), the mean background statistics, and
+    `bg_level_sd`, the standard deviation of the background level over the images
+    (renders: RENDER_LEVEL_SD)."""
     if not stats:
         return {"clean": float("nan")}
     out = {"clean": float(np.mean([is_clean(s) for s in stats]))}
     out.update({f"bg_{k}": float(np.mean([s[k] for s in stats])) for k in ("std", "tint", "level")})
+    out["bg_level_sd"] = float(np.std([s["level"] for s in stats]))
     return out

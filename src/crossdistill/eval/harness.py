@@ -139,12 +139,13 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
         return scale_table(rows)
     keys = list(next(iter(rows.values()))["adherence"])   # the domain's attributes, then "all"
     t = Table(title=f"domain {next(iter(rows.values())).get('domain', '')}".strip())
-    for col in ("run", "images", *keys, "clean", "domain FID"):
+    for col in ("run", "images", *keys, "clean", "bg level sd", "domain FID"):
         t.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         a = m["adherence"]
         t.add_row(name, str(m["n_images"]), *[f"{a.get(k, float('nan')):.3f}" for k in keys],
                   f"{m['fidelity']['clean']:.3f}" if "fidelity" in m else "-",
+                  f"{m['fidelity'].get('bg_level_sd', float('nan')):.1f}" if "fidelity" in m else "-",
                   f"{m['fid']:.2f}" if "fid" in m else "-")
     return t
 

@@ -26,6 +26,7 @@ def mean_ci(values: list[float]) -> dict[str, float]:
 def _scalars(row: dict) -> dict[str, float]:
     out = {k: v for k, v in row["adherence"].items()}
     out["clean"] = row.get("fidelity", {}).get("clean", float("nan"))
+    out["bg_level_sd"] = row.get("fidelity", {}).get("bg_level_sd", float("nan"))
     out["fid"] = row.get("fid", float("nan"))
     out.update({k: v for k, v in row.get("diagnostics", {}).items()})
     return out

@@ -1,0 +1,46 @@
+"""World II: how a generation folder gets the relation wrong (`domains/pairs/judge.py`).
+
+    python benchmarks/pairs_relation.py runs/demo-pairs/generations/*
+
+Among the images where both prompt colours are found as objects, the fraction whose
+relation is right, swapped (the objects on the named axis, in the other order: the
+colours not bound to their sides) and on the other axis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def main() -> None:
+    from crossdistill.domains.pairs.judge import _pick, find_objects, relation_of
+    from crossdistill.domains.pairs.scenes import parse_prompt
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folders", nargs="+", type=Path)
+    a = ap.parse_args()
+    print("| folder | images | both colours found | relation right | swapped | other axis |")
+    print("|---|---|---|---|---|---|")
+    for folder in a.folders:
+        rows = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines() if x.strip()]
+        got = []
+        for i, r in enumerate(rows):
+            c1, _, want, c2, _ = parse_prompt(r["prompt"])
+            first, second = _pick(find_objects(np.asarray(Image.open(folder / f"{i:05d}.png").convert("RGB")))[0], c1, c2)
+            if first is not None and second is not None:
+                rel = relation_of(first.centre, second.centre)
+                got.append((rel == want, rel == OPPOSITE[want], rel not in (want, OPPOSITE[want])))
+        n = max(len(got), 1)
+        right, swapped, other = (sum(g[k] for g in got) / n for k in range(3))
+        print(f"| {folder} | {len(rows)} | {len(got)} | {right:.3f} | {swapped:.3f} | {other:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Mean and 95 % interval over training seeds of `distill_curve.py` rows (markdown).
+
+    python benchmarks/seed_table.py runs/long18/results.jsonl --steps 1200 \
+        "cross-space long=cross-long-s0,cross-long-s1,cross-long-s2"
+
+Each GROUP is LABEL=NAME,NAME,... (one run per seed, scored at `--steps`). Prints, per
+group, every adherence attribute, clean images, the background-level spread (recomputed
+from the run's generation folder, RUN/gen-STEPS beside the log, for rows written before
+it existed), domain FID and z_std as mean ± 95 % interval (Student-t, `eval/seeds.py`),
+then the per-attribute failure counts summed over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def spread(row: dict, root: Path, domain: str) -> float:
+    if "bg_level_sd" in row.get("fidelity", {}):
+        return row["fidelity"]["bg_level_sd"]
+    from crossdistill.domains import get
+
+    folder = root / row["name"] / f"gen-{row['steps']}"
+    return get(domain).fidelity([np.asarray(Image.open(f).convert("RGB"))
+                                 for f in sorted(folder.glob("*.png"))])["bg_level_sd"]
+
+
+def main() -> None:
+    from crossdistill.eval.seeds import mean_ci
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("log", type=Path)
+    ap.add_argument("groups", nargs="+", help="LABEL=NAME,NAME,...")
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--domain", default="shapes")
+    a = ap.parse_args()
+    rows = [json.loads(x) for x in a.log.read_text().splitlines() if x.strip()]
+    table, failures = [], {}
+    for spec in a.groups:
+        label, _, names = spec.partition("=")
+        got = [next((r for r in rows if r["name"] == n and r["steps"] == a.steps), None) for n in names.split(",")]
+        if None in got:
+            ap.error(f"{label}: no row at {a.steps} steps for "
+                     f"{[n for n, r in zip(names.split(','), got) if r is None]}")
+        vals = {k: [r["adherence"][k] for r in got] for k in got[0]["adherence"]}
+        vals["clean"] = [r["clean"] for r in got]
+        vals["bg level sd"] = [spread(r, a.log.parent, a.domain) for r in got]
+        vals["domain FID"] = [r["fid"] for r in got]
+        vals["z_std"] = [r["diagnostics"].get("z_std", float("nan")) for r in got]
+        table.append((label, len(got), {k: mean_ci(v) for k, v in vals.items()}))
+        failures[label] = {attr: sum((Counter(r["failures"][attr]) for r in got), Counter())
+                           for attr in got[0]["failures"]}
+    keys = list(table[0][2])
+    print(f"| Student ({a.steps} steps) | seeds | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
+    print("|---|---|" + "---|" * len(keys))
+    for label, n, st in table:
+        cells = []
+        for k in keys:
+            fmt = ".1f" if k in ("bg level sd", "domain FID") else ".3f" if k != "z_std" else ".2f"
+            m, ci = st[k]["mean"], st[k]["ci95"]
+            cells.append(f"{m:{fmt}} ± {ci:{fmt}}" if n > 1 else f"{m:{fmt}}")
+        print(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    print("\nFailures summed over the seeds (images in which the attribute was wrong, by the value asked for):\n")
+    for label, f in failures.items():
+        print(f"- {label}: " + "; ".join(f"{attr}: " + ", ".join(f"{v} {c}" for v, c in cnt.most_common())
+                                         for attr, cnt in f.items() if cnt) )
+
+
+if __name__ == "__main__":
+    main()
