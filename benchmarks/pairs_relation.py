@@ -4,7 +4,9 @@
 
 Among the images where both prompt colours are found as objects, the fraction whose
 relation is right, swapped (the objects on the named axis, in the other order: the
-colours not bound to their sides) and on the other axis.
+colours not bound to their sides) and on the other axis; and, among the swapped images
+whose prompt asks for two different shapes, the fraction with both shapes where the
+prompt's layout puts them (the colours swapped between two correctly placed objects).
 """
 
 from __future__ import annotations
@@ -26,20 +28,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folders", nargs="+", type=Path)
     a = ap.parse_args()
-    print("| folder | images | both colours found | relation right | swapped | other axis |")
-    print("|---|---|---|---|---|---|")
+    print("| folder | images | both colours found | relation right | swapped | other axis "
+          "| swapped, shapes in place |")
+    print("|---|---|---|---|---|---|---|")
     for folder in a.folders:
         rows = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines() if x.strip()]
-        got = []
+        got, in_place = [], []
         for i, r in enumerate(rows):
-            c1, _, want, c2, _ = parse_prompt(r["prompt"])
+            c1, s1, want, c2, s2 = parse_prompt(r["prompt"])
             first, second = _pick(find_objects(np.asarray(Image.open(folder / f"{i:05d}.png").convert("RGB")))[0], c1, c2)
             if first is not None and second is not None:
                 rel = relation_of(first.centre, second.centre)
                 got.append((rel == want, rel == OPPOSITE[want], rel not in (want, OPPOSITE[want])))
+                if rel == OPPOSITE[want] and s1 != s2:   # colour 1 sits where object 2 belongs
+                    in_place.append(first.shape == s2 and second.shape == s1)
         n = max(len(got), 1)
         right, swapped, other = (sum(g[k] for g in got) / n for k in range(3))
-        print(f"| {folder} | {len(rows)} | {len(got)} | {right:.3f} | {swapped:.3f} | {other:.3f} |")
+        placed = f"{sum(in_place) / len(in_place):.2f} of {len(in_place)}" if in_place else "-"
+        print(f"| {folder} | {len(rows)} | {len(got)} | {right:.3f} | {swapped:.3f} | {other:.3f} | {placed} |")
 
 
 if __name__ == "__main__":
