@@ -28,6 +28,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for folder in a.folders:
         images = [np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.png"))]
+        if not images:
+            print(f"| {folder} | 0 | - | - | - | - | - |")
+            continue
         f = dom.fidelity(images)
         print(f"| {folder} | {len(images)} | {f['clean']:.3f} | {f['bg_std']:.1f} | {f['bg_tint']:.1f} "
               f"| {f['bg_level']:.1f} | {f['bg_level_sd']:.1f} |")

@@ -40,14 +40,15 @@ def main() -> None:
     for label, r in m["generations"].items():
         a, st, lt = r["adherence"], seeds.get(label, {}), lat.get(label, {})
         clean = r.get("fidelity", {}).get("clean", float("nan"))
-        spread = r.get("fidelity", {}).get("bg_level_sd", float("nan"))
+        spread = r.get("fidelity", {}).get("bg_level_sd")
         z = r.get("diagnostics", {}).get("z_std")
         b1, b8 = lt.get("ms_per_image_b1"), lt.get("ms_per_image_b8")
         speed = (f"{ref / b1:.1f}x / {lat[TEACHER]['ms_per_image_b8'] / b8:.1f}x" if ref and b1 and b8 else "")
         fid_fmt = ".0f" if r["fid"] > 100 else ".2f"
         print(f"| {label} | {lt.get('steps', '-')} | "
               + " | ".join(pm(st.get(k), a[k], ".3f") for k in attrs)
-              + f" | {pm(st.get('clean'), clean, '.3f')} | {pm(st.get('bg_level_sd'), spread, '.1f')} "
+              + f" | {pm(st.get('clean'), clean, '.3f')} "
+              f"| {pm(st.get('bg_level_sd'), spread, '.1f') if spread is not None else '-'} "
               f"| {pm(st.get('fid'), r['fid'], fid_fmt)} "
               f"| {pm(st.get('z_std'), z, '.2f') if z is not None else '-'} "
               f"| {'' if b1 is None else f'{b1:.1f}'} | {speed} |")

@@ -34,9 +34,9 @@ def main() -> None:
     for folder in a.folders:
         rows = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines() if x.strip()]
         got, in_place = [], []
-        for i, r in enumerate(rows):
+        for r in rows:
             c1, s1, want, c2, s2 = parse_prompt(r["prompt"])
-            first, second = _pick(find_objects(np.asarray(Image.open(folder / f"{i:05d}.png").convert("RGB")))[0], c1, c2)
+            first, second = _pick(find_objects(np.asarray(Image.open(folder / r["file"]).convert("RGB")))[0], c1, c2)
             if first is not None and second is not None:
                 rel = relation_of(first.centre, second.centre)
                 got.append((rel == want, rel == OPPOSITE[want], rel not in (want, OPPOSITE[want])))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,13 +23,19 @@ from PIL import Image
 
 
 def spread(row: dict, root: Path, domain: str) -> float:
+    """The row's bg_level_sd, or recomputed from ROOT/NAME/gen-STEPS; nan (with a
+    warning) when neither is there."""
     if "bg_level_sd" in row.get("fidelity", {}):
         return row["fidelity"]["bg_level_sd"]
     from crossdistill.domains import get
 
     folder = root / row["name"] / f"gen-{row['steps']}"
-    return get(domain).fidelity([np.asarray(Image.open(f).convert("RGB"))
-                                 for f in sorted(folder.glob("*.png"))])["bg_level_sd"]
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        print(f"warning: {row['name']} at {row['steps']} steps has no bg_level_sd and {folder} holds no images",
+              file=sys.stderr)
+        return float("nan")
+    return get(domain).fidelity([np.asarray(Image.open(f).convert("RGB")) for f in files])["bg_level_sd"]
 
 
 def main() -> None:
@@ -38,19 +45,22 @@ def main() -> None:
     ap.add_argument("log", type=Path)
     ap.add_argument("groups", nargs="+", help="LABEL=NAME,NAME,...")
     ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--domain", default="shapes")
+    ap.add_argument("--domain", default="shapes", help="the rows' domain (shapes | pairs): whose background judge")
+    ap.add_argument("--root", type=Path, help="distill_curve.py's --root (default: the log's folder)")
     a = ap.parse_args()
     rows = [json.loads(x) for x in a.log.read_text().splitlines() if x.strip()]
     table, failures = [], {}
     for spec in a.groups:
         label, _, names = spec.partition("=")
-        got = [next((r for r in rows if r["name"] == n and r["steps"] == a.steps), None) for n in names.split(",")]
+        # the last row of a name and step count (a re-scored run appends a newer one)
+        got = [next((r for r in reversed(rows) if r["name"] == n and r["steps"] == a.steps), None)
+               for n in names.split(",")]
         if None in got:
             ap.error(f"{label}: no row at {a.steps} steps for "
                      f"{[n for n, r in zip(names.split(','), got) if r is None]}")
         vals = {k: [r["adherence"][k] for r in got] for k in got[0]["adherence"]}
         vals["clean"] = [r["clean"] for r in got]
-        vals["bg level sd"] = [spread(r, a.log.parent, a.domain) for r in got]
+        vals["bg level sd"] = [spread(r, a.root or a.log.parent, a.domain) for r in got]
         vals["domain FID"] = [r["fid"] for r in got]
         vals["z_std"] = [r["diagnostics"].get("z_std", float("nan")) for r in got]
         table.append((label, len(got), {k: mean_ci(v) for k, v in vals.items()}))

@@ -161,10 +161,10 @@ def _results_table(metrics: dict) -> str:
         cls = " class='best'" if label in one_step and a["all"] == best else ""
         st = seeds.get(label, {})
         clean = r.get("fidelity", {}).get("clean", float("nan"))
-        spread = r.get("fidelity", {}).get("bg_level_sd", float("nan"))
+        spread = r.get("fidelity", {}).get("bg_level_sd")
         out.append(f"<tr{cls}><td>{html.escape(label)}</td><td>{steps}</td>"
                    + "".join(f"<td>{_pm(st.get(k), a[k], '.3f')}</td>" for k in keys)
-                   + f"<td>{_pm(st.get('clean'), clean, '.3f')}</td><td>{_pm(st.get('bg_level_sd'), spread, '.1f')}</td>"
+                   + f"<td>{_pm(st.get('clean'), clean, '.3f')}</td><td>{'-' if spread is None else _pm(st.get('bg_level_sd'), spread, '.1f')}</td>"
                    + (f"<td>{_pm(st.get('fid'), r['fid'], '.1f')}</td>" if "fid" in r else "<td>-</td>")
                    + f"<td>{'-' if b1 is None else f'{b1:.1f}'}</td>"
                    f"<td>{'-' if b8 is None else f'{b8:.1f}'}</td><td>{speed}</td></tr>")

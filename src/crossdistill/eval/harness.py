@@ -145,7 +145,7 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
         a = m["adherence"]
         t.add_row(name, str(m["n_images"]), *[f"{a.get(k, float('nan')):.3f}" for k in keys],
                   f"{m['fidelity']['clean']:.3f}" if "fidelity" in m else "-",
-                  f"{m['fidelity'].get('bg_level_sd', float('nan')):.1f}" if "fidelity" in m else "-",
+                  f"{m['fidelity']['bg_level_sd']:.1f}" if "bg_level_sd" in m.get("fidelity", {}) else "-",
                   f"{m['fid']:.2f}" if "fid" in m else "-")
     return t
 
