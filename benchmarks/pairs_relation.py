@@ -12,11 +12,7 @@ prompt's layout puts them (the colours swapped between two correctly placed obje
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
@@ -24,6 +20,7 @@ OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 def main() -> None:
     from crossdistill.domains.pairs.judge import _pick, find_objects, relation_of
     from crossdistill.domains.pairs.scenes import parse_prompt
+    from crossdistill.eval.harness import read_generations
 
     ap = argparse.ArgumentParser()
     ap.add_argument("folders", nargs="+", type=Path)
@@ -32,11 +29,11 @@ def main() -> None:
           "| swapped, shapes in place |")
     print("|---|---|---|---|---|---|---|")
     for folder in a.folders:
-        rows = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines() if x.strip()]
+        gens = read_generations(folder)
         got, in_place = [], []
-        for r in rows:
-            c1, s1, want, c2, s2 = parse_prompt(r["prompt"])
-            first, second = _pick(find_objects(np.asarray(Image.open(folder / r["file"]).convert("RGB")))[0], c1, c2)
+        for prompt, img in zip(gens.prompts, gens.images()):
+            c1, s1, want, c2, s2 = parse_prompt(prompt)
+            first, second = _pick(find_objects(img)[0], c1, c2)
             if first is not None and second is not None:
                 rel = relation_of(first.centre, second.centre)
                 got.append((rel == want, rel == OPPOSITE[want], rel not in (want, OPPOSITE[want])))
@@ -45,7 +42,7 @@ def main() -> None:
         n = max(len(got), 1)
         right, swapped, other = (sum(g[k] for g in got) / n for k in range(3))
         placed = f"{sum(in_place) / len(in_place):.2f} of {len(in_place)}" if in_place else "-"
-        print(f"| {folder} | {len(rows)} | {len(got)} | {right:.3f} | {swapped:.3f} | {other:.3f} | {placed} |")
+        print(f"| {folder} | {len(gens.rows)} | {len(got)} | {right:.3f} | {swapped:.3f} | {other:.3f} | {placed} |")
 
 
 if __name__ == "__main__":

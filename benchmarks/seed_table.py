@@ -5,8 +5,8 @@
 
 Each GROUP is LABEL=NAME,NAME,... (one run per seed, scored at `--steps`). Prints, per
 group, every adherence attribute, clean images, the background-level spread (recomputed
-from the run's generation folder, RUN/gen-STEPS beside the log, for rows written before
-it existed), domain FID and z_std as mean ± 95 % interval (Student-t, `eval/seeds.py`),
+from the run's generation folder, ROOT/NAME/gen-STEPS, for rows written before it
+existed), domain FID and z_std as mean ± 95 % interval (Student-t, `eval/seeds.py`),
 then the per-attribute failure counts summed over the seeds.
 """
 
@@ -18,24 +18,21 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
-
-def spread(row: dict, root: Path, domain: str) -> float:
-    """The row's bg_level_sd, or recomputed from ROOT/NAME/gen-STEPS; nan (with a
-    warning) when neither is there."""
+def spread(row: dict, root: Path) -> float:
+    """The row's bg_level_sd, or recomputed from ROOT/NAME/gen-STEPS (read like `eval`
+    reads it); nan (with a warning) when neither is there."""
     if "bg_level_sd" in row.get("fidelity", {}):
         return row["fidelity"]["bg_level_sd"]
-    from crossdistill.domains import get
+    from crossdistill.eval.harness import infer_domain, read_generations
 
     folder = root / row["name"] / f"gen-{row['steps']}"
-    files = sorted(folder.glob("*.png"))
-    if not files:
-        print(f"warning: {row['name']} at {row['steps']} steps has no bg_level_sd and {folder} holds no images",
+    if not (folder / "manifest.jsonl").is_file():
+        print(f"warning: {row['name']} at {row['steps']} steps has no bg_level_sd and {folder} holds no generations",
               file=sys.stderr)
         return float("nan")
-    return get(domain).fidelity([np.asarray(Image.open(f).convert("RGB")) for f in files])["bg_level_sd"]
+    gens = read_generations(folder)
+    return infer_domain(gens.prompts).fidelity(gens.images())["bg_level_sd"]
 
 
 def main() -> None:
@@ -45,7 +42,6 @@ def main() -> None:
     ap.add_argument("log", type=Path)
     ap.add_argument("groups", nargs="+", help="LABEL=NAME,NAME,...")
     ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--domain", default="shapes", help="the rows' domain (shapes | pairs): whose background judge")
     ap.add_argument("--root", type=Path, help="distill_curve.py's --root (default: the log's folder)")
     a = ap.parse_args()
     rows = [json.loads(x) for x in a.log.read_text().splitlines() if x.strip()]
@@ -60,7 +56,7 @@ def main() -> None:
                      f"{[n for n, r in zip(names.split(','), got) if r is None]}")
         vals = {k: [r["adherence"][k] for r in got] for k in got[0]["adherence"]}
         vals["clean"] = [r["clean"] for r in got]
-        vals["bg level sd"] = [spread(r, a.root or a.log.parent, a.domain) for r in got]
+        vals["bg level sd"] = [spread(r, a.root or a.log.parent) for r in got]
         vals["domain FID"] = [r["fid"] for r in got]
         vals["z_std"] = [r["diagnostics"].get("z_std", float("nan")) for r in got]
         table.append((label, len(got), {k: mean_ci(v) for k, v in vals.items()}))
