@@ -49,7 +49,7 @@ def main() -> None:
     for steps in a.steps:
         cfg = load_config(Stage2Config, Path(a.config), a.overrides + [f"train.steps={steps}"])
         if prompts is None:   # train on the domain's prompts, score on its evaluation prompts
-            teacher = load_denoiser(cfg.teacher)
+            teacher = load_denoiser(cfg.teacher_list()[0].model)   # several Teachers: the first's domain
             prompts = read_prompts(cfg.prompts, teacher)
             eval_prompts = domain_of(teacher).eval_prompts()
         distill(cfg, run, prompts, progress=False)

@@ -7,7 +7,11 @@ Each GROUP is LABEL=NAME,NAME,... (one run per seed, scored at `--steps`). Print
 group, every adherence attribute, clean images, the background-level spread (recomputed
 from the run's generation folder, ROOT/NAME/gen-STEPS, for rows written before it
 existed), domain FID and z_std as mean ± 95 % interval (Student-t, `eval/seeds.py`),
-then the per-attribute failure counts summed over the seeds.
+then the per-attribute failure counts summed over the seeds. `--diff "A-B"` (group labels)
+adds the paired differences A - B (the groups' runs paired in the order given: same seed).
+
+    python benchmarks/seed_table.py runs/two15/results.jsonl --steps 300 \
+        "two=both-s0,both-s1,both-s2" "sd3=sd3-s0,sd3-s1,sd3-s2" --diff "two-sd3"
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ def main() -> None:
     ap.add_argument("groups", nargs="+", help="LABEL=NAME,NAME,...")
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--root", type=Path, help="distill_curve.py's --root (default: the log's folder)")
+    ap.add_argument("--diff", action="append", default=[], help="A-B: paired differences of two groups")
     a = ap.parse_args()
     rows = [json.loads(x) for x in a.log.read_text().splitlines() if x.strip()]
-    table, failures = [], {}
+    table, failures, per_seed = [], {}, {}
     for spec in a.groups:
         label, _, names = spec.partition("=")
         # the last row of a name and step count (a re-scored run appends a newer one)
@@ -60,6 +65,7 @@ def main() -> None:
         vals["domain FID"] = [r["fid"] for r in got]
         vals["z_std"] = [r["diagnostics"].get("z_std", float("nan")) for r in got]
         table.append((label, len(got), {k: mean_ci(v) for k, v in vals.items()}))
+        per_seed[label] = vals
         failures[label] = {attr: sum((Counter(r["failures"][attr]) for r in got), Counter())
                            for attr in got[0]["failures"]}
     keys = list(table[0][2])
@@ -72,6 +78,16 @@ def main() -> None:
             m, ci = st[k]["mean"], st[k]["ci95"]
             cells.append(f"{m:{fmt}} ± {ci:{fmt}}" if n > 1 else f"{m:{fmt}}")
         print(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    for spec in a.diff:
+        x, _, y = spec.partition("-")
+        if x not in per_seed or y not in per_seed or len(per_seed[x]["all"]) != len(per_seed[y]["all"]):
+            ap.error(f"--diff {spec!r}: two group labels with as many runs each, from {sorted(per_seed)}")
+        cells = []
+        for k in keys:
+            st = mean_ci([u - v for u, v in zip(per_seed[x][k], per_seed[y][k])])
+            fmt = ".1f" if k in ("bg level sd", "domain FID") else ".3f" if k != "z_std" else ".2f"
+            cells.append(f"{st['mean']:+{fmt}} ± {st['ci95']:{fmt}}")
+        print(f"| {x} - {y} (paired by seed) | {len(per_seed[x]['all'])} | " + " | ".join(cells) + " |")
     print("\nFailures summed over the seeds (images in which the attribute was wrong, by the value asked for):\n")
     for label, f in failures.items():
         print(f"- {label}: " + "; ".join(f"{attr}: " + ", ".join(f"{v} {c}" for v, c in cnt.most_common())

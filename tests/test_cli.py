@@ -120,7 +120,8 @@ def test_bridge_train_and_eval_end_to_end(tmp_path):
 def test_shapes_pretrain_quick_all_stages(tmp_path):
     out = tmp_path / "pt"
     run("shapes", "pretrain", "--out", out, "--quick", "--threads", "1")
-    for stage in ("vae-student", "vae-teacher", "teacher", "student-base", "classifier"):
+    for stage in ("vae-student", "vae-teacher", "teacher", "student-base", "classifier", "vae-shapes-teacher-flux",
+                  "shapes-teacher-flux"):   # the last two: the second Teacher's (Flux family)
         log = json.loads((out / stage / "train_log.json").read_text())
         assert log["stage"] == stage and log["wall_time_s"] > 0
     assert (out / "teacher" / "model_index.json").exists()
@@ -184,8 +185,17 @@ def test_demo_smoke(tmp_path):
                                      "cross-space one-step, no manifold term",
                                      "cross-space, round-trip Bridge", "cross-space, projector-only Bridge",
                                      "cross-space, Bridge without attention fidelity",
-                                     "cross-space 2-step", "cross-space 4-step", "cross-space LoRA Student (rank 16)"}
-    assert {"round-trip", "bridge", "bridge-no-attn", "projector-only"} <= set(m["bridge"])
+                                     "cross-space 2-step", "cross-space 4-step", "cross-space LoRA Student (rank 16)",
+                                     "Teacher (multi-step, shapes-teacher-flux)",
+                                     "cross-space, shapes-teacher-flux alone", "cross-space, 2 Teachers at once"}
+    assert {"round-trip", "bridge", "bridge-no-attn", "projector-only", "bridge-shapes-teacher-flux"} <= set(m["bridge"])
+    # the two-Teacher Student: each Teacher through its own Bridge, weighted alike
+    two = json.loads((out / "runs" / "cross-2-teachers" / "config.json").read_text())["teachers"]
+    assert [t["model"] for t in two] == ["shapes-teacher", "shapes-teacher-flux"] and [t["weight"] for t in two] == [0.5, 0.5]
+    assert two[0]["bridge_dir"].endswith("/bridge/bridge") and two[1]["bridge_dir"].endswith(
+        "ablations/bridge-shapes-teacher-flux/bridge") and all(t["guidance"] == 4.0 for t in two)
+    assert json.loads((out / "ablations" / "bridge-shapes-teacher-flux" / "bridge" / "bridge.json").read_text()
+                      )["teacher"] == "shapes-teacher-flux"
     assert m["latency"]["cross-space one-step"]["steps"] == 1 and m["latency"]["Teacher (multi-step)"]["steps"] > 1
     assert m["latency"]["cross-space 4-step"]["steps"] == 4
     assert [r["step"] for r in m["curves"]["cross-space one-step"]] == [1, 2]   # its sample grids, scored

@@ -42,3 +42,28 @@ def test_optimizer_step_clips_and_warms_up():
     assert opt.param_groups[0]["lr"] == 0.25                                                 # warm-up 1/4
     optimizer_step(opt, torch.tensor(1.0), [w], cfg, step=10, base_lr=1.0)
     assert opt.param_groups[0]["lr"] == 1.0
+
+
+def test_every_shipped_config_resolves():
+    """Each YAML in configs/ loads into its stage's typed config (a renamed key or a bad
+    value in a shipped file fails here, not in a user's run)."""
+    from pathlib import Path
+
+    from crossdistill.bridge.stage1 import Stage1Config
+
+    from crossdistill.artifacts import resolve
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml"))
+    assert files
+    for f in files:
+        cls = Stage1Config if f.name.startswith("bridge_") else Stage2Config
+        cfg = load_config(cls, f)
+        if f.name.startswith(("bridge_shapes", "distill_shapes")):   # every model and Bridge it names is shipped
+            names = [cfg.teacher, cfg.student] if cls is Stage1Config else \
+                [cfg.student] + [x for t in cfg.teacher_list() for x in (t.model, t.bridge_dir)]
+            for name in set(names) - {"identity", "roundtrip"}:
+                assert Path(resolve(name)).is_dir(), (f.name, name)
+    two = load_config(Stage2Config, root / "distill_shapes_two_teachers.yaml")
+    assert [(t.model, t.bridge_dir, t.weight) for t in two.teacher_list()] == [
+        ("shapes-teacher", "shapes-bridge", 0.5), ("shapes-teacher-flux", "shapes-bridge-flux", 0.5)]

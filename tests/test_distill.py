@@ -270,3 +270,144 @@ def test_stage2_runs_at_the_resolutions_its_bridge_was_built_for(tiny_pair, tmp_
     assert task.samples().shape[-1] == 64
     task.export(tmp_path)
     assert load_denoiser(tmp_path / "student").defaults.resolution == 64
+
+
+# -- several Teachers at once -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def flux_teacher(tmp_path_factory):
+    """A second tiny Teacher of another family (Flux: packed latents, T5 + CLIP pooled)."""
+    root = tmp_path_factory.mktemp("flux")
+    build_denoiser("tiny-flux", seed=3).save_pretrained(root / "teacher")
+    return root / "teacher"
+
+
+def _two_cfg(root, flux, steps, weights=(0.5, 0.5)):
+    from crossdistill.distill.stage2 import TeacherConfig
+
+    cfg = _cfg(root, steps)
+    one = Stage2Config()
+    cfg.teacher, cfg.bridge_dir = one.teacher, one.bridge_dir   # the Teachers come from `teachers`
+    cfg.teachers = [TeacherConfig(str(root / "teacher"), "roundtrip", 3.0, weights[0]),
+                    TeacherConfig(str(flux), "roundtrip", 2.0, weights[1])]
+    return cfg.validate()
+
+
+def test_several_teachers_train_a_fake_score_each_and_resume_exactly(tiny_pair, flux_teacher, tmp_path,
+                                                                     monkeypatch):
+    from crossdistill.distill.stage2 import DistillTask
+
+    distill(_two_cfg(tiny_pair, flux_teacher, 4), tmp_path / "a", PROMPTS, progress=False)
+    distill(_two_cfg(tiny_pair, flux_teacher, 2), tmp_path / "b", PROMPTS, progress=False)
+    steps = count_steps(monkeypatch, DistillTask)
+    distill(_two_cfg(tiny_pair, flux_teacher, 4), tmp_path / "b", PROMPTS, progress=False)
+    assert steps == [2, 3]
+    a = load_file(str(tmp_path / "a" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    hist = [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    # each Teacher's DMD term and fake-score loss is logged (the second's with _t1)
+    assert all(h["dmd"] > 0 and h["dmd_t1"] > 0 and h["fake"] > 0 and h["fake_t1"] > 0 for h in hist)
+    state = load_file(str(tmp_path / "a" / "ckpt-0000004" / "state.safetensors"))
+    for name in ("fake", "fake_t1"):   # two fake scores, two optimizers, both checkpointed
+        assert any(k.startswith(f"module/{name}/") for k in state)
+        assert any(k.startswith(f"optim/{name}/") for k in state)
+    prov = json.loads((tmp_path / "a" / "student" / "crossdistill.json").read_text())["provenance"]
+    assert prov["teachers"] == [str(tiny_pair / "teacher"), str(flux_teacher)]
+
+
+def _grad(task, noise, cs, cts, noisings):
+    task.student.model.zero_grad(set_to_none=True)
+    loss, _, _, _, _ = task._generator_loss(noise, cs, cts, noisings)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in task.student.model.parameters() if p.grad is not None])
+
+
+def test_generator_gradient_is_the_weighted_sum_of_the_teachers_dmd_terms(tiny_pair, flux_teacher):
+    """The two-Teacher gradient equals w1 * (first Teacher alone) + w2 * (second alone), on
+    the same batch, noise and timesteps (each alone: the same task with the other's weight
+    set to 0), and the second Teacher's term is not zero."""
+    from accelerate import Accelerator
+
+    from crossdistill.distill.stage2 import DistillTask
+
+    def task(weights):
+        torch.manual_seed(0)
+        cfg = _two_cfg(tiny_pair, flux_teacher, 1, (1.0, 1.0))
+        for tc, w in zip(cfg.teachers, weights):
+            tc.weight = w   # 0 is refused by validate(); set here to isolate one Teacher's term
+        t = DistillTask.from_config(cfg, PROMPTS)
+        t.setup(Accelerator(cpu=True))
+        return t
+
+    both = task((0.3, 2.0))
+    gen = torch.Generator().manual_seed(0)
+    noise, cs, cts = both._batch(gen)
+    noisings = [both._noising(torch.empty(1, *s.bridge.teacher_shape), gen, s) for s in both.sides]
+    g_both = _grad(both, noise, cs, cts, noisings)
+    g_first = _grad(task((1.0, 0.0)), noise, cs, cts, noisings)
+    g_second = _grad(task((0.0, 1.0)), noise, cs, cts, noisings)
+    assert g_second.norm() > 1e-3 * g_first.norm()
+    torch.testing.assert_close(g_both, 0.3 * g_first + 2.0 * g_second, rtol=1e-4, atol=1e-6)
+    # the second Teacher's term is the one a one-Teacher run from it computes (its own
+    # guidance, empty prompt, Bridge and fake score), not the first's
+    torch.manual_seed(0)
+    alone = _cfg(tiny_pair, 1)
+    alone.teacher, alone.guidance = str(flux_teacher), 2.0
+    torch.manual_seed(0)
+    legacy = DistillTask.from_config(alone, PROMPTS)
+    legacy.setup(Accelerator(cpu=True))
+    legacy.fake.den.model.load_state_dict(both.sides[1].fake.den.model.state_dict())   # the same fake score
+    legacy.student.model.load_state_dict(both.student.model.state_dict())
+    g_legacy = _grad(legacy, noise, cs, cts[1:], noisings[1:])
+    torch.testing.assert_close(2.0 * g_legacy, 2.0 * g_second, rtol=1e-4, atol=1e-6)
+
+
+def test_several_teachers_config_errors(tiny_pair, flux_teacher):
+    from crossdistill.errors import CrossdistillError
+
+    cfg = _two_cfg(tiny_pair, flux_teacher, 1)
+    cfg.teacher = "sd35-medium"   # a Teacher in both places: refused, not silently picked
+    with pytest.raises(CrossdistillError, match="`teachers` is set: remove teacher"):
+        cfg.validate()
+    cfg = _two_cfg(tiny_pair, flux_teacher, 1)
+    cfg.teachers[0].model = ""
+    with pytest.raises(CrossdistillError, match=r"teachers\[0\].model is required"):
+        cfg.validate()
+    cfg = _two_cfg(tiny_pair, flux_teacher, 1)
+    cfg.teachers[1].weight = 0.0
+    with pytest.raises(CrossdistillError, match=r"teachers\[1\].weight must be > 0, got 0.0"):
+        cfg.validate()
+    cfg = _two_cfg(tiny_pair, flux_teacher, 1)
+    cfg.gan.weight = 0.01
+    with pytest.raises(CrossdistillError, match="needs a single Teacher"):
+        cfg.validate()
+
+
+def test_one_entry_teachers_list_trains_as_the_single_teacher_fields(tiny_pair, tmp_path):
+    """`teachers: [one]` and `teacher` / `bridge_dir` / `guidance` are the same run, bit for
+    bit, with LoRA fake score and LoRA generator (peft draws both adapters' weights from
+    the global RNG: their order must not change)."""
+    from crossdistill.distill.stage2 import TeacherConfig
+
+    def cfg(listed):
+        c = _cfg(tiny_pair, 2, kind="lora")
+        c.generator.kind, c.guidance = "lora", 3.0
+        if listed:
+            c.teachers = [TeacherConfig(c.teacher, c.bridge_dir, c.guidance)]
+            one = Stage2Config()
+            c.teacher, c.bridge_dir, c.guidance = one.teacher, one.bridge_dir, one.guidance
+        return c.validate()
+
+    distill(cfg(False), tmp_path / "fields", PROMPTS, progress=False)
+    distill(cfg(True), tmp_path / "list", PROMPTS, progress=False)
+    a = load_file(str(tmp_path / "fields" / "ckpt-0000002" / "state.safetensors"))
+    b = load_file(str(tmp_path / "list" / "ckpt-0000002" / "state.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_with_other_teachers_is_refused(tiny_pair, flux_teacher, tmp_path):
+    from crossdistill.errors import CrossdistillError
+
+    distill(_cfg(tiny_pair, 1), tmp_path / "run", PROMPTS, progress=False)
+    with pytest.raises(CrossdistillError, match="was trained from Teacher"):
+        distill(_two_cfg(tiny_pair, flux_teacher, 2), tmp_path / "run", PROMPTS, progress=False)

@@ -49,3 +49,23 @@ def test_unknown_batch_rng_is_refused(tmp_path):
 
     with pytest.raises(CrossdistillError, match="batch_rng"):
         pretrain(get("shapes"), tmp_path, ["teacher"], dataclasses.replace(PretrainConfig.quick(0), batch_rng="x"))
+
+
+def test_an_extra_teacher_gets_its_own_vae_and_family(tmp_path):
+    """The shapes world ships a second Teacher (Flux family): its stages train a VAE of its
+    own (other weights than the Teacher's VAE: another latent space) and a Flux denoiser."""
+    from crossdistill.denoisers import load_denoiser
+    from crossdistill.domains.pretrain import stages_of
+    from safetensors.torch import load_file
+
+    dom = get("shapes")
+    assert dom.extra_teachers == ("shapes-teacher-flux",)
+    assert stages_of(dom)[-2:] == ("vae-shapes-teacher-flux", "shapes-teacher-flux")
+    pretrain(dom, tmp_path, ["vae-teacher", "vae-shapes-teacher-flux", "shapes-teacher-flux"], PretrainConfig.quick(0))
+    own = load_file(str(tmp_path / "vae-shapes-teacher-flux" / "diffusion_pytorch_model.safetensors"))
+    first = load_file(str(tmp_path / "vae-teacher" / "diffusion_pytorch_model.safetensors"))
+    assert own.keys() == first.keys() and not all(torch.equal(own[k], first[k]) for k in own)
+    den = load_denoiser(tmp_path / "shapes-teacher-flux")
+    assert den.family == "flux" and den.defaults.domain == "shapes"
+    vae = load_file(str(tmp_path / "shapes-teacher-flux" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(vae[k], own[k]) for k in own)   # trained on its own VAE's latents

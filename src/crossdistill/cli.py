@@ -408,7 +408,8 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
          domain: str = typer.Option("shapes", help="the domain: shapes (world I) or pairs (world II, two objects)"),
          full: bool = typer.Option(False, help="also the rows without the manifold term, the round-trip / "
                                                 "projector-only / no-attention-fidelity ablations, the 2- and "
-                                                "4-step and LoRA Students, 8 images per prompt"),
+                                                "4-step and LoRA Students, the Students from the domain's "
+                                                "further Teachers (each alone, all at once), 8 images per prompt"),
          n_per_prompt: Optional[int] = typer.Option(None, help="images per prompt per model (default 4; --full 8)"),
          n_prompts: Optional[int] = typer.Option(None, help="use the first N of the domain's evaluation prompts "
                                                  "(default: all; shapes 90, pairs 120)"),

@@ -162,7 +162,9 @@ def _field_help(cls) -> dict[str, str]:
 def _type_name(tp) -> str:
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__name__
-    return str(tp).replace("typing.", "").replace("NoneType", "None")
+    import re
+    # module paths off: list[TeacherConfig], not list[crossdistill.distill.stage2.TeacherConfig]
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(tp).replace("NoneType", "None"))
 
 
 def config_keys(cls, prefix: str = "", values=None) -> list[tuple[str, str, Any, str]]:

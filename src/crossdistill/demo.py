@@ -9,7 +9,9 @@ diffusers pipeline, generated with the same prompts and seeds and scored; latenc
 every model; `report.html` and `metrics.json`. `--full` adds the two main settings
 without the manifold term, the ablations (round-trip, projector-only and
 no-attention-fidelity Bridges, each distilled alike), the 2- and 4-step and the LoRA
-cross-space Students, and 8 images per prompt; `--train-seeds 3` trains the two main Students (shared-space, cross-space)
+cross-space Students, on a domain shipping further Teachers (the shapes world: a Flux-family
+one) their Bridges, their rows, and the Students from each alone and from all at once, and
+8 images per prompt; `--train-seeds 3` trains the two main Students (shared-space, cross-space)
 with stage-2 seeds 0, 1, 2 (the generator's noise and prompt order change; Teacher,
 Student base and Bridge stay) and reports means with 95 % intervals; with `--full` the
 ablation Students get the same seeds, and `--bridge-seeds` retrains every Bridge per seed
@@ -63,9 +65,11 @@ class DemoConfig:
 class Method:
     label: str          # row name
     slug: str           # folder name
-    teacher: str        # "teacher" or "student" of the domain (the Student base is the shared-space Teacher)
+    teacher: str        # "teacher" or "student" of the domain (the Student base is the shared-space Teacher),
+                        # or one of the domain's extra Teachers by name
     bridge: str         # "identity", "roundtrip", or a stage-1 variant name (DIR/bridge, DIR/ablations/<v>)
     settings: dict = field(default_factory=dict)   # stage-2 config overrides (dotted keys)
+    also: tuple = ()    # several Teachers: further (teacher, bridge variant) pairs, all weighted alike
 
 
 # Each method at the best setting of the same search (docs/distill.md, "A fair baseline"),
@@ -98,6 +102,23 @@ EXTENSIONS = [Method("cross-space 2-step", "cross-2step", bridge="bridge", teach
                      settings={**FEW_STEP, "generator.steps": 4}),
               Method("cross-space LoRA Student (rank 16)", "cross-lora", bridge="bridge", teacher="teacher",
                      settings={**CROSS_SETTINGS["settings"], "generator.kind": "lora", "generator.rank": 16})]
+
+
+def extra_bridge(teacher: str) -> str:
+    """The stage-1 variant holding the Bridge into an extra Teacher's space."""
+    return f"bridge-{teacher}"
+
+
+def several_teachers(domain) -> list[Method]:
+    """--full on a domain shipping further Teachers: the cross-space Student from each extra
+    Teacher alone and from all Teachers at once, at the cross-space setting."""
+    extra = list(domain.extra_teachers)
+    if not extra:
+        return []
+    alone = [Method(f"cross-space, {t} alone", f"cross-{t}", teacher=t, bridge=extra_bridge(t), **{
+                 k: v for k, v in CROSS_SETTINGS.items() if k != "teacher"}) for t in extra]
+    return alone + [Method(f"cross-space, {len(extra) + 1} Teachers at once", f"cross-{len(extra) + 1}-teachers",
+                           bridge="bridge", also=tuple((t, extra_bridge(t)) for t in extra), **CROSS_SETTINGS)]
 
 
 SAME_ON_RESUME = ("n_per_prompt", "seed", "bridge_steps", "bridge_images", "distill_steps", "prompts")
@@ -170,8 +191,9 @@ class Demo:
         self.timings_path = out / "stage_times.json"
         self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
         self.resumed = bool(self.timings)
-        self.methods = MAIN + (TRADE_OFF + ABLATIONS + EXTENSIONS if cfg.full else [])
-        self.variants = ["bridge"] + ([m.bridge for m in ABLATIONS if m.bridge in BRIDGES] if cfg.full else [])
+        self.methods = MAIN + (TRADE_OFF + ABLATIONS + EXTENSIONS + several_teachers(dom) if cfg.full else [])
+        self.variants = ["bridge"] + ([m.bridge for m in ABLATIONS if m.bridge in BRIDGES]
+                                      + [extra_bridge(t) for t in dom.extra_teachers] if cfg.full else [])
         self.bridge_seeds = list(range(cfg.train_seeds)) if cfg.bridge_seeds else [0]
 
     def seeds(self, m: Method) -> range:
@@ -215,7 +237,8 @@ class Demo:
         from .eval.harness import evaluate
 
         rows, models = {REAL: evaluate(real)}, {}
-        for label, model in ((TEACHER, self.domain.teacher), (BASE, self.domain.student)):
+        extra = [(f"Teacher (multi-step, {t})", t) for t in self.domain.extra_teachers] if self.cfg.full else []
+        for label, model in ((TEACHER, self.domain.teacher), (BASE, self.domain.student), *extra):
             self.log.stage(f"{label}: generate {len(self.prompts) * self.cfg.n_per_prompt} images")
             rows[label] = self.generate(model, self.out / "generations" / model, 60)
             models[label] = model
@@ -231,14 +254,16 @@ class Demo:
         from .train import TrainConfig
 
         cfg = self.cfg
-        runs = []
+        runs, teachers = [], {}
         for variant in self.variants:
             for seed in self.bridge_seeds:
                 run = _bridge_dir(self.out, variant, seed)
                 runs.append(run)
+                teachers[run] = self.bridge_teacher(variant)
                 self.log.stage(f"stage 1: {run.name}")
                 if not (run / "bridge" / "bridge.json").exists():
-                    sets = {"teacher": self.domain.teacher, "student": self.domain.student, **BRIDGES[variant]}
+                    own = {} if variant in (extra_bridge(t) for t in self.domain.extra_teachers) else BRIDGES[variant]
+                    sets = {"teacher": teachers[run], "student": self.domain.student, **own}
                     s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in sets.items()])
                     s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
                                              train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100,
@@ -252,23 +277,48 @@ class Demo:
         if fresh and set(json.loads(path.read_text())) >= set(names):
             cached = json.loads(path.read_text())
             return {n: cached[n] for n in names}   # this run's Bridges only
-        rows = evaluate_runs(runs, self.domain.teacher, self.domain.student, images=min(360, len(self.prompts) * 4))
+        rows = {}
+        for teacher in dict.fromkeys(teachers.values()):   # each Bridge against its own Teacher
+            rows.update(evaluate_runs([r for r in runs if teachers[r] == teacher], teacher, self.domain.student,
+                                      images=min(360, len(self.prompts) * 4),
+                                      roundtrip=teacher == self.domain.teacher))
         with atomic_file(path) as tmp:
             tmp.write_text(json.dumps(rows, indent=1))
         return rows
 
+    def bridge_teacher(self, variant: str) -> str:
+        """The Teacher a stage-1 variant bridges into (an extra Teacher's own variant, or the Teacher)."""
+        extra = {extra_bridge(t): t for t in self.domain.extra_teachers}
+        return extra.get(variant, self.domain.teacher)
+
     def stage2_config(self, m: Method, seed: int):
         from .config import load_config
-        from .distill.stage2 import Stage2Config
+        from .distill.stage2 import Stage2Config, TeacherConfig
 
         own = seed if self.cfg.bridge_seeds else 0   # the Bridge trained with this seed
-        bridge = m.bridge if m.bridge in ("identity", "roundtrip") else str(_bridge_dir(self.out, m.bridge, own) / "bridge")
-        teacher = self.domain.teacher if m.teacher == "teacher" else self.domain.student
-        sets = {"teacher": teacher, "student": self.domain.student, "bridge_dir": bridge, "train.steps": self.cfg.distill_steps, "train.batch": 16,
-                "train.checkpoint_every": 50, "train.seed": seed,
+
+        def bridge(variant):
+            return variant if variant in ("identity", "roundtrip") else str(_bridge_dir(self.out, variant, own) / "bridge")
+
+        def teacher(role):
+            return {"teacher": self.domain.teacher, "student": self.domain.student}.get(role, role)
+
+        sets = {"teacher": teacher(m.teacher), "student": self.domain.student, "bridge_dir": bridge(m.bridge),
+                "train.steps": self.cfg.distill_steps, "train.batch": 16, "train.checkpoint_every": 50,
+                "train.seed": seed,
                 "train.sample_every": max(1, self.cfg.distill_steps // 3),   # the report's quality-versus-step curves
                 **m.settings}
-        return load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
+        if not m.also:
+            return load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
+        # several Teachers: each with its own Bridge and the method's guidance, weighted alike
+        pairs = [(m.teacher, m.bridge), *m.also]
+        guidance = sets.pop("guidance", None)
+        one = Stage2Config()
+        sets.update(teacher=one.teacher, bridge_dir=one.bridge_dir)
+        cfg = load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
+        cfg.teachers = [TeacherConfig(teacher(t), bridge(b), None if guidance is None else float(guidance),
+                                      1.0 / len(pairs)) for t, b in pairs]
+        return cfg.validate()
 
     def student(self, m: Method, seed: int) -> tuple[dict, str]:
         """Stage 2 for one method and training seed, its export, generations and scores."""
@@ -281,10 +331,12 @@ class Demo:
         run, student = self.out / "runs" / slug, self.out / "students" / slug
         s2 = self.stage2_config(m, seed)
         if (student / "crossdistill.json").exists() and (run / "config.json").exists():
-            used = json.loads((run / "config.json").read_text()).get("bridge_dir")
-            if _bridge_key(used) != _bridge_key(s2.bridge_dir):   # e.g. --bridge-seeds toggled on a resumed demo
-                raise CrossdistillError(f"{student} was distilled through Bridge {used}, not {s2.bridge_dir}; "
-                                        f"rerun with the same --bridge-seeds or choose another --out")
+            stored = json.loads((run / "config.json").read_text())
+            used = [t.get("bridge_dir") for t in stored.get("teachers") or [stored]]
+            want = [tc.bridge_dir for tc in s2.teacher_list()]
+            if list(map(_bridge_key, used)) != list(map(_bridge_key, want)):   # e.g. --bridge-seeds toggled on resume
+                raise CrossdistillError(f"{student} was distilled through Bridge {' + '.join(map(str, used))}, not "
+                                        f"{' + '.join(want)}; rerun with the same --bridge-seeds or choose another --out")
         if not (student / "crossdistill.json").exists():
             self.timed(f"stage 2 {slug}", lambda: distill(s2, run, self.train_prompts))
             student.parent.mkdir(parents=True, exist_ok=True)
@@ -329,12 +381,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .ui import console
 
     dom = get(cfg.domain)
-    for name in (dom.teacher, dom.student, dom.classifier):
+    for name in (dom.teacher, dom.student, dom.classifier, *(dom.extra_teachers if cfg.full else ())):
         folder = dom.artifact(name) if name is not None else None
         if name is not None and (folder is None or not any((folder / f).exists() for f in
                                                            ("model_index.json", "model.safetensors"))):
+            stages = f" --stage vae-{name} --stage {name}" if name in dom.extra_teachers else ""
             raise CrossdistillError(f"{dom.name} model {name} is missing; run "
-                                    f"`crossdistill {dom.name} pretrain --install`")
+                                    f"`crossdistill {dom.name} pretrain{stages} --install`")
     from .runtime import set_threads
 
     set_threads(cfg.threads)

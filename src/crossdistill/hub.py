@@ -80,13 +80,14 @@ def student_card(info: dict, name: str) -> str:
     domain = d.get("domain")
     prompt = "a red circle at the top" if domain else "a photo of a corgi on a beach"
     lora = info.get("lora")
-    base = [m for m in ((lora or {}).get("base", student), teacher) if is_hub_id(m)]
+    teachers = prov.get("teachers") or [teacher]   # several Teachers: their names joined in `teacher`
+    base = [m for m in ((lora or {}).get("base", student), *teachers) if is_hub_id(m)]
     repo = prov.get("repo_id") or "PATH_OR_REPO_ID"
     steps = d.get("steps", 1)
     front = _front_matter({
         "library_name": "diffusers", "pipeline_tag": "text-to-image",
         "base_model": base[0] if base else None,
-        "license": prov.get("license") or license_of(teacher, student),
+        "license": prov.get("license") or license_of(*teachers, student),
         "tags": ["crossdistill", "text-to-image", "one-step" if steps == 1 else "few-step", "distillation", "dmd2",
                  "cross-space-distillation"] + (["lora"] if lora else []) + ([f"domain:{domain}"] if domain else []),
     })
@@ -111,7 +112,7 @@ through a Bridge (the Student's frozen VAE decoder plus a learned projector into
 Teacher's latent space) and DMD2-style distribution matching in the Teacher's space.
 This folder is {what}.
 
-- Teacher: `{teacher}`
+- {'Teachers' if len(teachers) > 1 else 'Teacher'}: {', '.join(f'`{t}`' for t in teachers)}
 - Student base: `{student}`
 - Bridge: `{prov.get('bridge', '?')}`
 - Inference: {steps} step{'s' if steps > 1 else ''}, guidance 0, {res} x {res} px (saved in `crossdistill.json` and the scheduler)

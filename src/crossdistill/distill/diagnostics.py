@@ -43,9 +43,14 @@ def latent_diagnostics(z: Tensor, space: LatentSpace, z_hat: Tensor | None = Non
     logs = {"z_std": z.float().std().item(), "clipped": (x.abs() > 1).float().mean().item()}
     logs["reencode_err"] = _rel(z, reencoded(space, z, x))
     if roundtrip is not None and z_hat is not None:
-        r = roundtrip(z)
-        logs["bridge_drift"] = _rel(z_hat, r)
+        logs["bridge_drift"] = bridge_drift(z, z_hat, roundtrip)
     return logs
+
+
+@torch.no_grad()
+def bridge_drift(z: Tensor, z_hat: Tensor, roundtrip: torch.nn.Module) -> float:
+    """||B(z) - R(z)|| / ||R(z)||: how far the Bridge's output is from the exact pixel round-trip."""
+    return _rel(z_hat, roundtrip(z))
 
 
 def last_logged(history: Path) -> dict[str, float]:

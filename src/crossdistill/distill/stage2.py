@@ -33,7 +33,7 @@ from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, check_fractions, choice_error
 from ..train import (Task, TrainConfig, average_gradients, default_device, ema_update, local_part, mean_logs,
                      micro_batches, optimizer_step, run, weights_dtype)
-from .diagnostics import last_logged, latent_diagnostics, reencoded
+from .diagnostics import bridge_drift, last_logged, latent_diagnostics, reencoded
 from .generator import StudentGenerator, one_step_scheduler, student_scheduler
 from .gan import HEADS, FeatureTap, GanHead, PixelDiscriminator
 from .losses import (dmd_generator_loss, gan_discriminator_loss, gan_generator_loss, latent_std_loss,
@@ -130,10 +130,32 @@ class ExportConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """One Teacher of a several-Teacher stage 2 (`teachers:`): each has its own Bridge,
+    real-score guidance, fake score (of kind `fake.kind`) and weight."""
+    model: str = ""                 # a model name, diffusers folder or hub id (required)
+    bridge_dir: str = "identity"    # a stage-1 Bridge from the Student to this Teacher, or identity / roundtrip
+    guidance: float | None = None   # its real-score CFG; its default if None
+    weight: float = 1.0             # its DMD term's weight in the generator's loss
+
+    def check(self, key: str):
+        if not self.model:
+            raise CrossdistillError(f"{key}.model is required (a model name, diffusers folder or hub id)")
+        if self.weight <= 0:
+            raise CrossdistillError(f"{key}.weight must be > 0, got {self.weight}")
+        if self.guidance is not None and self.guidance < 0:
+            raise CrossdistillError(f"{key}.guidance must be >= 0, got {self.guidance}")
+        return self
+
+
+@dataclass
 class Stage2Config:
     teacher: str = "shapes-teacher"       # Teacher: a model name, diffusers folder or hub id
     student: str = "shapes-student-base"  # Student base the one-step generator starts from
     bridge_dir: str = "identity"   # a stage-1 Bridge folder, or "identity" / "roundtrip" (nothing learned)
+    teachers: list[TeacherConfig] = field(default_factory=list)   # several Teachers at once (model, bridge_dir,
+                                # guidance, weight each): the generator's loss is the weighted sum of their DMD
+                                # terms; empty: the one Teacher of teacher / bridge_dir / guidance, weight 1
     prompts: str = "domain"     # "domain" (every prompt of the Teacher's domain), a domain's name, a prompts file,
                                 # or with prompts_column: a Hugging Face dataset (id or path)
     prompts_column: str | None = None   # the dataset column holding the captions
@@ -152,11 +174,26 @@ class Stage2Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch=16, checkpoint_every=100))
 
+    def teacher_list(self) -> list[TeacherConfig]:
+        """The run's Teachers: `teachers`, or the one of teacher / bridge_dir / guidance."""
+        return list(self.teachers) or [TeacherConfig(self.teacher, self.bridge_dir, self.guidance)]
+
     def validate(self):
         if self.lr <= 0:
             raise CrossdistillError(f"lr must be > 0, got {self.lr}")
         if self.guidance is not None and self.guidance < 0:
             raise CrossdistillError(f"guidance must be >= 0, got {self.guidance}")
+        if self.teachers:
+            one = Stage2Config()
+            set_too = [k for k in ("teacher", "bridge_dir", "guidance") if getattr(self, k) != getattr(one, k)]
+            if set_too:   # two places naming the Teacher: say which wins rather than pick silently
+                raise CrossdistillError(f"`teachers` is set: remove {', '.join(set_too)} (each entry of `teachers` "
+                                        f"has its own model, bridge_dir and guidance)")
+            for i, t in enumerate(self.teachers):
+                t.check(f"teachers[{i}]")
+            if len(self.teachers) > 1 and self.gan.weight > 0 and self.gan.space == "teacher":
+                raise CrossdistillError("gan.space=teacher (a head on one fake score's features) needs a single "
+                                        "Teacher; with several use gan.space=student or gan.weight=0")
         check_fractions("t_range", self.t_range)
         weights_dtype(self.weights_dtype)
         if self.clamp not in CLAMPS:
@@ -272,28 +309,70 @@ def make_bridge(spec: str, student: Denoiser, teacher: Denoiser) -> Bridge:
     return load_bridge(fetch_bridge(spec), student, teacher)
 
 
+class TeacherSide:
+    """One Teacher of stage 2 and what belongs to it: the frozen denoiser, the Bridge into
+    its space, its prompt conditioning, its fake score, its real-score guidance and its
+    weight in the generator's loss. `suffix` tells its logs apart (the first's: none)."""
+
+    def __init__(self, den: Denoiser, bridge: Bridge, text: PromptConditioner, tc: TeacherConfig,
+                 fake: FakeConfig, device, index: int):
+        self.den, self.text, self.weight, self.index = den, text, tc.weight, index
+        self.den.model.requires_grad_(False)
+        self.bridge = bridge.to(device).requires_grad_(False)
+        self.uncond = text.uncond()
+        self.fake_cfg, self.fake = fake, None   # made by `make_fake`, once the generator exists
+        self.guidance = den.defaults.guidance if tc.guidance is None else tc.guidance
+        self.suffix = "" if index == 0 else f"_t{index}"
+        self.key = "fake" + self.suffix   # its fake score's checkpoint / optimizer name: fake, fake_t1, ...
+        # the exact map the Bridge stands in for, for the drift diagnostic (nothing to compare for these two)
+        self.roundtrip = None if bridge.kind in ("roundtrip", "identity") else Bridge(
+            bridge.student, bridge.teacher, bridge.student_res, bridge.teacher_res, BridgeConfig("roundtrip"))
+
+    def make_fake(self) -> FakeScore:
+        self.fake = FAKE_SCORES[self.fake_cfg.kind](self.den, self.fake_cfg)
+        return self.fake
+
+    def logs(self, logs: dict[str, float]) -> dict[str, float]:
+        return {k + self.suffix: v for k, v in logs.items()}
+
+
 class DistillTask(Task):
-    """Stage 2 as a `train.Task`, built from its objects: the frozen Teacher, the Student
-    (its backbone becomes the one-step generator), the Bridge between their spaces and the
-    prompts (`from_config` loads them)."""
+    """Stage 2 as a `train.Task`, built from its objects: the frozen Teacher(s), the Student
+    (its backbone becomes the one-step generator), the Bridge(s) between their spaces and
+    the prompts (`from_config` loads them). Several Teachers (`cfg.teachers`): one Bridge,
+    fake score, guidance and weight each; the generator's loss sums their weighted DMD terms."""
 
     name = "distill"
 
-    def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, prompts: list[str], cfg: Stage2Config,
-                 conditioners: tuple[PromptConditioner, PromptConditioner] | None = None):
-        """`conditioners`: the (Student's, Teacher's) conditioning of a batch's prompts
-        (default: their own text encoders, per batch: nothing is encoded ahead)."""
-        self.cfg, self.teacher, self.student, self.prompts = cfg, teacher, student, prompts
+    def __init__(self, teacher: Denoiser | list[Denoiser], student: Denoiser, bridge: Bridge | list[Bridge],
+                 prompts: list[str], cfg: Stage2Config,
+                 conditioners: tuple[PromptConditioner, PromptConditioner | list[PromptConditioner]] | None = None):
+        """`teacher`, `bridge`: one, or a list in the order of `cfg.teacher_list()`.
+        `conditioners`: the (Student's, Teacher's or Teachers') conditioning of a batch's
+        prompts (default: their own text encoders, per batch: nothing is encoded ahead)."""
+        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        bridges = list(bridge) if isinstance(bridge, (list, tuple)) else [bridge]
+        tcs = cfg.teacher_list()
+        if not len(teachers) == len(bridges) == len(tcs):
+            raise CrossdistillError(f"stage 2 got {len(teachers)} Teachers and {len(bridges)} Bridges for the "
+                                    f"{len(tcs)} Teachers of its config")
+        if len({b.student_res for b in bridges}) > 1:
+            raise CrossdistillError(f"the Bridges start from different Student resolutions "
+                                    f"{[b.student_res for b in bridges]}: one Student, one resolution")
+        self.cfg, self.student, self.prompts = cfg, student, prompts
         self.device = next(student.model.parameters()).device
         # the resolutions the Bridge was built for are the run's (a Bridge trained at another
         # resolution than the models' defaults carries them)
-        self.s_res, self.t_res = bridge.student_res, bridge.teacher_res
-        self.bridge = bridge.to(self.device).requires_grad_(False)
-        self.teacher.model.requires_grad_(False)
+        self.s_res, self.t_res = bridges[0].student_res, bridges[0].teacher_res
         if not prompts:
             raise CrossdistillError("stage 2 needs at least one prompt")
-        self.text_s, self.text_t = conditioners or (PromptConditioner(student), PromptConditioner(teacher))
-        self.uncond_t = self.text_t.uncond()
+        self.text_s, text_t = conditioners or (PromptConditioner(student), [PromptConditioner(t) for t in teachers])
+        text_t = list(text_t) if isinstance(text_t, (list, tuple)) else [text_t]
+        self.sides = [TeacherSide(t, b, c, tc, cfg.fake, self.device, i)
+                      for i, (t, b, c, tc) in enumerate(zip(teachers, bridges, text_t, tcs))]
+        first = self.sides[0]   # the first Teacher, by its single-Teacher names (GAN head, tests)
+        self.teacher, self.bridge, self.text_t = first.den, first.bridge, first.text
+        self.uncond_t, self.guidance, self.roundtrip = first.uncond, first.guidance, first.roundtrip
         if cfg.generator.final_alpha_bar is not None:   # the one-step generator's gentler x0 map
             self.student = student = student.with_components(
                 scheduler=one_step_scheduler(student, cfg.generator.final_alpha_bar))
@@ -310,29 +389,27 @@ class DistillTask(Task):
             self.student.model.train().requires_grad_(True)
         self.generator = StudentGenerator(self.student, cfg.generator.steps)
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
-        self.fake = FAKE_SCORES[cfg.fake.kind](self.teacher, cfg.fake)
+        self.fake = [side.make_fake() for side in self.sides][0]
         self.gan = cfg.gan.weight > 0 and cfg.gan.space == "teacher"
         self.pixel_gan = cfg.gan.weight > 0 and cfg.gan.space == "student"
         if self.gan:
             self._setup_gan()
         if self.pixel_gan:
             self._setup_pixel_gan()
-        self.guidance = self.teacher.defaults.guidance if cfg.guidance is None else cfg.guidance
-        # the exact map the Bridge stands in for, for the drift diagnostic (nothing to compare for these two)
-        self.roundtrip = None if self.bridge.kind in ("roundtrip", "identity") else Bridge(
-            self.student.space, self.teacher.space, self.s_res, self.t_res, BridgeConfig("roundtrip"))
 
     @classmethod
     def from_config(cls, cfg: Stage2Config, prompts: list[str] | None = None) -> "DistillTask":
         """Load the models named in `cfg` (frozen parts in `cfg.weights_dtype`), the Bridge
         and the prompts (`cfg.prompts` unless given)."""
         device, frozen = default_device(), weights_dtype(cfg.weights_dtype, cast_fp32=False)
-        teacher = load_denoiser(cfg.teacher, dtype=frozen, device=device)
+        tcs = cfg.teacher_list()
+        teachers = [load_denoiser(tc.model, dtype=frozen, device=device) for tc in tcs]
         student = cast_frozen(load_denoiser(cfg.student, device=device), frozen)
-        if prompts is None:
+        if prompts is None:   # the first Teacher's domain
             prompts = hf_captions(cfg.prompts, cfg.prompts_split, cfg.prompts_column) if cfg.prompts_column else \
-                read_prompts(cfg.prompts, teacher)
-        return cls(teacher, student, make_bridge(cfg.bridge_dir, student, teacher), prompts, cfg)
+                read_prompts(cfg.prompts, teachers[0])
+        bridges = [make_bridge(tc.bridge_dir, student, t) for tc, t in zip(tcs, teachers)]
+        return cls(teachers, student, bridges, prompts, cfg)
 
     def _setup_gan(self) -> None:
         """Real Teacher-space latents (+ their prompts) and the head, sized by one probe pass."""
@@ -370,23 +447,29 @@ class DistillTask(Task):
         optimizer_step(self.opt_d, loss, self.disc.parameters(), self.cfg.train, step, self.cfg.gan.lr)
         return logs
 
-    def _fake_params(self):
-        return list(self.fake_module.parameters()) + (list(self.head.parameters()) if self.gan else [])
+    def _fake_params(self, side: TeacherSide):
+        """What a Teacher's fake-score optimizer updates (the first's: + the GAN head)."""
+        return list(side.fake_module.parameters()) + (list(self.head.parameters()) if self.gan and side.index == 0
+                                                      else [])
 
     def shard_targets(self):
         """The Teacher side, sharded under FSDP (train/parallel.py)."""
         if self.gan:   # the head's gradient enters the fake score mid-block (FeatureTap), past FSDP's hooks
             raise CrossdistillError("gan.weight > 0 is not supported with FSDP (train.parallel=fsdp); "
                                     "use train.parallel=ddp or gan.weight=0")
-        return [self.teacher.model, self.fake.model]
+        return [m for side in self.sides for m in (side.den.model, side.fake.model)]
 
     def setup(self, acc) -> None:
         """Optimizers, built over the parameters as the loop left them (sharded or not)."""
         self.acc = acc
-        self.fake_module = self.fake.module
+        for side in self.sides:
+            side.fake_module = side.fake.module
         opt_g = self.cfg.train.optimizer(self._gen_params(), self.cfg.lr)
-        opt_f = self.cfg.train.optimizer(self._fake_params(), self.cfg.fake.lr)
-        self.opt_g, self.opt_f = acc.prepare(opt_g, opt_f)
+        opts_f = [self.cfg.train.optimizer(self._fake_params(side), self.cfg.fake.lr) for side in self.sides]
+        self.opt_g, *opts_f = acc.prepare(opt_g, *opts_f)
+        for side, opt in zip(self.sides, opts_f):
+            side.opt = opt
+        self.fake_module, self.opt_f = self.sides[0].fake_module, self.sides[0].opt
         if self.pixel_gan:
             self.opt_d = acc.prepare(self.cfg.train.optimizer(self.disc.parameters(), self.cfg.gan.lr))
 
@@ -397,7 +480,7 @@ class DistillTask(Task):
     def modules(self):
         gen, ema = (TrainableView(self.student.model), TrainableView(self.ema)) if self.lora else \
             (self.student.model, self.ema)   # a LoRA Student's checkpoints hold the adapter only
-        mods = {"generator": gen, "ema": ema, "fake": self.fake_module}
+        mods = {"generator": gen, "ema": ema, **{side.key: side.fake_module for side in self.sides}}
         if self.gan:
             mods["gan_head"] = self.head
         if self.pixel_gan:
@@ -405,13 +488,14 @@ class DistillTask(Task):
         return mods
 
     def optimizers(self):
-        opts = {"generator": self.opt_g, "fake": self.opt_f}
+        opts = {"generator": self.opt_g, **{side.key: side.opt for side in self.sides}}
         if self.pixel_gan:
             opts["pixel_disc"] = self.opt_d
         return opts
 
     def checkpointing_targets(self):
-        return [self.student.model, self.teacher.model, self.fake.den.model, self.bridge]
+        return [self.student.model] + [m for side in self.sides for m in (side.den.model, side.fake.den.model,
+                                                                           side.bridge)]
 
     def _batch(self, gen: torch.Generator):
         """Prompts and the generator's randomness (noise; few-step: each row's step and its
@@ -420,12 +504,14 @@ class DistillTask(Task):
         rows = local_part(self.acc, torch.randint(0, len(self.prompts), (n,), generator=gen))
         draw = local_part(self.acc, self.generator.draw(n, self.student.latent_shape(res, res), gen))
         prompts = [self.prompts[i] for i in rows.tolist()]
-        return draw.to(self.device), self.text_s(prompts), self.text_t(prompts)
+        return draw.to(self.device), self.text_s(prompts), [side.text(prompts) for side in self.sides]
 
-    def _noising(self, z_hat: torch.Tensor, gen: torch.Generator):
-        """Teacher timesteps and noise for the global batch; this process's part."""
+    def _noising(self, z_hat: torch.Tensor, gen: torch.Generator, side: TeacherSide | None = None):
+        """A Teacher's timesteps and noise for the global batch (shaped like `z_hat`'s rows);
+        this process's part."""
         cfg, n = self.cfg, self.cfg.train.batch
-        t = self.teacher.sample_timesteps(n, gen, lo=cfg.t_range[0], hi=cfg.t_range[1], density=cfg.t_density)
+        teacher = (side or self.sides[0]).den
+        t = teacher.sample_timesteps(n, gen, lo=cfg.t_range[0], hi=cfg.t_range[1], density=cfg.t_density)
         eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
         return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
 
@@ -444,13 +530,16 @@ class DistillTask(Task):
                                        self.text_t([self.real_prompts[i] for i in rows.tolist()]))
         return self.head(self.tap.feats)
 
-    def _fake_update(self, z_hat: torch.Tensor, ct, gen: torch.Generator, step: int) -> dict[str, float]:
-        t, eps = self._noising(z_hat, gen)
+    def _fake_update(self, side: TeacherSide, z_hat: torch.Tensor, ct, gen: torch.Generator,
+                     step: int) -> dict[str, float]:
+        """One update of a Teacher's fake score on stopgrad(B(G(noise))), in its own space."""
+        t, eps = self._noising(z_hat, gen, side)
         real = self._real_draw(gen) if self.gan else None
         parts = micro_batches(self.cfg.train, len(z_hat))
         total, rows = 0.0, []
-        with self.fake.active() as fake:   # LoRA on: forward, backward and update
-            self.opt_f.zero_grad(set_to_none=True)
+        params = self._fake_params(side)
+        with side.fake.active() as fake:   # LoRA on: forward, backward and update
+            side.opt.zero_grad(set_to_none=True)
             for part in parts:   # gradient accumulation: each micro-batch's share of the batch mean
                 if self.gan:
                     with self.tap.recording():
@@ -463,38 +552,52 @@ class DistillTask(Task):
                     loss, ld = loss_f, {}
                 self.acc.backward(loss / len(parts))
                 total, rows = total + loss.detach() / len(parts), rows + [{"fake": loss_f.item(), **ld}]
-            average_gradients(self.acc, self._fake_params())
-            lo = optimizer_step(self.opt_f, total, self._fake_params(), self.cfg.train, step, self.cfg.fake.lr)
-        return {**mean_logs(rows), **{f"fake_{k}": v for k, v in lo.items()}}
+            average_gradients(self.acc, params)
+            lo = optimizer_step(side.opt, total, params, self.cfg.train, step, self.cfg.fake.lr)
+        return side.logs({**mean_logs(rows), **{f"fake_{k}": v for k, v in lo.items()}})
 
     def _manifold(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.cfg.manifold.kind == "std":
             return latent_std_loss(z)
         return reencode_loss(z, reencoded(self.student.space, z))
 
-    def _generator_loss(self, noise, cs, ct, t, eps):
-        """DMD (+ the optional GAN and manifold terms) on one micro-batch; returns the loss,
-        its logs, the latents z = G(noise), B(z) and the decoded pixels (pixel GAN) or None."""
-        cfg, teacher = self.cfg, self.teacher
-        z = self.generator(noise, cs)
-        z_hat = self.bridge(z, clamp=cfg.clamp)
+    def _teacher_term(self, side: TeacherSide, z: torch.Tensor, ct, t, eps):
+        """One Teacher's DMD term (+ the GAN head's, on the first) for the latents z:
+        the loss, its logs and B(z) in that Teacher's space."""
+        teacher = side.den
+        z_hat = side.bridge(z, clamp=self.cfg.clamp)
         eps = eps.to(z_hat.dtype)
         x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
-            real = teacher.predict_x0(x_t, t, ct, guidance=self.guidance, uncond=self.uncond_t.expand(len(z)))
+            real = teacher.predict_x0(x_t, t, ct, guidance=side.guidance, uncond=side.uncond.expand(len(z)))
         if self.gan:   # the fake pass keeps its graph: the head's logit backpropagates into G
-            with self.fake.active() as fake, self.tap.recording():
+            with side.fake.active() as fake, self.tap.recording():
                 fake_x0 = fake.to_x0(x_t, t, fake.model_output(x_t, t, ct)).detach()
             gan_g, lgan = gan_generator_loss(self.head(self.tap.feats))
         else:
-            with torch.no_grad(), self.fake.active() as fake:
+            with torch.no_grad(), side.fake.active() as fake:
                 # conditioned exactly as `fake.loss` trains it: one call, the model's own inputs
                 # (Flux: the same embedded guidance), no CFG
                 fake_x0 = fake.to_x0(x_t, t, fake.model_output(x_t, t, ct))
-        loss_g, logs = dmd_generator_loss(z_hat, real, fake_x0)
+        loss, logs = dmd_generator_loss(z_hat, real, fake_x0)
         if self.gan:
-            loss_g = loss_g + self.cfg.gan.weight * gan_g
+            loss = loss + self.cfg.gan.weight * gan_g
             logs.update(lgan)
+        return loss, side.logs(logs), z_hat
+
+    def _generator_loss(self, noise, cs, cts, noisings):
+        """DMD (+ the optional GAN and manifold terms) on one micro-batch: the weighted sum of
+        each Teacher's term (`cts`, `noisings`: its conditioning and (t, eps)); returns the
+        loss, its logs, the latents z = G(noise), B(z) per Teacher and the decoded pixels
+        (pixel GAN) or None."""
+        cfg = self.cfg
+        z = self.generator(noise, cs)
+        loss_g, logs, z_hats = 0.0, {}, []
+        for side, ct, (t, eps) in zip(self.sides, cts, noisings):
+            loss, lt, z_hat = self._teacher_term(side, z, ct, t, eps)
+            loss_g = loss_g + side.weight * loss
+            logs.update(lt)
+            z_hats.append(z_hat)
         x_px = None
         if self.pixel_gan:   # what users see: the clamped Student decode
             x_px = clamp_pixels(self.student.space.decode(z), "straight_through")
@@ -505,40 +608,50 @@ class DistillTask(Task):
             loss_m, lm = self._manifold(z)
             loss_g = loss_g + cfg.manifold.weight * loss_m
             logs.update(lm)
-        return loss_g, logs, z, z_hat, x_px
+        return loss_g, logs, z, z_hats, x_px
 
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         cfg = self.cfg
-        noise, cs, ct = self._batch(gen)
-        t, eps = self._noising(torch.empty(1, *self.bridge.teacher_shape, device=self.device), gen)
+        noise, cs, cts = self._batch(gen)
+        noisings = [self._noising(torch.empty(1, *side.bridge.teacher_shape, device=self.device), gen, side)
+                    for side in self.sides]
         parts = micro_batches(cfg.train, len(noise))
-        total, rows, zs, z_hats, pixels = 0.0, [], [], [], []
+        total, rows, zs, z_hats, pixels = 0.0, [], [], [[] for _ in self.sides], []
         self.opt_g.zero_grad(set_to_none=True)
         for part in parts:   # gradient accumulation: each micro-batch's share of the batch mean
-            loss_g, logs, z, z_hat, x_px = self._generator_loss(noise[part], _rows(cs, part), _rows(ct, part),
-                                                                t[part], eps[part])
+            loss_g, logs, z, zh, x_px = self._generator_loss(noise[part], _rows(cs, part),
+                                                             [_rows(ct, part) for ct in cts],
+                                                             [(t[part], eps[part]) for t, eps in noisings])
             self.acc.backward(loss_g / len(parts))
             total, rows = total + loss_g.detach() / len(parts), rows + [logs]
-            zs, z_hats = zs + [z.detach()], z_hats + [z_hat.detach()]
+            zs += [z.detach()]
+            for acc_, z_hat in zip(z_hats, zh):
+                acc_.append(z_hat.detach())
             pixels += [] if x_px is None else [x_px.detach()]
         average_gradients(self.acc, self._gen_params())
         logs = mean_logs(rows)
         logs.update(optimizer_step(self.opt_g, total, self._gen_params(), cfg.train, step, cfg.lr))
         ema_update(self.ema, self.student.model, cfg.ema, step)
-        z, z_hat = torch.cat(zs), torch.cat(z_hats)
+        z, z_hats = torch.cat(zs), [torch.cat(zh) for zh in z_hats]
         if self.pixel_gan:
             logs.update(self._pixel_gan_update(torch.cat(pixels), gen, step))
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:   # what gets logged
-            logs.update(latent_diagnostics(z, self.student.space, z_hat, self.roundtrip))
+            logs.update(latent_diagnostics(z, self.student.space, z_hats[0], self.roundtrip))
+            for side, z_hat in zip(self.sides[1:], z_hats[1:]):   # the other Bridges' drift
+                if side.roundtrip is not None:
+                    logs.update(side.logs({"bridge_drift": bridge_drift(z, z_hat, side.roundtrip)}))
 
-        # two time-scale rule: the fake score keeps up with the generator
-        lf = self._fake_update(z_hat, ct, gen, step)
+        # two time-scale rule: each fake score keeps up with the generator
+        for side, z_hat, ct in zip(self.sides, z_hats, cts):
+            logs.update(self._fake_update(side, z_hat, ct, gen, step))
         for _ in range(cfg.fake.updates - 1):
-            noise, cs, ct = self._batch(gen)
+            noise, cs, cts = self._batch(gen)
             with torch.no_grad():
-                z_hat = torch.cat([self.bridge(self.generator(noise[p], _rows(cs, p)), clamp=cfg.clamp) for p in parts])
-            lf = self._fake_update(z_hat, ct, gen, step)
-        logs.update(lf)
+                z = [self.generator(noise[p], _rows(cs, p)) for p in parts]
+            for side, ct in zip(self.sides, cts):
+                with torch.no_grad():
+                    z_hat = torch.cat([side.bridge(zp, clamp=cfg.clamp) for zp in z])
+                logs.update(self._fake_update(side, z_hat, ct, gen, step))
         return logs
 
     SAMPLES = 16   # images per sample grid (train.sample_every)
@@ -561,7 +674,10 @@ class DistillTask(Task):
 
         cfg = self.cfg
         logs = last_logged(Path(run_dir) / "history.jsonl")
-        provenance = {"name": Path(run_dir).resolve().name, "teacher": cfg.teacher, "student": cfg.student, "bridge": cfg.bridge_dir,
+        tcs = cfg.teacher_list()
+        provenance = {"name": Path(run_dir).resolve().name, "teacher": tcs[0].model,   # the first (app, card)
+                      "teachers": [tc.model for tc in tcs], "student": cfg.student,
+                      "bridge": " + ".join(tc.bridge_dir for tc in tcs),
                       "license": cfg.export.license, "fp16_variant": cfg.export.fp16_variant,
                       "config": to_dict(cfg), "metrics": {f"train/{k}": v for k, v in logs.items()}}
         if self.lora:
@@ -628,6 +744,21 @@ def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, 
             overwrite: bool = False) -> Path:
     from ..config import to_dict
 
+    check_same_teachers(cfg, Path(run_dir))
     torch.manual_seed(cfg.train.seed)
     task = DistillTask.from_config(cfg, prompts)
     return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)
+
+
+def check_same_teachers(cfg: Stage2Config, run_dir: Path) -> None:
+    """A run resumes with the Teachers it was trained from, in the same order: the fake
+    scores are checkpointed by position (fake, fake_t1, ...)."""
+    stored = run_dir / "config.json"
+    if not (stored.is_file() and any(run_dir.glob("ckpt-*"))):
+        return
+    old = json.loads(stored.read_text())
+    before = [t.get("model") for t in old.get("teachers") or []] or [old.get("teacher")]
+    now = [tc.model for tc in cfg.teacher_list()]
+    if before != now:
+        raise CrossdistillError(f"{run_dir} was trained from Teacher(s) {before}, not {now}; resume with the same "
+                                f"Teachers in the same order, or choose another --out")

@@ -38,6 +38,9 @@ class Domain:
     student: str = ""
     classifier: str | None = None        # feature network of the domain FID (None: no FID)
     bridge: str | None = None            # a trained Teacher -> Student Bridge shipped with it (stage 2's default)
+    extra_teachers: tuple[str, ...] = ()  # further Teachers it ships (several-Teacher distillation), each with its
+                                         # own VAE: pretrained by the stages "vae-<name>" and "<name>"
+    extra_bridges: tuple[str, ...] = ()  # shipped Bridges from the Student into each extra Teacher's space
     artifacts: Path | None = None        # folder holding the named artifacts
 
     # -- prompts ---------------------------------------------------------------
@@ -114,7 +117,8 @@ class Domain:
 
     def artifact(self, name: str) -> Path | None:
         """The folder of a named artifact this domain ships, or None."""
-        if self.artifacts is None or name not in {self.teacher, self.student, self.classifier, self.bridge}:
+        if self.artifacts is None or name not in {self.teacher, self.student, self.classifier, self.bridge,
+                                                  *self.extra_teachers, *self.extra_bridges}:
             return None
         return self.artifacts / name
 

@@ -32,6 +32,11 @@ from .data import scene_bank
 STAGES = ("vae-student", "vae-teacher", "teacher", "student-base", "classifier")
 
 
+def stages_of(domain: Domain) -> tuple[str, ...]:
+    """The domain's pretraining stages: STAGES, then each extra Teacher's VAE and Teacher."""
+    return STAGES + tuple(s for n in domain.extra_teachers for s in (f"vae-{n}", n))
+
+
 @dataclass
 class StageConfig:
     steps: int
@@ -90,16 +95,19 @@ def _log(out: Path, name: str, cfg, t0: float, losses: list[float], extra: dict 
 
 
 # -- VAEs ----------------------------------------------------------------------------
-def train_vae(domain: Domain, which: str, bank: np.ndarray, cfg: PretrainConfig, out: Path) -> None:
+def train_vae(domain: Domain, which: str, bank: np.ndarray, cfg: PretrainConfig, out: Path,
+              preset_name: str | None = None, stream: int = 0) -> None:
     """Autoencoder (MSE + tiny KL), then the latent normalisation measured on the data:
-    Student space scale only (SD 1.5 style), Teacher space shift and scale (SD 3 style)."""
-    preset = domain.preset(domain.teacher if which == "teacher" else domain.student)
+    Student space scale only (SD 1.5 style), Teacher space shift and scale (SD 3 / Flux style).
+    `preset_name`: the preset whose VAE this is (default: the domain's Teacher or Student);
+    `stream` > 0 draws other initial weights and batches (an extra Teacher's own VAE)."""
+    preset = domain.preset(preset_name or (domain.teacher if which == "teacher" else domain.student))
     size = preset["defaults"]["resolution"]
     st = cfg.vae_teacher if which == "teacher" else cfg.vae_student
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + 1_000_003 * stream)
     vae = build_component(preset["components"]["vae"]).train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=st.lr, weight_decay=0.0)
-    rng = np.random.default_rng([cfg.seed, 1])
+    rng = np.random.default_rng([cfg.seed, 1] + ([stream] if stream else []))
     losses, t0 = [], time.time()
     bar = tqdm(range(st.steps), desc=f"vae-{which}")
     for step in bar:
@@ -126,7 +134,7 @@ def train_vae(domain: Domain, which: str, bank: np.ndarray, cfg: PretrainConfig,
         vae.register_to_config(scaling_factor=float(1 / z.std()))
     with atomic_dir(out, overwrite=True) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
-        _log(tmp, f"vae-{which}", cfg, t0, losses, {"final_mse": float(np.mean(losses[-100:]))})
+        _log(tmp, f"vae-{preset_name or which}", cfg, t0, losses, {"final_mse": float(np.mean(losses[-100:]))})
 
 
 # -- denoisers ---------------------------------------------------------------------------
@@ -153,12 +161,15 @@ class _GeneratorState(torch.nn.Module):
 
 
 def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[str], vae_dir: Path,
-                   cfg: PretrainConfig, out: Path) -> None:
+                   cfg: PretrainConfig, out: Path, preset_name: str | None = None, stream: int = 0) -> None:
+    """`preset_name`: the preset to train (default: the domain's Teacher or Student base), on
+    the budget of `which`; `stream` > 0: other initial weights and batches (an extra Teacher)."""
     from diffusers import AutoencoderKL
 
-    preset = domain.preset(domain.teacher if which == "teacher" else domain.student)
+    preset = domain.preset(preset_name or (domain.teacher if which == "teacher" else domain.student))
     st = cfg.teacher if which == "teacher" else cfg.student_base
-    den = build_denoiser(preset, seed=cfg.seed)
+    seed = cfg.seed + 1_000_003 * stream
+    den = build_denoiser(preset, seed=seed)
     den = den.with_components(vae=AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False))
     size = den.defaults.resolution
     latents = encode_bank(den, bank, size)
@@ -172,7 +183,7 @@ def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[s
     opt = torch.optim.AdamW(model.parameters(), lr=st.lr, weight_decay=0.01)
     # resumable: checkpoints beside the stage folder; rerunning the command continues
     ckpt_dir = out.parent / f".{out.name}.ckpt"
-    stream = torch.Generator().manual_seed(cfg.seed)
+    stream = torch.Generator().manual_seed(seed)
     rng = _GeneratorState(stream)
     start, name_ = load_latest(ckpt_dir, {"model": model, "ema": ema, "rng": rng}, {"opt": opt})
     stream.set_state(rng.state.clone())
@@ -182,7 +193,7 @@ def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[s
     losses, t0 = [], time.time()
     bar = tqdm(range(start, st.steps), desc=which, initial=start, total=st.steps)
     for step in bar:
-        gen = stream if cfg.batch_rng == "stream" else torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        gen = stream if cfg.batch_rng == "stream" else torch.Generator().manual_seed(seed * 1_000_003 + step)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, st.steps, st.lr, cfg.decay_frac)
         idx = torch.randint(0, len(latents), (st.batch,), generator=gen)
@@ -202,7 +213,7 @@ def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[s
     den = den.with_components(**{den.backbone: ema})
     with atomic_dir(out, overwrite=True) as tmp:
         den.save_pretrained(tmp)
-        _log(tmp, which, cfg, t0, losses, {"resumed_from_step": start})
+        _log(tmp, preset_name or which, cfg, t0, losses, {"resumed_from_step": start})
     shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
@@ -253,10 +264,11 @@ def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: Pr
     cfg = cfg or domain.pretrain_config()
     if cfg.batch_rng not in ("per_step", "stream"):
         raise choice_error("batch_rng", cfg.batch_rng, ("per_step", "stream"))
-    stages = stages or list(STAGES)
+    every = stages_of(domain)
+    stages = stages or list(every)
     for s in stages:
-        if s not in STAGES:
-            raise choice_error("pretrain stage", s, STAGES)
+        if s not in every:
+            raise choice_error("pretrain stage", s, every)
     from ..runtime import set_threads
 
     set_threads(threads)
@@ -266,8 +278,15 @@ def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: Pr
         print(f"all stages done in {out}")
         return
     bank, prompts = scene_bank(domain, cfg.scenes, cfg.seed)
+    extras = list(domain.extra_teachers)
     for s in todo:
-        if s.startswith("vae-"):
+        if s in extras:   # an extra Teacher: the Teacher's budget, on its own VAE
+            train_denoiser(domain, "teacher", bank, prompts, out / f"vae-{s}", cfg, out / s, preset_name=s,
+                           stream=1 + extras.index(s))
+        elif s.removeprefix("vae-") in extras:
+            name = s.removeprefix("vae-")
+            train_vae(domain, "teacher", bank, cfg, out / s, preset_name=name, stream=1 + extras.index(name))
+        elif s.startswith("vae-"):
             train_vae(domain, s.split("-")[1], bank, cfg, out / s)
         elif s in ("teacher", "student-base"):
             vae = out / ("vae-teacher" if s == "teacher" else "vae-student")
@@ -279,7 +298,7 @@ def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: Pr
 def install_artifacts(domain: Domain, out: Path) -> None:
     """Copy finished stage folders into the domain's named artifacts."""
     for stage, name in (("teacher", domain.teacher), ("student-base", domain.student),
-                        ("classifier", domain.classifier)):
+                        ("classifier", domain.classifier), *((n, n) for n in domain.extra_teachers)):
         src = Path(out) / stage
         if name is None:
             continue

@@ -12,6 +12,8 @@ class ShapesDomain(ModuleDomain):
     name = "shapes"
     size = scenes.SIZE
     teacher, student, classifier = "shapes-teacher", "shapes-student-base", "shapes-classifier"
+    extra_teachers = ("shapes-teacher-flux",)   # a second Teacher of another family (several-Teacher stage 2)
+    extra_bridges = ("shapes-bridge-flux",)     # its Bridge (as shapes-bridge, into the Flux Teacher's space)
     bridge = "shapes-bridge"   # the demo's stage-1 Bridge (300 steps, 2000 images): configs/distill_shapes*.yaml
     artifacts = Path(__file__).parent / "artifacts"
     scenes, judge = scenes, f"{__name__}.judge"
