@@ -262,7 +262,7 @@ class Demo:
                 teachers[run] = self.bridge_teacher(variant)
                 self.log.stage(f"stage 1: {run.name}")
                 if not (run / "bridge" / "bridge.json").exists():
-                    own = {} if variant in (extra_bridge(t) for t in self.domain.extra_teachers) else BRIDGES[variant]
+                    own = BRIDGES[variant] if teachers[run] == self.domain.teacher else {}   # an extra Teacher's: as is
                     sets = {"teacher": teachers[run], "student": self.domain.student, **own}
                     s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in sets.items()])
                     s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
@@ -323,7 +323,7 @@ class Demo:
     def student(self, m: Method, seed: int) -> tuple[dict, str]:
         """Stage 2 for one method and training seed, its export, generations and scores."""
         from .distill.diagnostics import last_logged
-        from .distill.stage2 import distill
+        from .distill.stage2 import distill, stored_teachers
         from .hub import add_metrics, flat_metrics
 
         slug = _seeded(m.slug, seed)
@@ -331,8 +331,7 @@ class Demo:
         run, student = self.out / "runs" / slug, self.out / "students" / slug
         s2 = self.stage2_config(m, seed)
         if (student / "crossdistill.json").exists() and (run / "config.json").exists():
-            stored = json.loads((run / "config.json").read_text())
-            used = [t.get("bridge_dir") for t in stored.get("teachers") or [stored]]
+            used = [t.get("bridge_dir") for t in stored_teachers(json.loads((run / "config.json").read_text()))]
             want = [tc.bridge_dir for tc in s2.teacher_list()]
             if list(map(_bridge_key, used)) != list(map(_bridge_key, want)):   # e.g. --bridge-seeds toggled on resume
                 raise CrossdistillError(f"{student} was distilled through Bridge {' + '.join(map(str, used))}, not "

@@ -80,7 +80,7 @@ def student_card(info: dict, name: str) -> str:
     domain = d.get("domain")
     prompt = "a red circle at the top" if domain else "a photo of a corgi on a beach"
     lora = info.get("lora")
-    teachers = prov.get("teachers") or [teacher]   # several Teachers: their names joined in `teacher`
+    teachers = prov.get("teachers") or [teacher]   # several Teachers: all; `teacher` is the first
     base = [m for m in ((lora or {}).get("base", student), *teachers) if is_hub_id(m)]
     repo = prov.get("repo_id") or "PATH_OR_REPO_ID"
     steps = d.get("steps", 1)

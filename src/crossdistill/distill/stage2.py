@@ -372,7 +372,6 @@ class DistillTask(Task):
                       for i, (t, b, c, tc) in enumerate(zip(teachers, bridges, text_t, tcs))]
         first = self.sides[0]   # the first Teacher, by its single-Teacher names (GAN head, tests)
         self.teacher, self.bridge, self.text_t = first.den, first.bridge, first.text
-        self.uncond_t, self.guidance, self.roundtrip = first.uncond, first.guidance, first.roundtrip
         if cfg.generator.final_alpha_bar is not None:   # the one-step generator's gentler x0 map
             self.student = student = student.with_components(
                 scheduler=one_step_scheduler(student, cfg.generator.final_alpha_bar))
@@ -389,7 +388,9 @@ class DistillTask(Task):
             self.student.model.train().requires_grad_(True)
         self.generator = StudentGenerator(self.student, cfg.generator.steps)
         self.ema = copy.deepcopy(self.student.model).eval().requires_grad_(False)
-        self.fake = [side.make_fake() for side in self.sides][0]
+        for side in self.sides:
+            side.make_fake()
+        self.fake = first.fake
         self.gan = cfg.gan.weight > 0 and cfg.gan.space == "teacher"
         self.pixel_gan = cfg.gan.weight > 0 and cfg.gan.space == "student"
         if self.gan:
@@ -469,7 +470,6 @@ class DistillTask(Task):
         self.opt_g, *opts_f = acc.prepare(opt_g, *opts_f)
         for side, opt in zip(self.sides, opts_f):
             side.opt = opt
-        self.fake_module, self.opt_f = self.sides[0].fake_module, self.sides[0].opt
         if self.pixel_gan:
             self.opt_d = acc.prepare(self.cfg.train.optimizer(self.disc.parameters(), self.cfg.gan.lr))
 
@@ -636,8 +636,8 @@ class DistillTask(Task):
         if self.pixel_gan:
             logs.update(self._pixel_gan_update(torch.cat(pixels), gen, step))
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:   # what gets logged
-            logs.update(latent_diagnostics(z, self.student.space, z_hats[0], self.roundtrip))
-            for side, z_hat in zip(self.sides[1:], z_hats[1:]):   # the other Bridges' drift
+            logs.update(latent_diagnostics(z, self.student.space))
+            for side, z_hat in zip(self.sides, z_hats):   # each Bridge's drift from the exact round-trip
                 if side.roundtrip is not None:
                     logs.update(side.logs({"bridge_drift": bridge_drift(z, z_hat, side.roundtrip)}))
 
@@ -756,9 +756,15 @@ def check_same_teachers(cfg: Stage2Config, run_dir: Path) -> None:
     stored = run_dir / "config.json"
     if not (stored.is_file() and any(run_dir.glob("ckpt-*"))):
         return
-    old = json.loads(stored.read_text())
-    before = [t.get("model") for t in old.get("teachers") or []] or [old.get("teacher")]
+    before = [t.get("model") for t in stored_teachers(json.loads(stored.read_text()))]
     now = [tc.model for tc in cfg.teacher_list()]
     if before != now:
         raise CrossdistillError(f"{run_dir} was trained from Teacher(s) {before}, not {now}; resume with the same "
                                 f"Teachers in the same order, or choose another --out")
+
+
+def stored_teachers(config: dict) -> list[dict]:
+    """The Teachers of a run's written config (RUN/config.json): its `teachers`, or the one
+    of teacher / bridge_dir / guidance (as `teacher_list()` reads a live config)."""
+    return config.get("teachers") or [{"model": config.get("teacher"), "bridge_dir": config.get("bridge_dir"),
+                                       "guidance": config.get("guidance")}]

@@ -94,6 +94,11 @@ def _log(out: Path, name: str, cfg, t0: float, losses: list[float], extra: dict 
         "config": asdict(cfg), **(extra or {})}, indent=1))
 
 
+def _stream_seed(cfg: "PretrainConfig", stream: int) -> int:
+    """The seed of a stage's weights and batches; stream 0 (the domain's own models): `cfg.seed`."""
+    return cfg.seed + 1_000_003 * stream
+
+
 # -- VAEs ----------------------------------------------------------------------------
 def train_vae(domain: Domain, which: str, bank: np.ndarray, cfg: PretrainConfig, out: Path,
               preset_name: str | None = None, stream: int = 0) -> None:
@@ -104,7 +109,7 @@ def train_vae(domain: Domain, which: str, bank: np.ndarray, cfg: PretrainConfig,
     preset = domain.preset(preset_name or (domain.teacher if which == "teacher" else domain.student))
     size = preset["defaults"]["resolution"]
     st = cfg.vae_teacher if which == "teacher" else cfg.vae_student
-    torch.manual_seed(cfg.seed + 1_000_003 * stream)
+    torch.manual_seed(_stream_seed(cfg, stream))
     vae = build_component(preset["components"]["vae"]).train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=st.lr, weight_decay=0.0)
     rng = np.random.default_rng([cfg.seed, 1] + ([stream] if stream else []))
@@ -168,7 +173,7 @@ def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[s
 
     preset = domain.preset(preset_name or (domain.teacher if which == "teacher" else domain.student))
     st = cfg.teacher if which == "teacher" else cfg.student_base
-    seed = cfg.seed + 1_000_003 * stream
+    seed = _stream_seed(cfg, stream)
     den = build_denoiser(preset, seed=seed)
     den = den.with_components(vae=AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False))
     size = den.defaults.resolution
