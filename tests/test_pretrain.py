@@ -69,3 +69,50 @@ def test_an_extra_teacher_gets_its_own_vae_and_family(tmp_path):
     assert den.family == "flux" and den.defaults.domain == "shapes"
     vae = load_file(str(tmp_path / "shapes-teacher-flux" / "vae" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(vae[k], own[k]) for k in own)   # trained on its own VAE's latents
+
+
+@pytest.mark.parametrize("swap", [0.0, 0.5, 1.0])
+def test_student_caption_swap_exchanges_the_colours_of_that_share_of_captions(tmp_path, monkeypatch, swap):
+    """`student_caption_swap` p: each Student-base training caption is the scene's own with
+    probability 1 - p and its colour-swapped caption otherwise (the Teacher's never are)."""
+    import numpy as np
+
+    import crossdistill.domains.pretrain as pre
+
+    dom = get("pairs")
+    own, other = "a red circle left of a blue square", "a blue circle left of a red square"
+    assert dom.swapped_caption(own) == other and dom.swapped_caption(other) == own
+    grammar = dom.prompts()
+    seen: dict[str, list[int]] = {"student-base": [], "teacher": []}
+    real_table = pre.encode_table
+
+    class Recording:   # the caption rows each step draws (table.index(rows))
+        def __init__(self, table, which):
+            self.table, self.which = table, which
+
+        def index(self, rows):
+            seen[self.which] += rows.tolist()
+            return self.table.index(rows)
+
+    cfg = dataclasses.replace(PretrainConfig.quick(0), cfg_dropout=0.0, student_caption_swap=swap,
+                              student_base=StageConfig(40, 8, 1e-3), teacher=StageConfig(10, 8, 1e-3))
+    pretrain(dom, tmp_path, ["vae-student", "vae-teacher"], cfg)
+    bank = np.stack([dom.render_at(dom.random_scene(np.random.default_rng(i), own), 64) for i in range(8)])
+    for which, vae in (("student-base", "vae-student"), ("teacher", "vae-teacher")):
+        monkeypatch.setattr(pre, "encode_table", lambda den, prompts, w=which: Recording(real_table(den, prompts), w))
+        pre.train_denoiser(dom, which, bank, [own] * 8, tmp_path / vae, cfg, tmp_path / which)
+    assert set(seen["teacher"]) == {grammar.index(own)}
+    rows = np.array(seen["student-base"])
+    assert set(rows) <= {grammar.index(own), grammar.index(other)} and len(rows) == 320
+    share = float(np.mean(rows == grammar.index(other)))
+    assert abs(share - swap) < 0.08, share   # 320 draws: sd of the share <= 0.028
+
+
+def test_caption_swap_is_refused_where_nothing_binds(tmp_path):
+    from crossdistill.errors import CrossdistillError
+
+    cfg = dataclasses.replace(PretrainConfig.quick(0), student_caption_swap=0.5)
+    with pytest.raises(CrossdistillError, match="domain 'shapes' has no swapped captions"):
+        pretrain(get("shapes"), tmp_path, ["student-base"], cfg)
+    with pytest.raises(CrossdistillError, match="student_caption_swap=1.5 is not a probability"):
+        pretrain(get("pairs"), tmp_path, ["student-base"], dataclasses.replace(cfg, student_caption_swap=1.5))

@@ -77,6 +77,12 @@ class Domain:
     def label_sizes(self) -> dict[str, int]:
         raise NotImplementedError
 
+    def swapped_caption(self, prompt: str) -> str | None:
+        """The prompt with its attributes bound to the wrong objects (e.g. the two colours
+        exchanged), a caption in the grammar that names the same words; None: the domain's
+        prompts bind nothing to swap. Pretraining's `student_caption_swap` uses it."""
+        return None
+
     # -- scenes ------------------------------------------------------------------
     def random_scene(self, rng: "np.random.Generator", prompt: str | None = None) -> Any:
         """A scene (with a `.prompt`) drawn from the domain's distribution."""

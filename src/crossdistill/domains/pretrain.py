@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..denoisers import Conditioning, Denoiser, build_denoiser
-from ..errors import choice_error
+from ..errors import CrossdistillError, choice_error
 from ..train import ema_update
 from ..train.checkpoint import load_latest, save_checkpoint
 from ..io import atomic_dir
@@ -56,6 +56,11 @@ class PretrainConfig:
     # draws every batch from one generator (how the committed shapes-world models were
     # trained); both resume exactly (the stream's state is checkpointed)
     batch_rng: str = "per_step"
+    # probability that a Student-base training caption is replaced by the domain's
+    # `swapped_caption` (its attributes bound to the wrong objects). 0.5: the base's captions
+    # say which colours and shapes a scene holds but not which goes with which, as web
+    # alt-text (SD 1.5's data) rarely binds attributes while the Teacher's captions do
+    student_caption_swap: float = 0.0
     vae_student: StageConfig = field(default_factory=lambda: StageConfig(1500, 16, 1e-3))
     vae_teacher: StageConfig = field(default_factory=lambda: StageConfig(1200, 16, 1e-3))
     teacher: StageConfig = field(default_factory=lambda: StageConfig(3000, 64, 5e-4))
@@ -182,6 +187,8 @@ def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[s
     pid = torch.tensor([grammar.index(p) for p in prompts])
     table = encode_table(den, grammar)
     empty = len(grammar)
+    swap = cfg.student_caption_swap if which == "student-base" else 0.0
+    swapped = torch.tensor([grammar.index(domain.swapped_caption(p)) for p in grammar]) if swap else None
 
     model = den.model.train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -203,6 +210,9 @@ def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[s
             g["lr"] = lr_at(step, st.steps, st.lr, cfg.decay_frac)
         idx = torch.randint(0, len(latents), (st.batch,), generator=gen)
         rows = pid[idx].clone()
+        if swap:   # drawn only when on, so every other stage's batches stay as they were
+            flip = torch.rand(st.batch, generator=gen) < swap
+            rows[flip] = swapped[rows[flip]]
         rows[torch.rand(st.batch, generator=gen) < cfg.cfg_dropout] = empty
         loss, _ = den.loss(latents[idx], table.index(rows), gen, density=density)
         opt.zero_grad(set_to_none=True)
@@ -269,6 +279,11 @@ def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: Pr
     cfg = cfg or domain.pretrain_config()
     if cfg.batch_rng not in ("per_step", "stream"):
         raise choice_error("batch_rng", cfg.batch_rng, ("per_step", "stream"))
+    if not 0 <= cfg.student_caption_swap <= 1:
+        raise CrossdistillError(f"student_caption_swap={cfg.student_caption_swap} is not a probability (0 to 1)")
+    if cfg.student_caption_swap and domain.swapped_caption(domain.prompts()[0]) is None:
+        raise CrossdistillError(f"student_caption_swap={cfg.student_caption_swap}: domain {domain.name!r} has no "
+                                "swapped captions (its prompts bind no attributes); use 0")
     every = stages_of(domain)
     stages = stages or list(every)
     for s in stages:
