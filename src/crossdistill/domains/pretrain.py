@@ -184,11 +184,12 @@ def train_denoiser(domain: Domain, which: str, bank: np.ndarray, prompts: list[s
     size = den.defaults.resolution
     latents = encode_bank(den, bank, size)
     grammar = domain.prompts()
-    pid = torch.tensor([grammar.index(p) for p in prompts])
+    where = {p: i for i, p in enumerate(grammar)}   # a dict, not list.index: linear in the prompts
+    pid = torch.tensor([where[p] for p in prompts])
     table = encode_table(den, grammar)
     empty = len(grammar)
     swap = cfg.student_caption_swap if which == "student-base" else 0.0
-    swapped = torch.tensor([grammar.index(domain.swapped_caption(p)) for p in grammar]) if swap else None
+    swapped = torch.tensor([where[domain.swapped_caption(p)] for p in grammar]) if swap else None
 
     model = den.model.train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
