@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-
 
 def main() -> None:
-    from crossdistill.domains.pairs.judge import _pick, find_objects, relation_of
+    from crossdistill.domains.pairs.judge import relation_outcome
     from crossdistill.domains.pairs.scenes import parse_prompt
     from crossdistill.eval.harness import read_generations
 
@@ -32,12 +30,11 @@ def main() -> None:
         gens = read_generations(folder)
         got, in_place = [], []
         for prompt, img in zip(gens.prompts, gens.images()):
-            c1, s1, want, c2, s2 = parse_prompt(prompt)
-            first, second = _pick(find_objects(img)[0], c1, c2)
-            if first is not None and second is not None:
-                rel = relation_of(first.centre, second.centre)
-                got.append((rel == want, rel == OPPOSITE[want], rel not in (want, OPPOSITE[want])))
-                if rel == OPPOSITE[want] and s1 != s2:   # colour 1 sits where object 2 belongs
+            _, s1, _, _, s2 = parse_prompt(prompt)
+            outcome, first, second = relation_outcome(img, prompt)
+            if outcome != "missing":
+                got.append((outcome == "right", outcome == "swapped", outcome == "other"))
+                if outcome == "swapped" and s1 != s2:   # colour 1 sits where object 2 belongs
                     in_place.append(first.shape == s2 and second.shape == s1)
         n = max(len(got), 1)
         right, swapped, other = (sum(g[k] for g in got) / n for k in range(3))

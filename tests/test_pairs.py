@@ -12,7 +12,7 @@ import pytest
 from crossdistill.domains import Domain, get, names, register
 from crossdistill.domains.data import SceneDataset, scene_bank
 from crossdistill.domains.pairs import scenes
-from crossdistill.domains.pairs.judge import find_objects, score
+from crossdistill.domains.pairs.judge import find_objects, relation_outcome, score
 from crossdistill.domains.shapes.scenes import downsample
 from crossdistill.errors import CrossdistillError
 
@@ -83,6 +83,17 @@ def test_judge_catches_each_kind_of_error():
     assert fails["shapes"] == {"circle": 0, "square": 0, "triangle": 1} and fails["relation"]["left of"] == 0
     noisy = np.clip(img + np.random.default_rng(0).normal(0, 12, img.shape), 0, 255).astype(np.uint8)
     assert PAIRS.fidelity([noisy])["clean"] == 0.0 and PAIRS.fidelity([img])["clean"] == 1.0
+
+
+def test_relation_outcome_tells_a_swap_from_the_other_axis():
+    """The binding read of `benchmarks/pairs_relation.py` and `pairs_binding_signal.py`."""
+    img = scenes.render(PAIRS.random_scene(np.random.default_rng(3), "a red circle left of a blue square"))
+    outcome, first, second = relation_outcome(img, "a red circle left of a blue square")
+    assert outcome == "right" and (first.color, first.shape, second.shape) == ("red", "circle", "square")
+    assert relation_outcome(img, "a blue circle left of a red square")[0] == "swapped"   # colours exchanged
+    assert relation_outcome(img, "a red circle above a blue square")[0] == "other"
+    outcome, red, green = relation_outcome(img, "a red circle left of a green square")
+    assert outcome == "missing" and red is not None and green is None
 
 
 def test_edge_pixels_count_for_the_objects_own_colour():

@@ -90,6 +90,21 @@ def _pick(found: list[Found], c1: str, c2: str) -> tuple[Found | None, Found | N
     return (next((f for f in found if f.color == c1), None), next((f for f in found if f.color == c2), None))
 
 
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def relation_outcome(img: np.ndarray, prompt: str) -> tuple[str, Found | None, Found | None]:
+    """How an image places the prompt's two objects: "right", "swapped" (on the named axis
+    in the other order: the colours not bound to their sides), "other" (on the other axis)
+    or "missing" (a prompt colour not found); and the two objects (None where not found)."""
+    c1, _, want, c2, _ = parse_prompt(prompt)
+    first, second = _pick(find_objects(img)[0], c1, c2)
+    if first is None or second is None:
+        return "missing", first, second
+    rel = relation_of(first.centre, second.centre)
+    return ("right" if rel == want else "swapped" if rel == OPPOSITE[want] else "other"), first, second
+
+
 def score(img: np.ndarray, prompt: str) -> dict[str, bool]:
     c1, s1, rel, c2, s2 = parse_prompt(prompt)
     found, _ = find_objects(img)
