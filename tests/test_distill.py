@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from conftest import count_steps, invocations
 from crossdistill.denoisers import build_denoiser, load_denoiser
 from crossdistill.distill.stage2 import FakeConfig, Stage2Config, distill
+from crossdistill.errors import CrossdistillError
 from crossdistill.train import TrainConfig
 
 PROMPTS = ["a red circle", "a dog", "a blue square"]
@@ -208,6 +209,31 @@ def test_each_process_takes_its_own_half_of_the_global_batch(tiny_pair):
         assert len(a[i]) == len(b[i]) == n // 2 and len(full[i]) == n
         assert torch.equal(torch.cat([a[i], b[i]]), full[i])        # the halves cover the global batch
     assert not torch.equal(a[0], b[0]) and not torch.equal(a[3], b[3])   # and are not the same rows
+
+
+def test_t_shift_moves_teacher_times_toward_high_noise(tiny_pair):
+    """t_shift = 1 draws exactly the times it always did; t_shift = 4 puts the share of
+    draws the formula says in the top of the range; bad values are refused by name."""
+    from crossdistill.distill.stage2 import shifted_fractions
+
+    u = torch.rand(100_000, generator=torch.Generator().manual_seed(0))
+    top = lambda s: float((shifted_fractions(u, 0.02, 0.98, s) >= 0.85).float().mean())
+    # u' >= 0.865 <=> u >= 0.865 / (s - (s - 1) 0.865)
+    assert top(1.0) == pytest.approx(1 - 0.865, abs=0.01)
+    assert top(4.0) == pytest.approx(1 - 0.865 / (4 - 3 * 0.865), abs=0.01)
+    f = shifted_fractions(u, 0.02, 0.98, 4.0)
+    assert float(f.min()) >= 0.02 and float(f.max()) <= 0.98
+    plain, shifted = _task(tiny_pair), _task(tiny_pair, t_shift=4.0)
+    z = torch.zeros(plain.cfg.train.batch, *plain.teacher.latent_shape(32, 32))
+    t0, _ = plain._noising(z, torch.Generator().manual_seed(3))
+    ref = plain.teacher.sample_timesteps(len(z), torch.Generator().manual_seed(3), lo=0.02, hi=0.98)
+    assert torch.equal(t0, ref)                      # t_shift = 1: the draws of before, unchanged
+    t4, _ = shifted._noising(z, torch.Generator().manual_seed(3))
+    assert (t4 >= t0).all() and (t4 > t0).any()      # the same u, each moved toward the noisy end
+    for bad, msg in (({"t_shift": 0.0}, "t_shift must be > 0"),
+                     ({"t_shift": 2.0, "t_density": "logit_normal"}, "cannot be combined")):
+        with pytest.raises(CrossdistillError, match=msg):
+            Stage2Config(**bad).validate()
 
 
 def test_pixel_gan_trains_and_resumes(tiny_pair, tmp_path):

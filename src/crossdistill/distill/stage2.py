@@ -164,6 +164,10 @@ class Stage2Config:
     guidance: float | None = None   # real-score CFG; the Teacher's default if None
     t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range
     t_density: str = "uniform"  # uniform | logit_normal (flow: the time shift applies) | unshifted (flow: sigma uniform)
+    t_shift: float = 1.0        # > 1: uniform draws of the range fraction u shifted toward high noise,
+                                # s u / (1 + (s - 1) u) (SD3's time shift, on top of the Teacher's own);
+                                # a Teacher with far more latent numbers than the Student decides
+                                # composition only at its highest noise levels (docs/shapes_world.md)
     lr: float = 2e-4            # generator
     ema: float = 0.99           # EMA decay of the exported generator
     clamp: str = "straight_through"   # decoded pixels before the Bridge's projector: straight_through | hard | none
@@ -195,6 +199,11 @@ class Stage2Config:
                 raise CrossdistillError("gan.space=teacher (a head on one fake score's features) needs a single "
                                         "Teacher; with several use gan.space=student or gan.weight=0")
         check_fractions("t_range", self.t_range)
+        if self.t_shift <= 0:
+            raise CrossdistillError(f"t_shift must be > 0 (1: no extra shift), got {self.t_shift}")
+        if self.t_shift != 1 and self.t_density != "uniform":
+            raise CrossdistillError(f"t_shift={self.t_shift} shifts uniform draws; it cannot be combined with "
+                                    f"t_density={self.t_density!r} (use t_density=uniform or t_shift=1)")
         weights_dtype(self.weights_dtype)
         if self.clamp not in CLAMPS:
             raise choice_error("clamp", self.clamp, CLAMPS)
@@ -297,6 +306,12 @@ def cast_frozen(student: Denoiser, dtype: torch.dtype | None) -> Denoiser:
         if name != student.backbone and dtype is not None:
             m.to(dtype=dtype)
     return student
+
+
+def shifted_fractions(u: torch.Tensor, lo: float, hi: float, shift: float) -> torch.Tensor:
+    """Fractions of a Teacher's range from uniform u in [0, 1): u shifted toward 1 by
+    s u / (1 + (s - 1) u) (SD3's time shift; s = 1: unchanged), then laid on [lo, hi]."""
+    return lo + (hi - lo) * shift * u / (1 + (shift - 1) * u)
 
 
 def make_bridge(spec: str, student: Denoiser, teacher: Denoiser) -> Bridge:
@@ -511,7 +526,11 @@ class DistillTask(Task):
         this process's part."""
         cfg, n = self.cfg, self.cfg.train.batch
         teacher = (side or self.sides[0]).den
-        t = teacher.sample_timesteps(n, gen, lo=cfg.t_range[0], hi=cfg.t_range[1], density=cfg.t_density)
+        lo, hi = cfg.t_range
+        if cfg.t_shift == 1:
+            t = teacher.sample_timesteps(n, gen, lo=lo, hi=hi, density=cfg.t_density)
+        else:   # the same uniform draw, shifted toward the noisy end before it becomes a native time
+            t = teacher.time_at(shifted_fractions(torch.rand(n, generator=gen), lo, hi, cfg.t_shift))
         eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
         return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
 
