@@ -27,21 +27,13 @@ import json
 import numpy as np
 import torch
 
-def relation(img: np.ndarray, prompt: str) -> str:
-    from crossdistill.domains.pairs.judge import relation_outcome
-
-    return relation_outcome(img, prompt)[0]
-
-
-def to_uint8(x: torch.Tensor) -> list[np.ndarray]:
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(x.permute(0, 2, 3, 1).cpu().numpy())
-
 
 def main() -> None:
     from crossdistill.config import load_config
+    from crossdistill.data.images import to_uint8
     from crossdistill.distill.stage2 import DistillTask, Stage2Config
     from crossdistill.domains import get
+    from crossdistill.domains.pairs.judge import relation_outcome
     from crossdistill.runtime import set_threads
 
     ap = argparse.ArgumentParser()
@@ -61,13 +53,17 @@ def main() -> None:
     prompts = [p for p in get("pairs").eval_prompts() for _ in range(a.n)]
     gen = torch.Generator().manual_seed(a.seed)
     res = task.s_res
+
+    def relations(x: torch.Tensor, ps: list[str]) -> list[str]:   # decoded images' binding reads
+        return [relation_outcome(im, p)[0] for im, p in zip(to_uint8(x.float()), ps)]
+
     rows = {"sample": [], **{f"real({t})": [] for t in a.t}, **{f"cond({t})": [] for t in a.t}}
     with torch.no_grad():
         for i in range(0, len(prompts), 40):
             ps = prompts[i:i + 40]
             draw = task.generator.draw(len(ps), task.student.latent_shape(res, res), gen)
             z = task.generator(draw, task.text_s(ps))
-            rows["sample"] += [relation(im, p) for im, p in zip(to_uint8(task.student.space.decode(z)), ps)]
+            rows["sample"] += relations(task.student.space.decode(z), ps)
             z_hat = side.bridge(z, clamp=cfg.clamp)
             ct = side.text(ps)
             for t in a.t:
@@ -76,7 +72,7 @@ def main() -> None:
                 real = teacher.predict_x0(x_t, tt, ct, guidance=side.guidance, uncond=side.uncond.expand(len(ps)))
                 cond = teacher.predict_x0(x_t, tt, ct, guidance=1.0)
                 for key, x0 in ((f"real({t})", real), (f"cond({t})", cond)):
-                    rows[key] += [relation(im, p) for im, p in zip(to_uint8(teacher.space.decode(x0)), ps)]
+                    rows[key] += relations(teacher.space.decode(x0), ps)
     base = np.array(rows["sample"])
     out = {}
     print(f"{len(prompts)} samples; guidance {side.guidance}")
