@@ -59,7 +59,7 @@ def test_every_shipped_config_resolves():
     for f in files:
         cls = Stage1Config if f.name.startswith("bridge_") else Stage2Config
         cfg = load_config(cls, f)
-        if f.name.startswith(("bridge_shapes", "distill_shapes")):   # every model and Bridge it names is shipped
+        if f.name.startswith(("bridge_shapes", "distill_shapes", "distill_pairs")):   # every model and Bridge it names is shipped
             names = [cfg.teacher, cfg.student] if cls is Stage1Config else \
                 [cfg.student] + [x for t in cfg.teacher_list() for x in (t.model, t.bridge_dir)]
             for name in set(names) - {"identity", "roundtrip"}:

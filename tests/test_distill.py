@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from conftest import count_steps, invocations
 from crossdistill.denoisers import build_denoiser, load_denoiser
-from crossdistill.distill.stage2 import FakeConfig, Stage2Config, distill
+from crossdistill.distill.stage2 import FakeConfig, FirstTimes, Stage2Config, distill
 from crossdistill.errors import CrossdistillError
 from crossdistill.train import TrainConfig
 
@@ -201,7 +201,7 @@ def test_each_process_takes_its_own_half_of_the_global_batch(tiny_pair):
         task.acc = SimpleNamespace(num_processes=world, process_index=rank)
         gen = torch.Generator().manual_seed(5)
         draw, cs, ct = task._batch(gen)
-        t, eps = task._noising(torch.zeros(len(draw), *task.teacher.latent_shape(32, 32)), gen)
+        t, eps = task._noising(torch.zeros(len(draw), *task.teacher.latent_shape(32, 32)), gen, 0)
         parts.append((draw.noise, cs.embeds, t, eps))
     full, a, b = parts
     n = task.cfg.train.batch
@@ -225,15 +225,33 @@ def test_t_shift_moves_teacher_times_toward_high_noise(tiny_pair):
     assert float(f.min()) >= 0.02 and float(f.max()) <= 0.98
     plain, shifted = _task(tiny_pair), _task(tiny_pair, t_shift=4.0)
     z = torch.zeros(plain.cfg.train.batch, *plain.teacher.latent_shape(32, 32))
-    t0, _ = plain._noising(z, torch.Generator().manual_seed(3))
+    t0, _ = plain._noising(z, torch.Generator().manual_seed(3), 0)
     ref = plain.teacher.sample_timesteps(len(z), torch.Generator().manual_seed(3), lo=0.02, hi=0.98)
     assert torch.equal(t0, ref)                      # t_shift = 1: the draws of before, unchanged
-    t4, _ = shifted._noising(z, torch.Generator().manual_seed(3))
+    t4, _ = shifted._noising(z, torch.Generator().manual_seed(3), 0)
     assert (t4 >= t0).all() and (t4 > t0).any()      # the same u, each moved toward the noisy end
     for bad, msg in (({"t_shift": 0.0}, "t_shift must be > 0"),
                      ({"t_shift": 2.0, "t_density": "logit_normal"}, "cannot be combined")):
         with pytest.raises(CrossdistillError, match=msg):
             Stage2Config(**bad).validate()
+
+
+def test_t_first_draws_its_own_teacher_times_for_its_steps_then_the_main_range(tiny_pair):
+    """t_first.steps = 2: steps 0 and 1 draw from t_first.t_range (the same uniform draws
+    laid on it), step 2 on from t_range exactly as a run without it; bad values refused."""
+    task = _task(tiny_pair, t_first=FirstTimes(steps=2, t_range=(0.85, 0.98)))
+    plain = _task(tiny_pair)
+    z = torch.zeros(task.cfg.train.batch, *task.teacher.latent_shape(32, 32))
+    draw = lambda tk, step: tk._noising(z, torch.Generator().manual_seed(3), step)[0]
+    hi = plain.teacher.sample_timesteps(len(z), torch.Generator().manual_seed(3), lo=0.85, hi=0.98)
+    for step in (0, 1):
+        assert torch.equal(draw(task, step), hi)
+    assert torch.equal(draw(task, 2), draw(plain, 2)) and torch.equal(draw(task, 5), draw(plain, 0))
+    assert not torch.equal(draw(task, 0), draw(plain, 0))
+    for bad, msg in ((FirstTimes(steps=-1), "t_first.steps must be >= 0"),
+                     (FirstTimes(steps=5, t_range=(0.9, 0.5)), "t_first.t_range")):
+        with pytest.raises(CrossdistillError, match=msg):
+            Stage2Config(t_first=bad).validate()
 
 
 def test_pixel_gan_trains_and_resumes(tiny_pair, tmp_path):
@@ -368,7 +386,7 @@ def test_generator_gradient_is_the_weighted_sum_of_the_teachers_dmd_terms(tiny_p
     both = task((0.3, 2.0))
     gen = torch.Generator().manual_seed(0)
     noise, cs, cts = both._batch(gen)
-    noisings = [both._noising(torch.empty(1, *s.bridge.teacher_shape), gen, s) for s in both.sides]
+    noisings = [both._noising(torch.empty(1, *s.bridge.teacher_shape), gen, 0, s) for s in both.sides]
     g_both = _grad(both, noise, cs, cts, noisings)
     g_first = _grad(task((1.0, 0.0)), noise, cs, cts, noisings)
     g_second = _grad(task((0.0, 1.0)), noise, cs, cts, noisings)

@@ -130,6 +130,24 @@ class ExportConfig:
 
 
 @dataclass
+class FirstTimes:
+    """A first phase of stage 2 that draws DMD's Teacher times from a range of their own
+    (steps 0: off). A Teacher whose latents hold far more numbers than the Student's keeps
+    the layout through far more noise and redraws composition (which colour goes on which
+    object) only near pure noise; there its score is the one that can change a sample's
+    composition, and the whole range, afterwards, restores the details without undoing
+    it (its low-noise predictions keep the composition a sample has; docs/shapes_world.md)."""
+    steps: int = 0                                  # generator steps of the first phase (0: off)
+    t_range: tuple[float, float] = (0.85, 0.98)     # its Teacher times, as fractions of the full range
+
+    def validate(self):
+        if self.steps < 0:
+            raise CrossdistillError(f"t_first.steps must be >= 0 (0: off), got {self.steps}")
+        check_fractions("t_first.t_range", self.t_range)
+        return self
+
+
+@dataclass
 class TeacherConfig:
     """One Teacher of a several-Teacher stage 2 (`teachers:`): each has its own Bridge,
     real-score guidance, fake score (of kind `fake.kind`) and weight."""
@@ -168,6 +186,7 @@ class Stage2Config:
                                 # s u / (1 + (s - 1) u) (SD3's time shift, on top of the Teacher's own);
                                 # a Teacher with far more latent numbers than the Student decides
                                 # composition only at its highest noise levels (docs/shapes_world.md)
+    t_first: FirstTimes = field(default_factory=FirstTimes)   # a first phase with Teacher times of its own
     lr: float = 2e-4            # generator
     ema: float = 0.99           # EMA decay of the exported generator
     clamp: str = "straight_through"   # decoded pixels before the Bridge's projector: straight_through | hard | none
@@ -199,6 +218,7 @@ class Stage2Config:
                 raise CrossdistillError("gan.space=teacher (a head on one fake score's features) needs a single "
                                         "Teacher; with several use gan.space=student or gan.weight=0")
         check_fractions("t_range", self.t_range)
+        self.t_first.validate()
         if self.t_shift <= 0:
             raise CrossdistillError(f"t_shift must be > 0 (1: no extra shift), got {self.t_shift}")
         if self.t_shift != 1 and self.t_density != "uniform":
@@ -521,12 +541,12 @@ class DistillTask(Task):
         prompts = [self.prompts[i] for i in rows.tolist()]
         return draw.to(self.device), self.text_s(prompts), [side.text(prompts) for side in self.sides]
 
-    def _noising(self, z_hat: torch.Tensor, gen: torch.Generator, side: TeacherSide | None = None):
-        """A Teacher's timesteps and noise for the global batch (shaped like `z_hat`'s rows);
-        this process's part."""
+    def _noising(self, z_hat: torch.Tensor, gen: torch.Generator, step: int, side: TeacherSide | None = None):
+        """A Teacher's timesteps and noise for the global batch (shaped like `z_hat`'s rows) at
+        generator step `step`; this process's part."""
         cfg, n = self.cfg, self.cfg.train.batch
         teacher = (side or self.sides[0]).den
-        lo, hi = cfg.t_range
+        lo, hi = cfg.t_first.t_range if step < cfg.t_first.steps else cfg.t_range
         if cfg.t_shift == 1:
             t = teacher.sample_timesteps(n, gen, lo=lo, hi=hi, density=cfg.t_density)
         else:   # the same uniform draw, shifted toward the noisy end before it becomes a native time
@@ -534,11 +554,11 @@ class DistillTask(Task):
         eps = torch.randn(n, *z_hat.shape[1:], generator=gen)
         return local_part(self.acc, t).to(z_hat.device), local_part(self.acc, eps).to(z_hat.device, z_hat.dtype)
 
-    def _real_draw(self, gen: torch.Generator):
+    def _real_draw(self, gen: torch.Generator, step: int):
         """Rows of the real Teacher-space latents, their timesteps and noise (global draws, this process's part)."""
         n = self.cfg.train.batch
         rows = local_part(self.acc, torch.randint(0, len(self.real_z), (n,), generator=gen))
-        t, eps = self._noising(self.real_z[rows.to(self.real_z.device)], gen)
+        t, eps = self._noising(self.real_z[rows.to(self.real_z.device)], gen, step)
         return rows, t, eps
 
     def _real_logits(self, rows: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -552,8 +572,8 @@ class DistillTask(Task):
     def _fake_update(self, side: TeacherSide, z_hat: torch.Tensor, ct, gen: torch.Generator,
                      step: int) -> dict[str, float]:
         """One update of a Teacher's fake score on stopgrad(B(G(noise))), in its own space."""
-        t, eps = self._noising(z_hat, gen, side)
-        real = self._real_draw(gen) if self.gan else None
+        t, eps = self._noising(z_hat, gen, step, side)
+        real = self._real_draw(gen, step) if self.gan else None
         parts = micro_batches(self.cfg.train, len(z_hat))
         total, rows = 0.0, []
         params = self._fake_params(side)
@@ -632,7 +652,7 @@ class DistillTask(Task):
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         cfg = self.cfg
         noise, cs, cts = self._batch(gen)
-        noisings = [self._noising(torch.empty(1, *side.bridge.teacher_shape, device=self.device), gen, side)
+        noisings = [self._noising(torch.empty(1, *side.bridge.teacher_shape, device=self.device), gen, step, side)
                     for side in self.sides]
         parts = micro_batches(cfg.train, len(noise))
         total, rows, zs, z_hats, pixels = 0.0, [], [], [[] for _ in self.sides], []

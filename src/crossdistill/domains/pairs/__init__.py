@@ -13,6 +13,7 @@ class PairsDomain(ModuleDomain):
     name = "pairs"
     size = scenes.SIZE
     teacher, student, classifier = "pairs-teacher", "pairs-student-base", "pairs-classifier"
+    bridge = "pairs-bridge"   # the stage-1 Bridge of `crossdistill demo --domain pairs` (300 steps): configs/distill_pairs.yaml
     artifacts = Path(__file__).parent / "artifacts"
     scenes, judge = scenes, f"{__name__}.judge"
 
