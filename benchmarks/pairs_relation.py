@@ -6,7 +6,10 @@ Among the images where both prompt colours are found as objects, the fraction wh
 relation is right, swapped (the objects on the named axis, in the other order: the
 colours not bound to their sides) and on the other axis; and, among the swapped images
 whose prompt asks for two different shapes, the fraction with both shapes where the
-prompt's layout puts them (the colours swapped between two correctly placed objects).
+prompt's layout puts them (the colours swapped between two correctly placed objects);
+the last two columns split "relation right" by whether the prompt's two shapes are the
+same (`a red circle left of a green circle`: only the colours tell the objects apart) or
+different.
 """
 
 from __future__ import annotations
@@ -24,22 +27,25 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", type=Path)
     a = ap.parse_args()
     print("| folder | images | both colours found | relation right | swapped | other axis "
-          "| swapped, shapes in place |")
-    print("|---|---|---|---|---|---|---|")
+          "| swapped, shapes in place | right, same-shape prompts | right, different shapes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for folder in a.folders:
         gens = read_generations(folder)
-        got, in_place = [], []
+        got, in_place, by_kind = [], [], {True: [], False: []}
         for prompt, img in zip(gens.prompts, gens.images()):
             _, s1, _, _, s2 = parse_prompt(prompt)
             outcome, first, second = relation_outcome(img, prompt)
             if outcome != "missing":
                 got.append((outcome == "right", outcome == "swapped", outcome == "other"))
+                by_kind[s1 == s2].append(outcome == "right")
                 if outcome == "swapped" and s1 != s2:   # colour 1 sits where object 2 belongs
                     in_place.append(first.shape == s2 and second.shape == s1)
         n = max(len(got), 1)
         right, swapped, other = (sum(g[k] for g in got) / n for k in range(3))
         placed = f"{sum(in_place) / len(in_place):.2f} of {len(in_place)}" if in_place else "-"
-        print(f"| {folder} | {len(gens.rows)} | {len(got)} | {right:.3f} | {swapped:.3f} | {other:.3f} | {placed} |")
+        kinds = [f"{sum(v) / len(v):.3f} of {len(v)}" if v else "-" for v in (by_kind[True], by_kind[False])]
+        print(f"| {folder} | {len(gens.rows)} | {len(got)} | {right:.3f} | {swapped:.3f} | {other:.3f} | {placed} "
+              f"| {kinds[0]} | {kinds[1]} |")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,9 @@ def main() -> None:
             cells.append(f"{m:{fmt}} ± {ci:{fmt}}" if n > 1 else f"{m:{fmt}}")
         print(f"| {label} | {n} | " + " | ".join(cells) + " |")
     for spec in a.diff:
-        x, _, y = spec.partition("-")
+        # labels may hold "-" themselves ("cross-space"): the split at the "-" that leaves two labels
+        splits = [(spec[:i], spec[i + 1:]) for i, ch in enumerate(spec) if ch == "-"]
+        x, y = next(((u, v) for u, v in splits if u in per_seed and v in per_seed), ("", ""))
         if x not in per_seed or y not in per_seed or len(per_seed[x]["all"]) != len(per_seed[y]["all"]):
             ap.error(f"--diff {spec!r}: two group labels with as many runs each, from {sorted(per_seed)}")
         cells = []

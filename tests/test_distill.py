@@ -254,6 +254,35 @@ def test_t_first_draws_its_own_teacher_times_for_its_steps_then_the_main_range(t
             Stage2Config(t_first=bad).validate()
 
 
+def test_every_teacher_time_draw_of_a_step_uses_that_step(tiny_pair):
+    """The generator's, the fake score's (both updates) and the GAN's real draws all get the
+    loop's step, so the phase switches for all of them at t_first.steps."""
+    from accelerate import Accelerator
+
+    from crossdistill.distill.stage2 import DistillTask
+
+    cfg = _cfg(tiny_pair, 4, gan=0.01)
+    cfg.t_first = FirstTimes(steps=3)
+    task = DistillTask.from_config(cfg, PROMPTS)
+    task.setup(Accelerator(cpu=True))
+    seen, noising = [], task._noising
+    task._noising = lambda z, gen, step, side=None: seen.append(step) or noising(z, gen, step, side)
+    for step in (2, 3):
+        task.step(step, torch.Generator().manual_seed(step))
+    # per step: the generator's draw, then each of the 2 fake updates' own draw and its real (GAN) draw
+    assert seen == [2] * 5 + [3] * 5
+
+
+def test_a_run_that_never_leaves_its_first_phase_says_so(tiny_pair, tmp_path, capsys):
+    cfg = _cfg(tiny_pair, 2)
+    cfg.t_first = FirstTimes(steps=2)   # steps 0 and 1: both in the first phase
+    distill(cfg, tmp_path / "run", PROMPTS, progress=False)
+    assert "warning: t_first.steps=2 >= train.steps=2" in capsys.readouterr().out
+    cfg.train.steps = 3
+    distill(cfg, tmp_path / "run", PROMPTS, progress=False)   # continued past the phase: nothing to say
+    assert "t_first" not in capsys.readouterr().out
+
+
 def test_pixel_gan_trains_and_resumes(tiny_pair, tmp_path):
     """gan.space=student: a discriminator on Student-resolution pixels, checkpointed and resumed exactly."""
     def cfg(steps):

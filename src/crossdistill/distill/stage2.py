@@ -784,6 +784,9 @@ def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, 
     from ..config import to_dict
 
     check_same_teachers(cfg, Path(run_dir))
+    if 0 < cfg.train.steps <= cfg.t_first.steps:   # legitimate for a run continued later, worth saying
+        print(f"warning: t_first.steps={cfg.t_first.steps} >= train.steps={cfg.train.steps}: every step of this "
+              f"run draws Teacher times from t_first.t_range={list(cfg.t_first.t_range)}, none from t_range")
     torch.manual_seed(cfg.train.seed)
     task = DistillTask.from_config(cfg, prompts)
     return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)
