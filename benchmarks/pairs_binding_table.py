@@ -17,17 +17,9 @@ import json
 from pathlib import Path
 
 
-def relation_of_found(folder: Path) -> tuple[float, int]:
-    from crossdistill.domains.pairs.judge import relation_outcome
-    from crossdistill.eval.harness import read_generations
-
-    gens = read_generations(folder)
-    got = [relation_outcome(img, p)[0] for p, img in zip(gens.prompts, gens.images())]
-    got = [o for o in got if o != "missing"]
-    return sum(o == "right" for o in got) / max(len(got), 1), len(got)
-
-
 def main() -> None:
+    from pairs_relation import relation_stats   # benchmarks/, this script's folder
+
     ap = argparse.ArgumentParser()
     ap.add_argument("log", type=Path)
     ap.add_argument("groups", nargs="+", help="LABEL=NAME,NAME,...")
@@ -52,7 +44,7 @@ def main() -> None:
             def cell(values, fmt="{:.3f}"):
                 return " / ".join(fmt.format(v) for v in values)
 
-            rel = " / ".join("{:.3f} of {}".format(*relation_of_found(root / r["name"] / f"gen-{step}"))
+            rel = " / ".join("{right:.3f} of {found}".format(**relation_stats(root / r["name"] / f"gen-{step}"))
                              for r in got)
             print(f"| {label} | {step} | {len(got)} | {cell(r['adherence']['colors'] for r in got)} | "
                   f"{cell(r['adherence']['shapes'] for r in got)} | {rel} | "

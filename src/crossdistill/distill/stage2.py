@@ -32,7 +32,7 @@ from ..data.sources import DataConfig, hf_captions, load_images, read_prompts
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError, check_fractions, choice_error
 from ..train import (Task, TrainConfig, average_gradients, default_device, ema_update, local_part, mean_logs,
-                     micro_batches, optimizer_step, run, weights_dtype)
+                     micro_batches, optimizer_step, processes, run, weights_dtype)
 from .diagnostics import bridge_drift, last_logged, latent_diagnostics, reencoded
 from .generator import StudentGenerator, one_step_scheduler, student_scheduler
 from .gan import HEADS, FeatureTap, GanHead, PixelDiscriminator
@@ -784,9 +784,10 @@ def distill(cfg: Stage2Config, run_dir: Path, prompts: list[str] | None = None, 
     from ..config import to_dict
 
     check_same_teachers(cfg, Path(run_dir))
-    if 0 < cfg.train.steps <= cfg.t_first.steps:   # legitimate for a run continued later, worth saying
-        print(f"warning: t_first.steps={cfg.t_first.steps} >= train.steps={cfg.train.steps}: every step of this "
-              f"run draws Teacher times from t_first.t_range={list(cfg.t_first.t_range)}, none from t_range")
+    if 0 < cfg.train.steps <= cfg.t_first.steps:   # legitimate for a run continued later, worth saying (once)
+        processes().print(f"warning: t_first.steps={cfg.t_first.steps} >= train.steps={cfg.train.steps}: every "
+                          f"step of this run draws Teacher times from t_first.t_range="
+                          f"{list(cfg.t_first.t_range)}, none from t_range")
     torch.manual_seed(cfg.train.seed)
     task = DistillTask.from_config(cfg, prompts)
     return run(task, cfg.train, run_dir, to_dict(cfg), progress=progress, overwrite=overwrite)
