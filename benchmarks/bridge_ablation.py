@@ -23,7 +23,7 @@ from crossdistill.bridge import BridgeConfig
 from crossdistill.bridge.evaluate import evaluate_runs
 from crossdistill.bridge.io import load_bridge
 from crossdistill.bridge.losses import AttnConfig
-from crossdistill.bridge.stage1 import BridgeTask, Stage1Config, train_bridge
+from crossdistill.bridge.stage1 import BridgeTask, BridgeTrainConfig, train_bridge
 from crossdistill.data.sources import DataConfig
 from crossdistill.train import TrainConfig
 
@@ -36,9 +36,9 @@ VALIDATION_SEED = 4242
 
 
 @torch.no_grad()
-def validation_loss(run: Path, cfg: Stage1Config, images: int = 256) -> float:
+def validation_loss(run: Path, cfg: BridgeTrainConfig, images: int = 256) -> float:
     """The variant's own objective (L_rec + lambda L_attn) on unseen images."""
-    val_cfg = Stage1Config(**{**cfg.__dict__, "data": DataConfig(images=images, seed=VALIDATION_SEED)})
+    val_cfg = BridgeTrainConfig(**{**cfg.__dict__, "data": DataConfig(images=images, seed=VALIDATION_SEED)})
     torch.manual_seed(0)
     task = BridgeTask.from_config(val_cfg)
     task.bridge = load_bridge(run / "bridge", task.student, task.teacher)
@@ -69,8 +69,9 @@ def main():
         lam = args.lambda_attn if lam > 0 else 0.0
         best = None
         for lr in map(float, args.lrs.split(",")):
-            cfg = Stage1Config(lr=lr, bridge=bcfg, attn=AttnConfig(weight=lam),
-                               train=TrainConfig(steps=args.steps, batch=args.batch, checkpoint_every=100))
+            cfg = BridgeTrainConfig(teacher="shapes-teacher", student="shapes-student-base", lr=lr, bridge=bcfg,
+                                    attn=AttnConfig(weight=lam),
+                                    train=TrainConfig(steps=args.steps, batch=args.batch, checkpoint_every=100))
             run = args.out / f"{name}-lr{lr:g}"
             train_bridge(cfg, run)
             val = validation_loss(run, cfg)

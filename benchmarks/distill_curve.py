@@ -5,7 +5,7 @@ the same run: the loop's per-step randomness makes that identical to one long ru
 exports the EMA Student, generates `--n-per-prompt` images for each of the domain's
 evaluation prompts (seeds 100000 + k; world I: 90, world II: 120) and scores them; prints one JSON line per point and appends it to `--log`.
 
-    python benchmarks/distill_curve.py --name cross --config configs/distill_shapes.yaml \
+    python benchmarks/distill_curve.py --name cross --config distill_shapes \
         --set bridge_dir=runs/demo/bridge/bridge --steps 200 400 --n-per-prompt 2
 
 The shared-space baseline and the cross-space Student are tuned with this same script
@@ -37,7 +37,8 @@ def main() -> None:
 
     from crossdistill.config import load_config, to_dict
     from crossdistill.distill.diagnostics import last_logged
-    from crossdistill.distill.stage2 import Stage2Config, distill
+    from crossdistill.distill.config import DistillConfig
+    from crossdistill.distill.run import distill
     from crossdistill.eval.harness import evaluate
     from crossdistill.generate import GenerateConfig, generate
     from crossdistill.data.sources import domain_of, read_prompts
@@ -47,9 +48,9 @@ def main() -> None:
     run = Path(a.root) / a.name
     t0 = time.time()
     for steps in a.steps:
-        cfg = load_config(Stage2Config, Path(a.config), a.overrides + [f"train.steps={steps}"])
+        cfg = load_config(DistillConfig, Path(a.config), a.overrides + [f"train.steps={steps}"])
         if prompts is None:   # train on the domain's prompts, score on its evaluation prompts
-            teacher = load_denoiser(cfg.teacher_list()[0].model)   # several Teachers: the first's domain
+            teacher = load_denoiser(cfg.teachers[0].model)   # several Teachers: the first's domain
             prompts = read_prompts(cfg.prompts, teacher)
             eval_prompts = domain_of(teacher).eval_prompts()
         distill(cfg, run, prompts, progress=False)

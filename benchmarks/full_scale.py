@@ -69,7 +69,7 @@ def meta_report(name, student, S_RES, T_RES):
 
 def lora_params(t, rank: int = 16) -> int:
     """LoRA parameters crossdistill's fake score adds (rank r on the attention projections)."""
-    from crossdistill.distill.stage2 import lora_targets
+    from crossdistill.distill.fake import lora_targets
 
     n = 0
     for name, m in t.model.named_modules():
@@ -85,10 +85,11 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
     import tempfile
 
     from crossdistill.bridge.losses import AttnConfig
-    from crossdistill.bridge.stage1 import BridgeTask, Stage1Config
+    from crossdistill.bridge.stage1 import BridgeTask, BridgeTrainConfig
     from crossdistill.data.banks import PairBank
     from crossdistill.data.conditioning import DummyConditioner
-    from crossdistill.distill.stage2 import DistillTask, FakeConfig, Stage2Config, cast_frozen
+    from crossdistill.distill.task import DistillTask, cast_frozen
+    from crossdistill.distill.config import DistillConfig, FakeConfig, TeacherConfig
     from crossdistill.presets import narrow
     from crossdistill.train import TrainConfig, prepare, step_generator
 
@@ -116,7 +117,7 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
         bank = PairBank(torch.randn(n, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype),
                         torch.randn(n, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype), ["a caption"] * n)
         bridge = Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("bridge")).to(device)
-        cfg1 = Stage1Config(attn=AttnConfig(layers=layers), train=train)
+        cfg1 = BridgeTrainConfig(teacher=name, student=student, attn=AttnConfig(layers=layers), train=train)
         task1 = BridgeTask(t, s, bridge, bank, cfg1, conditioner=DummyConditioner(t))
         prepare(task1, train, tmp)
         counter = iter(range(10**6))
@@ -148,9 +149,10 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
                    speedup=round(teacher_ms / student_ms, 1))
 
         # stage 2: the DMD2 step through the trained-alike Bridge, LoRA fake score
-        cfg2 = Stage2Config(fake=FakeConfig(kind="lora", updates=1), train=train)
-        task2 = DistillTask(t, s, bridge, ["a caption"] * batch, cfg2,
-                            conditioners=(DummyConditioner(s), DummyConditioner(t)))
+        cfg2 = DistillConfig(student=student, teachers=[TeacherConfig(name)], fake=FakeConfig(kind="lora", updates=1),
+                             train=train)
+        task2 = DistillTask([t], s, [bridge], ["a caption"] * batch, cfg2,
+                            conditioners=(DummyConditioner(s), [DummyConditioner(t)]))
         prepare(task2, train, tmp)
         peak(lambda: task2.step(0, step_generator(0, next(counter))), "stage2")
     return out   # the models go with this frame; main() empties the CUDA cache between Teachers

@@ -35,18 +35,23 @@ def child(stage: str, scale: int, out: Path) -> dict:
     train = TrainConfig(steps=4, batch=16, checkpoint_every=4, log_every=1)
     t0 = time.time()
     if stage == "stage1":
-        from crossdistill.bridge.stage1 import Stage1Config, train_bridge
+        from crossdistill.bridge.stage1 import BridgeTrainConfig, train_bridge
         from crossdistill.data.sources import DataConfig
 
-        cfg = Stage1Config(data=DataConfig(images=DEMO_IMAGES * scale), train=train)
+        dom = get("shapes")
+        cfg = BridgeTrainConfig(teacher=dom.teacher, student=dom.student, data=DataConfig(images=DEMO_IMAGES * scale),
+                                train=train)
         train_bridge(cfg, out / "run", progress=False)
         size = cfg.data.images
     else:
-        from crossdistill.distill.stage2 import Stage2Config, distill
+        from crossdistill.distill.config import DistillConfig, TeacherConfig
+        from crossdistill.distill.run import distill
 
         prompts = get("shapes").prompts() * scale
         (out / "prompts.txt").write_text("\n".join(prompts))
-        cfg = Stage2Config(bridge_dir="roundtrip", prompts=str(out / "prompts.txt"), train=train)
+        dom = get("shapes")
+        cfg = DistillConfig(student=dom.student, teachers=[TeacherConfig(dom.teacher, "roundtrip")],
+                            prompts=str(out / "prompts.txt"), train=train)
         distill(cfg, out / "run", progress=False)
         size = len(prompts)
     return {"stage": stage, "scale": scale, "data": size, "seconds": round(time.time() - t0, 1),

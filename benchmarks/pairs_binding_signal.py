@@ -14,7 +14,7 @@ judges (world II judge) the relation in:
 right; "breaks": among samples that are right, the share whose real(t) has it swapped.
 If real(t) fixes swapped samples at some t, the signal DMD needs is there at that t.
 
-    python benchmarks/pairs_binding_signal.py --config configs/distill_shapes.yaml \
+    python benchmarks/pairs_binding_signal.py --config distill_shapes \
         --set teacher=pairs-teacher student=pairs-student-base prompts=pairs \
         bridge_dir=runs/demo-pairs/bridge/bridge --n 2 --json out.json
 """
@@ -31,7 +31,8 @@ import torch
 def main() -> None:
     from crossdistill.config import load_config
     from crossdistill.data.images import to_uint8
-    from crossdistill.distill.stage2 import DistillTask, Stage2Config
+    from crossdistill.distill.task import DistillTask
+    from crossdistill.distill.config import DistillConfig
     from crossdistill.domains import get
     from crossdistill.domains.pairs.judge import relation_outcome
     from crossdistill.runtime import set_threads
@@ -46,7 +47,7 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     set_threads(a.threads)
-    cfg = load_config(Stage2Config, a.config, a.set)
+    cfg = load_config(DistillConfig, a.config, a.set)
     task = DistillTask.from_config(cfg)
     side = task.sides[0]
     teacher = side.den

@@ -8,8 +8,8 @@ device and `torch.utils.flop_counter.FlopCounterMode` counts each pass from shap
 (matmuls, convolutions and attention, whose SDPA decomposes into bmm on meta;
 elementwise ops, norms and softmax are not counted, as usual). Batch 1 per component;
 FLOPs do not depend on the dtype. Student: SD 1.5 at 512 px; Teachers at 1024 px.
-Stage settings come from configs/bridge_sd15_from_<x>.yaml (stage 1) and
-configs/sd15_from_<x>.yaml (stage 2): captured layers, projector, global batch,
+Stage settings come from the shipped configs bridge_sd15_from_<x> (stage 1) and
+sd15_from_<x> (stage 2): captured layers, projector, global batch,
 steps, bank size, guidance, fake.rank, fake.updates, train.log_every.
 
 Components (TFLOP per image), the passes the code runs:
@@ -67,11 +67,13 @@ from crossdistill.attention import AttentionCapture, CaptureSpec, noised_maps  #
 from crossdistill.bridge import Bridge, BridgeConfig  # noqa: E402
 from crossdistill.bridge.losses import map_distance  # noqa: E402
 from crossdistill.denoisers import build_denoiser  # noqa: E402
-from crossdistill.distill.stage2 import FakeConfig, LoraFakeScore  # noqa: E402
+from crossdistill.distill.config import FakeConfig  # noqa: E402
+from crossdistill.config import find_config  # noqa: E402
+from crossdistill.distill.fake import LoraFakeScore  # noqa: E402
 from crossdistill.train import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"sd35-large": "sd35", "flux-dev": "flux", "sdxl": "sdxl"}   # configs/*_<suffix>.yaml
+CONFIGS = {"sd35-large": "sd35", "flux-dev": "flux", "sdxl": "sdxl"}   # the shipped configs *_<suffix>
 S_RES, T_RES, M = 512, 1024, "meta"
 
 FORMULAS = {
@@ -188,7 +190,7 @@ def compose(c: dict, s1: dict, s2: dict, t, recompute: bool) -> dict[str, float]
         return c[k + "+ckpt"] if recompute and k + "+ckpt" in c else c[k]
     u, k = s2["fake"]["updates"], s2.get("train", {}).get("log_every", TrainConfig().log_every)
     embedded = getattr(t, "guidance_embedded", False)
-    c2 = 1 if embedded or s2.get("guidance", t.defaults.guidance) <= 1 else 2
+    c2 = 1 if embedded or (s2["teachers"][0].get("guidance") or t.defaults.guidance) <= 1 else 2
     cb = 1 if embedded or t.defaults.guidance <= 1 else 2
     return {
         "stage1_step": g("txt_t") + g("Ds.f") + g("P.fb_w") + g("Tcap.f") + g("Tcap.fb_in"),
@@ -220,7 +222,7 @@ def main():
         "formulas": FORMULAS, "teachers": {}}
     rows = []
     for name in args.teachers:
-        s1, s2 = (yaml.safe_load((ROOT / f"configs/{f}_{CONFIGS[name]}.yaml").read_text())
+        s1, s2 = (yaml.safe_load(find_config(f"{f}_{CONFIGS[name]}").read_text())
                   for f in ("bridge_sd15_from", "sd15_from"))
         t = build_denoiser(name, device=M)
         layers = s1.get("attn", {}).get("layers")
@@ -244,7 +246,7 @@ def main():
             rows.append((name, mode, p, b1, b2, hours))
         entry["settings"] = {"stage1_batch": b1, "stage1_steps": n1, "bank_images": bank, "stage2_batch": b2,
                              "stage2_steps": n2, **{k: p[k] for k in ("n", "c_b", "c2", "u", "k")},
-                             "stage2_guidance": s2.get("guidance"), "fake_rank": s2["fake"]["rank"], **info}
+                             "stage2_guidance": s2["teachers"][0].get("guidance"), "fake_rank": s2["fake"]["rank"], **info}
         result["teachers"][name] = entry
 
     names = list(result["teachers"])

@@ -49,25 +49,25 @@ def models(tmp_path_factory):
 # (row id, command line; {r} is the fixture folder, {o} a fresh output folder, expected message part)
 ROWS = [
     ("malformed YAML", "distill {r}/yaml/malformed.yaml --out {o}", "malformed YAML"),
-    ("unknown config key", "distill configs/distill_shapes.yaml --out {o} --set fake.updatez=3",
+    ("unknown config key", "distill distill_shapes --out {o} --set fake.updatez=3",
      "did you mean 'updates'"),
-    ("wrong type", "distill configs/distill_shapes.yaml --out {o} --set train.steps=many", "must be int"),
-    ("negative learning rate", "distill configs/distill_shapes.yaml --out {o} --set lr=-1", "lr must be > 0"),
+    ("wrong type", "distill distill_shapes --out {o} --set train.steps=many", "must be int"),
+    ("negative learning rate", "distill distill_shapes --out {o} --set lr=-1", "lr must be > 0"),
     ("guidance < 0", "generate --model {r}/student --prompt 'a red circle' --guidance -1 --out {o}",
      "--guidance must be >= 0"),
-    ("resolution not divisible", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+    ("resolution not divisible", "bridge train bridge_shapes --out {o} --set teacher={r}/teacher "
      "--set student={r}/student --set student_resolution=31", "not a positive multiple of 2"),
-    ("pair the Bridge can't map", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+    ("pair the Bridge can't map", "bridge train bridge_shapes --out {o} --set teacher={r}/teacher "
      "--set student={r}/student --set student_resolution=32 --set teacher_resolution=48",
      "not an integer resolution ratio"),
-    ("stage 1 on images without captions", "bridge train configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+    ("stage 1 on images without captions", "bridge train bridge_shapes --out {o} --set teacher={r}/teacher "
      "--set student={r}/student --set data.source=folder --set data.path={r}/uncaptioned",
      "1 of the bank's 1 images have an empty prompt"),
-    ("data-free stage 1 without captions", "bridge bank configs/bridge_shapes.yaml --out {o} --set teacher={r}/teacher "
+    ("data-free stage 1 without captions", "bridge bank bridge_shapes --out {o} --set teacher={r}/teacher "
      "--set student={r}/student --set data.source=teacher --set data.domain=null", "samples the Teacher on captions"),
     ("unknown family (pipeline class)", "generate --model {r}/foreign_pipe --prompt 'a cat' --out {o}",
      "unknown pipeline class 'KandinskyPipeline'"),
-    ("unknown choice", "distill configs/distill_shapes.yaml --out {o} --set fake.kind=lorra",
+    ("unknown choice", "distill distill_shapes --out {o} --set fake.kind=lorra",
      "did you mean 'lora'"),
     ("missing model folder", "generate --model {r}/nowhere --prompt 'a cat' --out {o}", "model folder not found"),
     ("missing component", "generate --model {r}/no_vae --prompt 'a cat' --out {o}",
@@ -81,11 +81,11 @@ ROWS = [
      "not UTF-8"),
     ("out dir exists, not a run (generate)", "generate --model {r}/student --prompt 'a cat' --out {r}/mine",
      "not a crossdistill output"),
-    ("out dir exists, not a run (train)", "distill configs/distill_shapes.yaml --out {r}/mine",
+    ("out dir exists, not a run (train)", "distill distill_shapes --out {r}/mine",
      "not a crossdistill run"),
     ("prompt outside the shapes grammar", "generate --model shapes-teacher --prompt 'a pink hexagon' --out {o}",
      "unknown color 'pink'"),
-    ("unknown parallelism", "distill configs/distill_shapes.yaml --out {o} --set train.parallel=zero3",
+    ("unknown parallelism", "distill distill_shapes --out {o} --set train.parallel=zero3",
      "train.parallel"),
     ("eval: metric needing a missing package", "eval {r}/gens --metrics hpsv2", "pip install hpsv2"),
     ("device this machine lacks", "generate --model {r}/student --prompt 'a cat' --out {o} --device cuda:7",
@@ -94,10 +94,10 @@ ROWS = [
      "unknown --dtype 'fp8'"),
     ("architecture preset as a model", "generate --model sd15 --prompt 'a cat' --out {o}",
      "is an architecture preset"),
-    ("renamed flag", "bench --json {o}/x.json", "bench --json was renamed --out"),
-    ("unknown tracker", "distill configs/distill_shapes.yaml --out {o} --set train.report_to=mlflow",
+    ("unknown flag", "bench --json {o}/x.json", "No such option: --json (see `crossdistill bench --help`)"),
+    ("unknown tracker", "distill distill_shapes --out {o} --set train.report_to=mlflow",
      "unknown train.report_to 'mlflow'"),
-    ("few-step with the one-step map", "distill configs/distill_shapes.yaml --out {o} --set generator.steps=4",
+    ("few-step with the one-step map", "distill distill_shapes --out {o} --set generator.steps=4",
      "generator.final_alpha_bar must be in (0, 1) and needs generator.steps=1"),
 ]
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from conftest import count_steps, invocations
 from crossdistill.bridge import Bridge, BridgeConfig
-from crossdistill.bridge.stage1 import Stage1Config, train_bridge
+from crossdistill.bridge.stage1 import BridgeTrainConfig, train_bridge
 from crossdistill.data.sources import DataConfig
 from crossdistill.denoisers import build_denoiser, load_denoiser
 from crossdistill.errors import CrossdistillError
@@ -66,7 +66,7 @@ def test_gradients_reach_projector_through_frozen_teacher_not_decoder(tiny_model
 
 
 def _cfg(root, steps):
-    return Stage1Config(teacher=str(root / "teacher"), student=str(root / "student"), data=DataConfig(images=48, domain="shapes"),
+    return BridgeTrainConfig(teacher=str(root / "teacher"), student=str(root / "student"), data=DataConfig(images=48, domain="shapes"),
                         bridge=BridgeConfig(width=16, depth=1),
                         train=TrainConfig(steps=steps, batch=8, checkpoint_every=2, log_every=1))
 

@@ -78,17 +78,17 @@ def test_prompts_file_errors(tmp_path, tiny_model):
 
 
 def test_bridge_train_dry_run_and_config_errors(tmp_path):
-    out = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "train.steps=7").stdout
+    out = run("bridge", "train", "bridge_shapes", "--dry-run", "--set", "train.steps=7").stdout
     assert "steps: 7" in out and "kind: bridge" in out
-    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "lr=-1", ok=False)
+    p = run("bridge", "train", "bridge_shapes", "--dry-run", "--set", "lr=-1", ok=False)
     assert p.returncode == 2 and "lr must be > 0" in p.stderr
-    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "train.stpes=3", ok=False)
+    p = run("bridge", "train", "bridge_shapes", "--dry-run", "--set", "train.stpes=3", ok=False)
     assert "unknown config key 'train.stpes' (did you mean 'steps'?)" in p.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: [1, 2\n")
     p = run("bridge", "train", bad, "--dry-run", ok=False)
     assert p.returncode == 2 and "malformed YAML" in p.stderr and "line" in p.stderr
-    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--dry-run", "--set", "train.steps=abc", ok=False)
+    p = run("bridge", "train", "bridge_shapes", "--dry-run", "--set", "train.steps=abc", ok=False)
     assert "config key 'train.steps' must be int, got 'abc'" in p.stderr
 
 
@@ -98,15 +98,15 @@ def test_bridge_train_and_eval_end_to_end(tmp_path):
     build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
     common = ["--set", f"teacher={root / 'teacher'}", "--set", f"student={root / 'student'}"]
     data = ["--set", "data.images=16", "--set", "data.shard_size=8"]
-    out = run("bridge", "bank", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common, *data,
+    out = run("bridge", "bank", "bridge_shapes", "--out", tmp_path / "run", *common, *data,
               "--threads", "1").stdout                                  # the data step alone
     assert "bank of 16 pairs (2 shards)" in out
     stamp = [p.stat().st_mtime_ns for p in sorted((tmp_path / "run" / "bank").glob("shard-*"))]
-    run("bridge", "train", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common, *data,
+    run("bridge", "train", "bridge_shapes", "--out", tmp_path / "run", *common, *data,
         "--set", "train.steps=3", "--set", "train.batch=4", "--threads", "1")
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "run" / "bank").glob("shard-*"))] == stamp   # reused
     assert (tmp_path / "run" / "bridge" / "projector.safetensors").exists()
-    p = run("bridge", "train", "configs/bridge_shapes.yaml", "--out", tmp_path / "run", *common,
+    p = run("bridge", "train", "bridge_shapes", "--out", tmp_path / "run", *common,
             "--set", "data.images=24", "--set", "data.shard_size=8", "--set", "train.steps=4", ok=False)
     assert "bank" in p.stderr and "was built from other data or models (data.images, images differ)" in p.stderr
     assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "ckpt-0000003").exists()
@@ -149,7 +149,7 @@ def test_demo_pairs_smoke(tmp_path):
             "round-trip"} <= set(m["bridge"])
     assert all(0 <= r["object_attn_error"] <= 2 for r in m["bridge"].values())
     assert m["bridge_seeds"]["bridge-no-attn"]["object_attn_error"]["n"] == 2
-    used = json.loads((out / "runs" / "cross-no-attn-seed1" / "config.json").read_text())["bridge_dir"]
+    used = json.loads((out / "runs" / "cross-no-attn-seed1" / "config.json").read_text())["teachers"][0]["bridge_dir"]
     assert used.endswith("ablations/bridge-no-attn-seed1/bridge")
     diff = m["seeds"]["cross-space one-step - cross-space, Bridge without attention fidelity"]
     assert diff["all"]["n"] == 2 and {"colors", "relation", "clean", "fid"} <= set(diff)   # per attribute too
@@ -174,7 +174,8 @@ def test_demo_smoke(tmp_path):
     assert gap["n"] == 2 and len(gap["values"]) == 2 and gap["ci95"] >= 0     # two training seeds, paired
     assert (out / "students" / "cross-space-seed1" / "model_index.json").exists()
     assert not (out / "students" / "cross-space-no-manifold-seed1").exists()    # one seed beside the main pair
-    assert m["config"]["methods"][1]["settings"]["manifold.weight"] == 1.0
+    assert m["config"]["methods"][1]["recipe"] == "cross"   # the shipped config's setting: the manifold term on
+    assert json.loads((out / "runs" / "cross-space" / "config.json").read_text())["manifold"]["weight"] == 1.0
     assert {"z_std", "reencode_err", "clipped", "bridge_drift"} <= set(m["generations"]["cross-space one-step"]
                                                                         ["diagnostics"])
     assert 0 <= m["generations"]["cross-space one-step"]["fidelity"]["clean"] <= 1

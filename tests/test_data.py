@@ -58,14 +58,14 @@ def test_bank_shards_split_across_processes_are_disjoint_and_read_back_exactly(p
 
 def test_stage1_reads_its_bank_batch_by_batch_from_disk(tiny_pair, tmp_path, monkeypatch):
     """The task holds no latents: every batch comes from `ShardBank.take`."""
-    from crossdistill.bridge.stage1 import BridgeTask, Stage1Config, train_bridge
+    from crossdistill.bridge.stage1 import BridgeTask, BridgeTrainConfig, train_bridge
     from crossdistill.bridge.model import BridgeConfig
     from crossdistill.train import TrainConfig
 
     taken = []
     take = ShardBank.take
     monkeypatch.setattr(ShardBank, "take", lambda self, idx: taken.append(len(idx)) or take(self, idx))
-    cfg = Stage1Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
+    cfg = BridgeTrainConfig(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
                        data=DataConfig(images=10, domain="shapes", shard_size=4), bridge=BridgeConfig(width=8, depth=1),
                        train=TrainConfig(steps=2, batch=4, checkpoint_every=2))
     train_bridge(cfg, tmp_path / "run", progress=False)
@@ -93,7 +93,7 @@ def test_data_free_teacher_is_sampled_on_captions(pair, tmp_path, monkeypatch):
 
 
 def test_stage1_refuses_empty_prompts_with_attention_fidelity(tiny_pair, tmp_path):
-    from crossdistill.bridge.stage1 import BridgeTask, Stage1Config
+    from crossdistill.bridge.stage1 import BridgeTask, BridgeTrainConfig
     from crossdistill.data.banks import PairBank
 
     from crossdistill.bridge.model import Bridge
@@ -103,8 +103,8 @@ def test_stage1_refuses_empty_prompts_with_attention_fidelity(tiny_pair, tmp_pat
     bank = PairBank(torch.zeros(2, *s.latent_shape(32, 32)), torch.zeros(2, *t.latent_shape(32, 32)), ["", "a dog"])
     bridge = Bridge(s.space, t.space, 32, 32)
     with pytest.raises(CrossdistillError, match="1 of the bank's 2 images have an empty prompt"):
-        BridgeTask(t, s, bridge, bank, Stage1Config())
-    BridgeTask(t, s, bridge, bank, Stage1Config(attn=AttnConfig(weight=0)))   # no attention term: allowed
+        BridgeTask(t, s, bridge, bank, BridgeTrainConfig())
+    BridgeTask(t, s, bridge, bank, BridgeTrainConfig(attn=AttnConfig(weight=0)))   # no attention term: allowed
 
 
 @pytest.mark.parametrize("name", ["tiny-sd15", "tiny-sdxl", "tiny-sd3", "tiny-sd35", "tiny-flux"])
@@ -147,7 +147,7 @@ def test_stage1_attention_target_covers_the_caption_tokens(tiny_pair, tmp_path, 
     encode = stage1.PromptConditioner.__call__
     prompts_seen = []
     monkeypatch.setattr(stage1.PromptConditioner, "__call__", lambda self, p: prompts_seen.append(p) or encode(self, p))
-    cfg = stage1.Stage1Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
+    cfg = stage1.BridgeTrainConfig(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
                               data=DataConfig(images=6, domain="shapes"), bridge=BridgeConfig(width=8, depth=1),
                               train=TrainConfig(steps=1, batch=3, checkpoint_every=1))
     stage1.train_bridge(cfg, tmp_path / "run", progress=False)
@@ -165,7 +165,8 @@ def test_stage1_attention_target_covers_the_caption_tokens(tiny_pair, tmp_path, 
 def test_stage2_encodes_each_batch_when_drawn(tiny_pair, tmp_path, monkeypatch):
     """No prompt table: the Teacher's text encoders see only the prompts of the batch
     in hand, never the whole caption list."""
-    from crossdistill.distill.stage2 import DistillTask, Stage2Config, FakeConfig
+    from crossdistill.distill.task import DistillTask
+    from crossdistill.distill.config import DistillConfig, FakeConfig
     from crossdistill.train import TrainConfig, run
 
     (tmp_path / "p.txt").write_text("\n".join(f"a red circle number {i}" for i in range(40)))
@@ -175,7 +176,7 @@ def test_stage2_encodes_each_batch_when_drawn(tiny_pair, tmp_path, monkeypatch):
     for cls in {type(load_denoiser(tiny_pair / m)) for m in ("teacher", "student")}:
         monkeypatch.setattr(cls, "encode_prompt", lambda self, p, encode=cls.encode_prompt:
                             sizes.append(len(p)) or encode(self, p))
-    cfg = Stage2Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"), bridge_dir="roundtrip",
+    cfg = DistillConfig(student=str(tiny_pair / "student"), teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip")],
                        prompts=str(tmp_path / "p.txt"), fake=FakeConfig(updates=1),
                        train=TrainConfig(steps=2, batch=4, checkpoint_every=2))
     task = DistillTask.from_config(cfg)
@@ -185,7 +186,8 @@ def test_stage2_encodes_each_batch_when_drawn(tiny_pair, tmp_path, monkeypatch):
 
 def test_stage2_reads_captions_from_a_dataset_column(tiny_pair, tmp_path):
     from crossdistill.data.sources import hf_captions
-    from crossdistill.distill.stage2 import DistillTask, Stage2Config
+    from crossdistill.distill.task import DistillTask
+    from crossdistill.distill.config import DistillConfig
 
     folder = tmp_path / "ds"
     folder.mkdir()
@@ -194,7 +196,7 @@ def test_stage2_reads_captions_from_a_dataset_column(tiny_pair, tmp_path):
     assert hf_captions(str(folder), "train", "text") == ["a dog", "a cat"]
     with pytest.raises(CrossdistillError, match="has no column 'caption'; columns: text, n"):
         hf_captions(str(folder), "train", "caption")
-    cfg = Stage2Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"), bridge_dir="roundtrip",
+    cfg = DistillConfig(student=str(tiny_pair / "student"), teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip")],
                        prompts=str(folder), prompts_column="text")
     assert DistillTask.from_config(cfg).prompts == ["a dog", "a cat"]
 
@@ -206,8 +208,9 @@ def test_gradient_accumulation_makes_the_same_update(tiny_pair, tmp_path, monkey
     term), up to float rounding. Gradients are compared, not weights: Adam's first steps
     divide by |g| and would amplify rounding in near-zero entries."""
     from crossdistill.bridge.model import BridgeConfig
-    from crossdistill.bridge.stage1 import Stage1Config, train_bridge
-    from crossdistill.distill.stage2 import FakeConfig, ManifoldConfig, Stage2Config, distill
+    from crossdistill.bridge.stage1 import BridgeTrainConfig, train_bridge
+    from crossdistill.distill.config import DistillConfig, FakeConfig, ManifoldConfig
+    from crossdistill.distill.run import distill
     from crossdistill.train import TrainConfig
 
     (tmp_path / "p.txt").write_text("a red circle\na dog\na blue square\n")
@@ -223,13 +226,13 @@ def test_gradient_accumulation_makes_the_same_update(tiny_pair, tmp_path, monkey
         monkeypatch.setattr(torch.optim.AdamW, "step", record)
         train = TrainConfig(steps=2, batch=4, checkpoint_every=2, grad_accumulation=k)
         if stage == "bridge":
-            cfg = Stage1Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
+            cfg = BridgeTrainConfig(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
                                data=DataConfig(images=8, domain="shapes"), bridge=BridgeConfig(width=8, depth=1),
                                train=train)
             train_bridge(cfg, tmp_path / f"run{k}", progress=False)
         else:
-            cfg = Stage2Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
-                               bridge_dir="roundtrip", prompts=str(tmp_path / "p.txt"), lr=1e-3,
+            cfg = DistillConfig(student=str(tiny_pair / "student"), teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip")],
+                                prompts=str(tmp_path / "p.txt"), lr=1e-3,
                                fake=FakeConfig(updates=2), manifold=ManifoldConfig(weight=0.5), train=train)
             distill(cfg, tmp_path / f"run{k}", progress=False)
     assert len(grads[1]) == len(grads[2]) == (2 if stage == "bridge" else 6)   # stage 2: G + 2 fake, twice
@@ -238,6 +241,6 @@ def test_gradient_accumulation_makes_the_same_update(tiny_pair, tmp_path, monkey
         assert a.norm() > 0 and rel < 1e-4, rel
     with pytest.raises(CrossdistillError, match="not divisible by 1 processes x 3 micro-batches"):
         train = TrainConfig(steps=1, batch=4, grad_accumulation=3)
-        train_bridge(Stage1Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
+        train_bridge(BridgeTrainConfig(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
                                   data=DataConfig(images=8, domain="shapes"), train=train), tmp_path / "bad",
                      progress=False)

@@ -38,7 +38,8 @@ def _run(cmd, **kw):
 
 
 def _config(tiny_pair, tmp_path, kind, parallel, steps=3):
-    cfg = {"teacher": str(tiny_pair / "teacher"), "student": str(tiny_pair / "student"), "bridge_dir": "roundtrip", "lr": 1e-3,
+    cfg = {"student": str(tiny_pair / "student"), "teachers": [{"model": str(tiny_pair / "teacher"), "bridge_dir": "roundtrip"}],
+           "lr": 1e-3,
            "prompts": str(tmp_path / "prompts.txt"),
            "fake": {"kind": kind, "updates": 2},
            "train": {"steps": steps, "batch": 4, "checkpoint_every": 1, "log_every": 1, "parallel": parallel}}
@@ -135,7 +136,7 @@ def test_sharded_checkpoints_resume_on_another_number_of_processes(tiny_pair, tm
 def test_stage1_two_processes_equal_one(tiny_pair, tmp_path):
     """Stage 1 under train.parallel=fsdp runs data-parallel (nothing of the Teacher trains)."""
     models = ["--set", f"teacher={tiny_pair / 'teacher'}", "--set", f"student={tiny_pair / 'student'}"]
-    cli = ["-m", "crossdistill.cli", "bridge", "train", "configs/bridge_shapes.yaml", *models, "--set", "data.images=16",
+    cli = ["-m", "crossdistill.cli", "bridge", "train", "bridge_shapes", *models, "--set", "data.images=16",
            "--set", "train.batch=4", "--set", "train.steps=3", "--set", "train.checkpoint_every=3",
            "--set", "train.parallel=fsdp", "--threads", "1"]
     _run([sys.executable, *cli, "--out", str(tmp_path / "one")])
@@ -178,7 +179,7 @@ def test_two_processes_encode_disjoint_bank_shards(tiny_pair, tmp_path):
     from safetensors import safe_open
 
     models = ["--set", f"teacher={tiny_pair / 'teacher'}", "--set", f"student={tiny_pair / 'student'}"]
-    cli = ["-m", "crossdistill.cli", "bridge", "train", "configs/bridge_shapes.yaml", *models, "--set", "data.images=16",
+    cli = ["-m", "crossdistill.cli", "bridge", "train", "bridge_shapes", *models, "--set", "data.images=16",
            "--set", "data.shard_size=5", "--set", "train.batch=4", "--set", "train.steps=3",
            "--set", "train.checkpoint_every=3", "--threads", "1"]
     _run([sys.executable, *cli, "--out", str(tmp_path / "one")])

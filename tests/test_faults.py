@@ -24,11 +24,12 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 def _cmd(stage, root, out):
     models = ["--set", f"teacher={root / 'teacher'}", "--set", f"student={root / 'student'}"]
     if stage == "bridge":
-        return [sys.executable, "-m", "crossdistill.cli", "bridge", "train", "configs/bridge_shapes.yaml", "--out",
+        return [sys.executable, "-m", "crossdistill.cli", "bridge", "train", "bridge_shapes", "--out",
                 str(out), *models, "--set", "data.images=16", "--set", "train.batch=4", "--set", "train.steps=10",
                 "--set", "train.checkpoint_every=1", "--set", "train.log_every=1", "--threads", "1"]
-    return [sys.executable, "-m", "crossdistill.cli", "distill", "configs/distill_shapes.yaml", "--out", str(out),
-            *models, "--set", "bridge_dir=roundtrip", "--set", "fake.updates=1", "--set", "train.batch=4",
+    return [sys.executable, "-m", "crossdistill.cli", "distill", "distill_shapes", "--out", str(out),
+            "--set", f"student={root / 'student'}", "--set", f"teachers.0.model={root / 'teacher'}",
+            "--set", "teachers.0.bridge_dir=roundtrip", "--set", "fake.updates=1", "--set", "train.batch=4",
             "--set", "train.steps=10", "--set", "train.checkpoint_every=1", "--set", "train.sample_every=0",
             "--set", "train.log_every=1",
             "--threads", "1"]

@@ -11,7 +11,8 @@ import torch
 
 from crossdistill.denoisers import load_denoiser
 from crossdistill.distill.generator import Draw, StudentGenerator
-from crossdistill.distill.stage2 import FakeConfig, GeneratorConfig, Stage2Config, distill
+from crossdistill.distill.config import DistillConfig, FakeConfig, GeneratorConfig, TeacherConfig
+from crossdistill.distill.run import distill
 from crossdistill.train import TrainConfig
 
 PROMPTS = ["a red circle", "a dog", "a blue square"]
@@ -20,7 +21,7 @@ PROMPTS = ["a red circle", "a dog", "a blue square"]
 @pytest.fixture(scope="module", params=[2, 4])
 def few_step_run(request, tiny_pair, tmp_path_factory):
     run = tmp_path_factory.mktemp(f"fewstep{request.param}")
-    cfg = Stage2Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"), bridge_dir="roundtrip",
+    cfg = DistillConfig(student=str(tiny_pair / "student"), teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip")],
                        generator=GeneratorConfig(steps=request.param), fake=FakeConfig(updates=1),
                        train=TrainConfig(steps=2, batch=4, log_every=1, report_to="none", sample_every=2))
     distill(cfg, run, PROMPTS, progress=False)
@@ -98,7 +99,7 @@ def test_backward_simulation_trains_each_row_at_its_step(tiny_pair):
 def test_fewstep_config_runs_from_the_cli(tmp_path):
     """The shipped 4-step config, as documented, at 2 steps of batch 4."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "distill", "configs/distill_shapes_fewstep.yaml",
+    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "distill", "distill_shapes_fewstep",
                         "--out", tmp_path / "run", "--set", "train.steps=2", "train.batch=4", "--threads", "1"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -113,7 +114,7 @@ def test_gentler_one_step_x0_map_is_exported_with_its_schedule(tiny_pair, tmp_pa
     reproduces the generator."""
     from diffusers import StableDiffusionPipeline
 
-    cfg = Stage2Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"), bridge_dir="roundtrip",
+    cfg = DistillConfig(student=str(tiny_pair / "student"), teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip")],
                        generator=GeneratorConfig(final_alpha_bar=0.1), fake=FakeConfig(updates=1),
                        train=TrainConfig(steps=2, batch=4, log_every=1, report_to="none"))
     distill(cfg, tmp_path / "run", PROMPTS, progress=False)

@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import load_file
 
 from crossdistill.bridge import Bridge, BridgeConfig
-from crossdistill.bridge.stage1 import Stage1Config, train_bridge
+from crossdistill.bridge.stage1 import BridgeTrainConfig, train_bridge
 from crossdistill.config import load_config
 from crossdistill.denoisers import build_denoiser
-from crossdistill.distill.stage2 import Stage2Config, distill
+from crossdistill.distill.config import DistillConfig
+from crossdistill.distill.run import distill
 from crossdistill.presets import narrow
 
-CONFIGS = Path(__file__).parent.parent / "configs"
 PAIRS = {"sd15_from_sd35": "sd35-large", "sd15_from_flux": "flux-dev", "sd15_from_sdxl": "sdxl"}
 TEXT = ("text_encoder", "text_encoder_2", "text_encoder_3")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -53,7 +53,7 @@ def test_one_step_of_each_stage_at_real_depth(pair, tmp_path):
     else:   # the shipped config's data-free bank, the Teacher sampled on the captions file
         run = ["weights_dtype=fp32", "train.mixed_precision=no", f"data.captions={tmp_path / 'captions.txt'}"]
         tiny_run = tiny_run + ["train.mixed_precision=no", "weights_dtype=fp32"]
-    s1 = load_config(Stage1Config, CONFIGS / f"bridge_{pair}.yaml",
+    s1 = load_config(BridgeTrainConfig, f"bridge_{pair}",
                      models + tiny_run + run + ["data.images=2", "bridge.width=8"])
     assert s1.train.gradient_checkpointing
     train_bridge(s1, tmp_path / "bridge", progress=False)
@@ -61,8 +61,9 @@ def test_one_step_of_each_stage_at_real_depth(pair, tmp_path):
     # two generator steps: at step 0 a zero-initialised LoRA fake score equals the real one
     # exactly when both see the same inputs (Flux-dev: guidance embedded, no CFG call), so
     # the first DMD gradient is 0; the second follows one fake-score update
-    s2 = load_config(Stage2Config, CONFIGS / f"{pair}.yaml",
-                     models + tiny_run + ["train.steps=2", f"bridge_dir={tmp_path / 'bridge' / 'bridge'}",
+    s2 = load_config(DistillConfig, pair,
+                     [f"student={tmp_path / 'student'}", f"teachers.0.model={tmp_path / 'teacher'}"] + tiny_run +
+                     ["train.steps=2", f"teachers.0.bridge_dir={tmp_path / 'bridge' / 'bridge'}",
                                           f"prompts={tmp_path / 'captions.txt'}", "fake.updates=1", "fake.rank=4"])
     assert s2.fake.kind == "lora" and s2.train.gradient_checkpointing
     distill(s2, tmp_path / "student_run", progress=False)

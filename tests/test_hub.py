@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from crossdistill.denoisers import load_denoiser
-from crossdistill.distill.stage2 import ExportConfig, FakeConfig, Stage2Config, distill
+from crossdistill.distill.config import DistillConfig, ExportConfig, FakeConfig, TeacherConfig
+from crossdistill.distill.run import distill
 from crossdistill.errors import CrossdistillError
 from crossdistill.train import TrainConfig
 
@@ -32,7 +33,7 @@ def front_matter(card: str) -> dict:
 @pytest.fixture(scope="module")
 def student_run(tiny_pair, tmp_path_factory):
     run = tmp_path_factory.mktemp("hub") / "my-student"
-    cfg = Stage2Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"), bridge_dir="roundtrip",
+    cfg = DistillConfig(student=str(tiny_pair / "student"), teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip")],
                        fake=FakeConfig(updates=1), export=ExportConfig(fp16_variant=True),
                        train=TrainConfig(steps=2, batch=4, log_every=1, report_to="none"))
     distill(cfg, run, PROMPTS, progress=False)
@@ -122,11 +123,11 @@ def test_push_uploads_the_folder_with_huggingface_hub(student_run, tmp_path, mon
 def test_bridge_has_a_card_and_loads_by_hub_id(tiny_pair, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from crossdistill.bridge.stage1 import Stage1Config, train_bridge
+    from crossdistill.bridge.stage1 import BridgeTrainConfig, train_bridge
     from crossdistill.data.sources import DataConfig
-    from crossdistill.distill.stage2 import make_bridge
+    from crossdistill.distill.teachers import make_bridge
 
-    cfg = Stage1Config(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
+    cfg = BridgeTrainConfig(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"),
                        data=DataConfig(images=8, domain="shapes"),
                        train=TrainConfig(steps=1, batch=4, report_to="none"))
     train_bridge(cfg, tmp_path / "b1", progress=False)
@@ -217,22 +218,24 @@ def test_bench_takes_device_dtype_and_size(tiny_pair):
 
 def test_set_takes_several_overrides_and_yaml_floats(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("lr: 1e-4\nfake:\n  lr: 3e-5\n")        # YAML 1.1 reads these as strings
-    r = cli("distill", cfg, "--dry-run", "--set", "guidance=2.5", "train.steps=7", "ema=5e-1", "--set", "lr=2e-4")
+    cfg.write_text("student: s\nteachers: [{model: t}]\nlr: 1e-4\nfake:\n  lr: 3e-5\n")   # YAML 1.1: strings
+    r = cli("distill", cfg, "--dry-run", "--set", "teachers.0.guidance=2.5", "train.steps=7", "ema=5e-1",
+            "--set", "lr=2e-4")
     assert r.returncode == 0, r.stderr
     d = yaml.safe_load(r.stdout)
-    assert (d["lr"], d["fake"]["lr"], d["guidance"], d["train"]["steps"], d["ema"]) == (2e-4, 3e-5, 2.5, 7, 0.5)
+    assert (d["lr"], d["fake"]["lr"], d["teachers"][0]["guidance"], d["train"]["steps"], d["ema"]) == \
+        (2e-4, 3e-5, 2.5, 7, 0.5)
 
 
 def test_config_keys_lists_every_key_with_help():
-    from crossdistill.bridge.stage1 import Stage1Config
+    from crossdistill.bridge.stage1 import BridgeTrainConfig
     from crossdistill.config import config_keys
 
-    for cls in (Stage1Config, Stage2Config):
+    for cls in (BridgeTrainConfig, DistillConfig):
         rows = config_keys(cls)
         missing = [k for k, _, _, h in rows if not h]
         assert not missing, f"keys without a help comment: {missing}"
-    r = cli("config", "keys", "configs/distill_shapes.yaml")
+    r = cli("config", "keys", "distill_shapes")
     assert r.returncode == 0 and "manifold.weight" in r.stdout and "train.report_to" in r.stdout
     assert "tuple[float, float]" in r.stdout
     r = cli("config", "keys", "nope")
@@ -258,10 +261,10 @@ def test_architecture_presets_are_not_models(tmp_path):
 def test_report_to_tensorboard_and_none(tiny_pair, tmp_path):
     from crossdistill.train.loop import trackers
 
-    base = dict(teacher=str(tiny_pair / "teacher"), student=str(tiny_pair / "student"), bridge_dir="roundtrip",
+    base = dict(student=str(tiny_pair / "student"), teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip")],
                 fake=FakeConfig(updates=1))
     for report, run in (("tensorboard", "tb"), ("none", "quiet")):
-        distill(Stage2Config(**base, train=TrainConfig(steps=2, batch=4, log_every=1, sample_every=2,
+        distill(DistillConfig(**base, train=TrainConfig(steps=2, batch=4, log_every=1, sample_every=2,
                                                         report_to=report)), tmp_path / run, PROMPTS, progress=False)
     events = list((tmp_path / "tb" / "logs").rglob("events.out.tfevents.*"))
     assert events and sum(e.stat().st_size for e in events) > 0

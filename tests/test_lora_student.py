@@ -9,14 +9,15 @@ import torch
 from safetensors.torch import load_file
 
 from crossdistill.denoisers import load_denoiser
-from crossdistill.distill.stage2 import FakeConfig, GeneratorConfig, Stage2Config, distill
+from crossdistill.distill.config import DistillConfig, FakeConfig, GeneratorConfig, TeacherConfig
+from crossdistill.distill.run import distill
 from crossdistill.train import TrainConfig
 
 PROMPTS = ["a red circle", "a dog", "a blue square"]
 
 
 def _cfg(root, steps, gen_steps=1):
-    return Stage2Config(teacher=str(root / "teacher"), student=str(root / "student"), bridge_dir="roundtrip",
+    return DistillConfig(student=str(root / "student"), teachers=[TeacherConfig(str(root / "teacher"), "roundtrip")],
                         generator=GeneratorConfig(kind="lora", rank=4, steps=gen_steps), fake=FakeConfig(updates=1),
                         train=TrainConfig(steps=steps, batch=4, log_every=1, checkpoint_every=2, report_to="none"))
 

@@ -104,12 +104,11 @@ def test_quality_curve_scores_each_saved_sample_grid(tmp_path):
     background scores clean 0 (the judge, not a constant)."""
     from crossdistill.data.images import tile
     from crossdistill.domains import get
-    from crossdistill.domains.data import reference_renders
     from crossdistill.eval.curves import sample_curve
 
     dom = get("shapes")
     prompts = dom.eval_prompts()[:16]
-    renders = np.stack(reference_renders(dom, prompts, seed=3))
+    renders = np.stack(dom.reference_renders(prompts, seed=3))
     rng = np.random.default_rng(0)
     noisy = np.clip(renders.astype(int) + rng.integers(-40, 40, renders.shape), 0, 255).astype(np.uint8)
     folder = tmp_path / "run" / "samples"

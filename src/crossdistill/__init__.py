@@ -2,10 +2,9 @@
 
 The Python API (imported on first use, so `import crossdistill` stays light):
 
-    from crossdistill import Stage1Config, Stage2Config, load_config, train_bridge, train_student
-
-(`train_student` is `crossdistill.distill.stage2.distill` and `generate_images` is
-`crossdistill.generate.generate`: the subpackages `distill` and `generate` keep their names.)
+    from crossdistill import BridgeTrainConfig, DistillConfig, load_config, train_bridge
+    from crossdistill.distill import distill            # stage 2 (the subpackage's entry point)
+    from crossdistill.generate import generate           # images from any model the project loads
 """
 
 __version__ = "0.1.0"
@@ -13,13 +12,11 @@ __version__ = "0.1.0"
 # name -> (module, attribute): the public API, imported lazily
 _API = {
     "load_config": ("crossdistill.config", "load_config"),
-    "Stage1Config": ("crossdistill.bridge.stage1", "Stage1Config"),
+    "BridgeTrainConfig": ("crossdistill.bridge.stage1", "BridgeTrainConfig"),
     "train_bridge": ("crossdistill.bridge.stage1", "train_bridge"),
-    "Stage2Config": ("crossdistill.distill.stage2", "Stage2Config"),
-    "train_student": ("crossdistill.distill.stage2", "distill"),
+    "DistillConfig": ("crossdistill.distill.config", "DistillConfig"),
     "load_denoiser": ("crossdistill.denoisers", "load_denoiser"),
     "GenerateConfig": ("crossdistill.generate", "GenerateConfig"),
-    "generate_images": ("crossdistill.generate", "generate"),
     "evaluate": ("crossdistill.eval.harness", "evaluate"),
     "push": ("crossdistill.hub", "push"),
     "CrossdistillError": ("crossdistill.errors", "CrossdistillError"),

@@ -1,8 +1,9 @@
-"""Typed nested dataclass configs from YAML presets plus dotted overrides.
+"""Typed nested dataclass configs from YAML plus dotted overrides.
 
-`load_config(Cls, "configs/x.yaml", ["train.steps=100"])` validates every key and
-type: an unknown key is an error that suggests the closest known one; a value of the
-wrong type names the key, the value and the expected type.
+`load_config(Cls, "distill_shapes", ["train.steps=100"])` reads a shipped config by
+name (`named_configs()`: the library's and each domain's) or a YAML file by path, and
+validates every key and type: an unknown key is an error that suggests the closest
+known one; a value of the wrong type names the key, the value and the expected type.
 """
 
 from __future__ import annotations
@@ -16,19 +17,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import CrossdistillError
+from .errors import CrossdistillError, choice_error
 
 T = TypeVar("T")
 
 
-# keys an earlier release used, and what replaced them
-RENAMED = {"t_min": "t_range", "t_max": "t_range", "bridge": "bridge_dir"}
-
-
 def _unknown(key: str, allowed, where: str) -> CrossdistillError:
     close = difflib.get_close_matches(key, list(allowed), n=1)
-    if RENAMED.get(key) in allowed:
-        close = [RENAMED[key]]
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return CrossdistillError(f"unknown config key '{where}{key}'{hint}; allowed: {', '.join(sorted(allowed))}")
 
@@ -51,6 +46,9 @@ def _coerce(value: Any, tp, key: str):
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if isinstance(value, str) and hasattr(tp, "from_str"):   # a shorthand the class declares
+            obj = tp.from_str(value)
+            return obj.validate() if hasattr(obj, "validate") else obj
         if not isinstance(value, dict):
             raise CrossdistillError(f"config key '{key}' must be a mapping, got {value!r}")
         return from_dict(tp, value, prefix=key + ".")
@@ -92,20 +90,58 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
 
 
 def _set_dotted(data: dict, dotted: str, value) -> None:
+    """data[a][b]... = value for "a.b..."; a number indexes a list (`teachers.0.guidance=3`)."""
     keys = dotted.split(".")
-    for k in keys[:-1]:
-        data = data.setdefault(k, {})
-        if not isinstance(data, dict):
-            raise CrossdistillError(f"cannot set '{dotted}': '{k}' is not a mapping")
-    data[keys[-1]] = value
+    for i, k in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(data, list):
+            if not (k.isdigit() and int(k) < len(data)):
+                raise CrossdistillError(f"cannot set '{dotted}': '{k}' is not an index of "
+                                        f"'{'.'.join(keys[:i])}' (0..{len(data) - 1})")
+            k = int(k)
+        elif not isinstance(data, dict):
+            raise CrossdistillError(f"cannot set '{dotted}': '{keys[i - 1]}' is not a mapping")
+        if last:
+            data[k] = value
+        else:
+            if isinstance(data, dict):
+                data = data.setdefault(k, {})
+            else:
+                data = data[k]
+            if isinstance(data, str) and not last:   # a shorthand list item (`teachers: [NAME]`)
+                raise CrossdistillError(f"cannot set '{dotted}': '{keys[i]}' is {data!r}, not a mapping; "
+                                        f"write the item as a mapping (model: {data})")
+
+
+_SHIPPED = Path(__file__).parent / "configs"
+
+
+def named_configs() -> dict[str, Path]:
+    """The configs shipped with the library (real models) and with each domain, by name."""
+    from .domains import get, names
+
+    folders = [_SHIPPED] + [get(d).configs for d in names() if get(d).configs is not None]
+    return {p.stem: p for folder in folders for p in sorted(Path(folder).glob("*.yaml"))}
+
+
+def find_config(spec: str | Path) -> Path:
+    """A YAML file by path, or a shipped config by name."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = named_configs()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        raise CrossdistillError(f"config file not found: {path}")
+    raise choice_error("config", str(spec), shipped)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+    """`path`: a YAML file or a shipped config's name (None: the class's defaults)."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise CrossdistillError(f"config file not found: {path}")
+        path = find_config(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
@@ -163,7 +199,7 @@ def _type_name(tp) -> str:
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__name__
     import re
-    # module paths off: list[TeacherConfig], not list[crossdistill.distill.stage2.TeacherConfig]
+    # module paths off: list[TeacherConfig], not list[crossdistill.distill.config.TeacherConfig]
     return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(tp).replace("NoneType", "None"))
 
 

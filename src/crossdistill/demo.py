@@ -65,43 +65,41 @@ class DemoConfig:
 class Method:
     label: str          # row name
     slug: str           # folder name
+    recipe: str         # the domain's stage-2 config it starts from (`Domain.demo_configs`): cross | shared
     teacher: str        # "teacher" or "student" of the domain (the Student base is the shared-space Teacher),
                         # or one of the domain's extra Teachers by name
     bridge: str         # "identity", "roundtrip", or a stage-1 variant name (DIR/bridge, DIR/ablations/<v>)
-    settings: dict = field(default_factory=dict)   # stage-2 config overrides (dotted keys)
+    settings: dict = field(default_factory=dict)   # overrides of the recipe (dotted keys)
     also: tuple = ()    # several Teachers: further (teacher, bridge variant) pairs, all weighted alike
 
 
-# Each method at the best setting of the same search (docs/distill.md, "A fair baseline"),
-# chosen by one rule: the highest all-three adherence + clean-image fraction. Both picks
-# carry the re-encode manifold term; the rows without it show the trade-off it makes.
-SHARED_SETTINGS = {"teacher": "student",
-                   "settings": {"guidance": 7.5, "fake.updates": 1, "manifold.weight": 1.0,
-                                "generator.final_alpha_bar": 0.5}}
-CROSS_SETTINGS = {"teacher": "teacher", "settings": {"guidance": 4.0, "fake.updates": 2, "manifold.weight": 1.0,
-                                                     "generator.final_alpha_bar": 0.5}}
+# The two methods read their settings from the domain's shipped configs (`crossdistill config
+# list`), the best of one search for each (docs/distill.md, "A fair baseline"); the rows of
+# --full change one thing each.
+SHARED_METHOD = {"recipe": "shared", "teacher": "student"}
+CROSS_METHOD = {"recipe": "cross", "teacher": "teacher"}
 NO_MANIFOLD = {"manifold.weight": 0.0}
 BRIDGES = {"bridge": {}, "bridge-no-attn": {"attn.weight": 0.0}, "projector-only": {"bridge.kind": "projector_only"}}
-MAIN = [Method(SHARED, "shared-space", bridge="identity", **SHARED_SETTINGS),
-        Method(CROSS, "cross-space", bridge="bridge", **CROSS_SETTINGS)]
+MAIN = [Method(SHARED, "shared-space", bridge="identity", **SHARED_METHOD),
+        Method(CROSS, "cross-space", bridge="bridge", **CROSS_METHOD)]
 TRADE_OFF = [Method(f"{SHARED}, no manifold term", "shared-space-no-manifold", bridge="identity",
-                    teacher=SHARED_SETTINGS["teacher"], settings={**SHARED_SETTINGS["settings"], **NO_MANIFOLD}),
+                    settings=NO_MANIFOLD, **SHARED_METHOD),
              Method(f"{CROSS}, no manifold term", "cross-space-no-manifold", bridge="bridge",
-                    teacher=CROSS_SETTINGS["teacher"], settings={**CROSS_SETTINGS["settings"], **NO_MANIFOLD})]
-ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", bridge="roundtrip", **CROSS_SETTINGS),
+                    settings=NO_MANIFOLD, **CROSS_METHOD)]
+ABLATIONS = [Method("cross-space, round-trip Bridge", "cross-roundtrip", bridge="roundtrip", **CROSS_METHOD),
              Method("cross-space, projector-only Bridge", "cross-projector-only", bridge="projector-only",
-                    **CROSS_SETTINGS),
+                    **CROSS_METHOD),
              Method("cross-space, Bridge without attention fidelity", "cross-no-attn", bridge="bridge-no-attn",
-                    **CROSS_SETTINGS)]
+                    **CROSS_METHOD)]
 
 # beyond the paper (--full): few-step and LoRA cross-space Students, same budget and settings
-FEW_STEP = {k: v for k, v in CROSS_SETTINGS["settings"].items() if k != "generator.final_alpha_bar"}   # one-step only
-EXTENSIONS = [Method("cross-space 2-step", "cross-2step", bridge="bridge", teacher="teacher",
-                     settings={**FEW_STEP, "generator.steps": 2}),
-              Method("cross-space 4-step", "cross-4step", bridge="bridge", teacher="teacher",
-                     settings={**FEW_STEP, "generator.steps": 4}),
-              Method("cross-space LoRA Student (rank 16)", "cross-lora", bridge="bridge", teacher="teacher",
-                     settings={**CROSS_SETTINGS["settings"], "generator.kind": "lora", "generator.rank": 16})]
+FEW_STEP = {"generator.final_alpha_bar": None}   # the gentle x0 map is one-step only
+EXTENSIONS = [Method("cross-space 2-step", "cross-2step", bridge="bridge",
+                     settings={**FEW_STEP, "generator.steps": 2}, **CROSS_METHOD),
+              Method("cross-space 4-step", "cross-4step", bridge="bridge",
+                     settings={**FEW_STEP, "generator.steps": 4}, **CROSS_METHOD),
+              Method("cross-space LoRA Student (rank 16)", "cross-lora", bridge="bridge",
+                     settings={"generator.kind": "lora", "generator.rank": 16}, **CROSS_METHOD)]
 
 
 def extra_bridge(teacher: str) -> str:
@@ -115,10 +113,10 @@ def several_teachers(domain) -> list[Method]:
     extra = list(domain.extra_teachers)
     if not extra:
         return []
-    alone = [Method(f"cross-space, {t} alone", f"cross-{t}", teacher=t, bridge=extra_bridge(t), **{
-                 k: v for k, v in CROSS_SETTINGS.items() if k != "teacher"}) for t in extra]
+    alone = [Method(f"cross-space, {t} alone", f"cross-{t}", recipe="cross", teacher=t, bridge=extra_bridge(t))
+             for t in extra]
     return alone + [Method(f"cross-space, {len(extra) + 1} Teachers at once", f"cross-{len(extra) + 1}-teachers",
-                           bridge="bridge", also=tuple((t, extra_bridge(t)) for t in extra), **CROSS_SETTINGS)]
+                           bridge="bridge", also=tuple((t, extra_bridge(t)) for t in extra), **CROSS_METHOD)]
 
 
 SAME_ON_RESUME = ("n_per_prompt", "seed", "bridge_steps", "bridge_images", "distill_steps", "prompts")
@@ -247,9 +245,9 @@ class Demo:
     def bridges(self) -> dict:
         """Stage 1 for every Bridge variant, then their held-out evaluation (with the round-trip)."""
         from .bridge.evaluate import evaluate_runs
-        from .bridge.stage1 import Stage1Config, train_bridge
-        from .data.sources import DataConfig
+        from .bridge.stage1 import BridgeTrainConfig, train_bridge
         from .config import load_config
+        from .data.sources import DataConfig
         from .io import atomic_file
         from .train import TrainConfig
 
@@ -264,7 +262,8 @@ class Demo:
                 if not (run / "bridge" / "bridge.json").exists():
                     own = BRIDGES[variant] if teachers[run] == self.domain.teacher else {}   # an extra Teacher's: as is
                     sets = {"teacher": teachers[run], "student": self.domain.student, **own}
-                    s1 = load_config(Stage1Config, None, [f"{k}={v}" for k, v in sets.items()])
+                    s1 = load_config(BridgeTrainConfig, self.domain.demo_configs["bridge"],
+                                     [f"{k}={v}" for k, v in sets.items()])
                     s1 = dataclasses.replace(s1, data=DataConfig(images=cfg.bridge_images),
                                              train=TrainConfig(steps=cfg.bridge_steps, batch=32, checkpoint_every=100,
                                                                seed=seed))
@@ -292,8 +291,11 @@ class Demo:
         return extra.get(variant, self.domain.teacher)
 
     def stage2_config(self, m: Method, seed: int):
+        """The method's recipe (a shipped config) with the demo's models, Bridges, budget and seed."""
+        import yaml
+
         from .config import load_config
-        from .distill.stage2 import Stage2Config, TeacherConfig
+        from .distill import DistillConfig
 
         own = seed if self.cfg.bridge_seeds else 0   # the Bridge trained with this seed
 
@@ -303,27 +305,24 @@ class Demo:
         def teacher(role):
             return {"teacher": self.domain.teacher, "student": self.domain.student}.get(role, role)
 
-        sets = {"teacher": teacher(m.teacher), "student": self.domain.student, "bridge_dir": bridge(m.bridge),
-                "train.steps": self.cfg.distill_steps, "train.batch": 16, "train.checkpoint_every": 50,
+        sets = {"student": self.domain.student, "prompts": self.domain.name, "train.steps": self.cfg.distill_steps,
                 "train.seed": seed,
                 "train.sample_every": max(1, self.cfg.distill_steps // 3),   # the report's quality-versus-step curves
                 **m.settings}
-        if not m.also:
-            return load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
-        # several Teachers: each with its own Bridge and the method's guidance, weighted alike
+        recipe = load_config(DistillConfig, self.domain.demo_configs[m.recipe],
+                             [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                              for k, v in sets.items()])
+        # the recipe's Teacher settings (guidance) on each of the method's Teachers, weighted alike
         pairs = [(m.teacher, m.bridge), *m.also]
-        guidance = sets.pop("guidance", None)
-        one = Stage2Config()
-        sets.update(teacher=one.teacher, bridge_dir=one.bridge_dir)
-        cfg = load_config(Stage2Config, None, [f"{k}={v}" for k, v in sets.items()])
-        cfg.teachers = [TeacherConfig(teacher(t), bridge(b), None if guidance is None else float(guidance),
-                                      1.0 / len(pairs)) for t, b in pairs]
-        return cfg.validate()
+        one = recipe.teachers[0]
+        teachers = [dataclasses.replace(one, model=teacher(t), bridge_dir=bridge(b),
+                                        weight=one.weight if len(pairs) == 1 else 1.0 / len(pairs)) for t, b in pairs]
+        return dataclasses.replace(recipe, teachers=teachers).validate()
 
     def student(self, m: Method, seed: int) -> tuple[dict, str]:
         """Stage 2 for one method and training seed, its export, generations and scores."""
         from .distill.diagnostics import last_logged
-        from .distill.stage2 import distill, stored_teachers
+        from .distill.run import distill, stored_teachers
         from .hub import add_metrics, flat_metrics
 
         slug = _seeded(m.slug, seed)
@@ -331,8 +330,8 @@ class Demo:
         run, student = self.out / "runs" / slug, self.out / "students" / slug
         s2 = self.stage2_config(m, seed)
         if (student / "crossdistill.json").exists() and (run / "config.json").exists():
-            used = [t.get("bridge_dir") for t in stored_teachers(json.loads((run / "config.json").read_text()))]
-            want = [tc.bridge_dir for tc in s2.teacher_list()]
+            used = [t.get("bridge_dir") for t in stored_teachers(run)]
+            want = [tc.bridge_dir for tc in s2.teachers]
             if list(map(_bridge_key, used)) != list(map(_bridge_key, want)):   # e.g. --bridge-seeds toggled on resume
                 raise CrossdistillError(f"{student} was distilled through Bridge {' + '.join(map(str, used))}, not "
                                         f"{' + '.join(want)}; rerun with the same --bridge-seeds or choose another --out")

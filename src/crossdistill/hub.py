@@ -10,15 +10,13 @@ re-render it after metrics are added (`add_metrics`).
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
 
 import yaml
 
 from .errors import CrossdistillError, first_line
+from .hub_ids import HUB_ID, is_hub_id, offline
 
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 BRIDGE_FILES = ("bridge.json", "projector.safetensors", "README.md")
 
@@ -32,10 +30,6 @@ LICENSES = {
     "black-forest-labs/FLUX.1-dev": "other",                   # FLUX.1 [dev] Non-Commercial License
     "black-forest-labs/FLUX.1-schnell": "apache-2.0",
 }
-
-
-def is_hub_id(source: str) -> bool:
-    return bool(HUB_ID.fullmatch(str(source))) and not Path(source).exists() and not str(source).startswith(".")
 
 
 def _shipped(name: str) -> bool:
@@ -236,11 +230,6 @@ def flat_metrics(rows: dict) -> dict:
 def add_metrics(folder: Path, metrics: dict) -> None:
     """Record measured metrics in a Student's or Bridge's metadata and re-render its card."""
     _update_meta(folder, lambda m: m.setdefault("metrics", {}).update(metrics))
-
-
-def offline() -> bool:
-    """HF_HUB_OFFLINE is set: only the local Hugging Face cache may be read."""
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
 def fetch_bridge(spec: str) -> Path:

@@ -6,8 +6,10 @@
   roundtrip       B(z_s) = E_t(up(D_s(z_s)))  the Teacher's own VAE encoder; nothing learned
   identity        B(z_s) = z_s          shared latent space (Student base as Teacher)
 
-All variants share one interface, `forward(z_s) -> z_t`, and map the Student's
-normalised latent shape to the Teacher's for any integer resolution ratio.
+All variants share one interface, `forward(z_s, clamp, decoded) -> z_t`, and map the
+Student's normalised latent shape to the Teacher's for any integer resolution ratio. A
+caller that already decoded z_s passes the pixels (`decoded`): variants that read them
+(`reads_pixels`) then do not decode again.
 """
 
 from __future__ import annotations
@@ -132,9 +134,14 @@ class Bridge(nn.Module):
     def trainable(self) -> bool:
         return self.projector is not None
 
-    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether `forward` reads the decoded Student image D_s(z_s) (and so takes `decoded`)."""
+        return False
+
+    def forward(self, z_s: Tensor, clamp: str = "none", decoded: Tensor | None = None) -> Tensor:
         """`clamp`: how decoded Student pixels are limited to [-1, 1] (`clamp_pixels`)
-        where a variant decodes them."""
+        where a variant decodes them; `decoded`: D_s(z_s) when the caller has it."""
         raise NotImplementedError
 
     def state_dict_trainable(self) -> dict[str, Tensor]:
@@ -152,7 +159,7 @@ class IdentityBridge(Bridge):
             raise CrossdistillError(f"identity bridge needs a shared latent space; Student latent "
                                     f"{self.student_shape} != Teacher latent {self.teacher_shape}")
 
-    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+    def forward(self, z_s: Tensor, clamp: str = "none", decoded: Tensor | None = None) -> Tensor:
         return z_s
 
 
@@ -165,9 +172,11 @@ class RoundtripBridge(Bridge):
         super().__init__(*args, **kwargs)
         resolution_ratio(self.student_res, self.teacher_res, "the Student image to the Teacher image")
 
-    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+    reads_pixels = True
+
+    def forward(self, z_s: Tensor, clamp: str = "none", decoded: Tensor | None = None) -> Tensor:
         """Always clamps (hard when `clamp` is "none"): the Teacher's encoder saw only images."""
-        img = self.student.decode(z_s)
+        img = self.student.decode(z_s) if decoded is None else decoded
         if self.teacher_res != self.student_res:
             img = F.interpolate(img, size=(self.teacher_res, self.teacher_res), mode="bilinear",
                                 align_corners=False, antialias=self.teacher_res < self.student_res)
@@ -184,7 +193,7 @@ class ProjectorOnlyBridge(Bridge):
         (s_ch, s_h, _), (t_ch, t_h, _) = self.student_shape, self.teacher_shape
         self.projector = Projector(s_ch, t_ch, s_h, t_h, self.cfg.width, self.cfg.depth)
 
-    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
+    def forward(self, z_s: Tensor, clamp: str = "none", decoded: Tensor | None = None) -> Tensor:
         return self.projector(z_s)
 
 
@@ -201,11 +210,16 @@ class DecoderBridge(Bridge):
                                    self.cfg.width, self.cfg.depth)
         self._tap = self._pixels if self.cfg.tap == "pixels" else self._features
 
-    def _pixels(self, z_s: Tensor, clamp: str) -> Tensor:
-        return clamp_pixels(self.student.decode(z_s), clamp)
+    @property
+    def reads_pixels(self) -> bool:
+        return self.cfg.tap == "pixels"
 
-    def _features(self, z_s: Tensor, clamp: str) -> Tensor:
-        """The decoder's last feature map (input of its output norm); not clamped."""
+    def _pixels(self, z_s: Tensor, clamp: str, decoded: Tensor | None) -> Tensor:
+        return clamp_pixels(self.student.decode(z_s) if decoded is None else decoded, clamp)
+
+    def _features(self, z_s: Tensor, clamp: str, decoded: Tensor | None) -> Tensor:
+        """The decoder's last feature map (input of its output norm); not clamped. It
+        decodes z_s itself: the hook must see the decoder run."""
         feats = {}
         hook = self.student.vae.decoder.conv_norm_out.register_forward_hook(
             lambda m, inp, out: feats.setdefault("x", inp[0]))
@@ -215,8 +229,8 @@ class DecoderBridge(Bridge):
             hook.remove()
         return feats["x"]
 
-    def forward(self, z_s: Tensor, clamp: str = "none") -> Tensor:
-        return self.projector(self._tap(z_s, clamp).to(next(self.projector.parameters()).dtype))
+    def forward(self, z_s: Tensor, clamp: str = "none", decoded: Tensor | None = None) -> Tensor:
+        return self.projector(self._tap(z_s, clamp, decoded).to(next(self.projector.parameters()).dtype))
 
 
 _VARIANTS: dict[str, type[Bridge]] = {c.kind: c for c in (DecoderBridge, ProjectorOnlyBridge, RoundtripBridge,

@@ -30,9 +30,9 @@ from .model import Bridge, BridgeConfig
 
 
 @dataclass
-class Stage1Config:
-    teacher: str = "shapes-teacher"          # Teacher: a model name, diffusers folder or hub id
-    student: str = "shapes-student-base"     # Student (its VAE decoder is the Bridge's frozen front)
+class BridgeTrainConfig:
+    teacher: str = ""                        # Teacher: a model name, diffusers folder or hub id (required)
+    student: str = ""                        # Student (its VAE decoder is the Bridge's frozen front; required)
     student_resolution: int | None = None    # Student image size (the model's default if None)
     teacher_resolution: int | None = None    # Teacher image size (the model's default if None)
     lr: float = 1e-3                         # projector learning rate
@@ -43,13 +43,16 @@ class Stage1Config:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch=32, checkpoint_every=100))
 
     def validate(self):
+        for key in ("teacher", "student"):
+            if not getattr(self, key):
+                raise CrossdistillError(f"{key} is required (a model name, diffusers folder or hub id)")
         if self.lr <= 0:
             raise CrossdistillError(f"lr must be > 0, got {self.lr}")
         weights_dtype(self.weights_dtype)
         return self
 
 
-def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
+def make_pair(cfg: BridgeTrainConfig) -> tuple[Denoiser, Denoiser, int, int]:
     device, frozen = default_device(), weights_dtype(cfg.weights_dtype, cast_fp32=False)
     teacher = load_denoiser(cfg.teacher, dtype=frozen, device=device)
     student = load_denoiser(cfg.student, dtype=frozen, device=device)
@@ -59,7 +62,7 @@ def make_pair(cfg: Stage1Config) -> tuple[Denoiser, Denoiser, int, int]:
     return teacher, student, s_res, t_res
 
 
-def _require_captions(cfg: Stage1Config, prompts: list[str]) -> None:
+def _require_captions(cfg: BridgeTrainConfig, prompts: list[str]) -> None:
     """Attention fidelity reads the Teacher's maps over the captions' tokens: every image needs one."""
     n = sum(not p.strip() for p in prompts)
     if cfg.attn.weight > 0 and n:
@@ -80,7 +83,7 @@ class BridgeTask(Task):
 
     name = "bridge"
 
-    def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, bank: Bank, cfg: Stage1Config,
+    def __init__(self, teacher: Denoiser, student: Denoiser, bridge: Bridge, bank: Bank, cfg: BridgeTrainConfig,
                  conditioner: PromptConditioner | None = None):
         """`conditioner`: the Teacher's conditioning of a batch's prompts (default: its own
         text encoders, per batch)."""
@@ -94,7 +97,7 @@ class BridgeTask(Task):
         self.opt = cfg.train.optimizer(self.bridge.parameters(), cfg.lr)
 
     @classmethod
-    def from_config(cls, cfg: Stage1Config, run_dir: Path | None = None, progress: bool = True,
+    def from_config(cls, cfg: BridgeTrainConfig, run_dir: Path | None = None, progress: bool = True,
                     overwrite: bool = False) -> "BridgeTask":
         """`run_dir`: the run folder whose `bank/` holds the paired latents, written shard by
         shard (see `write_bank`) and read back batch by batch; None: encoded into memory."""
@@ -198,7 +201,7 @@ class BridgeTask(Task):
                     config=to_dict(self.cfg), metrics=metrics, name=f"{Path(run_dir).resolve().name}-bridge")
 
 
-def write_bank(cfg: Stage1Config, teacher: Denoiser, student: Denoiser, s_res: int, t_res: int, run_dir: Path,
+def write_bank(cfg: BridgeTrainConfig, teacher: Denoiser, student: Denoiser, s_res: int, t_res: int, run_dir: Path,
                progress: bool = True, overwrite: bool = False) -> ShardBank:
     """The stage-1 bank of `cfg.data` in `run_dir/bank`: every process samples / reads and
     encodes its own shards (shard k: process k mod N), shards already on disk are kept
@@ -219,7 +222,7 @@ def write_bank(cfg: Stage1Config, teacher: Denoiser, student: Denoiser, s_res: i
     return ShardBank(bank_dir)
 
 
-def prepare_bank(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwrite: bool = False) -> ShardBank:
+def prepare_bank(cfg: BridgeTrainConfig, run_dir: Path, progress: bool = True, overwrite: bool = False) -> ShardBank:
     """Only the data step of stage 1: write `run_dir/bank` (then `train_bridge` into the
     same folder reuses it)."""
     from ..train import check_run_dir
@@ -229,7 +232,7 @@ def prepare_bank(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwr
     return write_bank(cfg, teacher, student, s_res, t_res, run_dir, progress, overwrite)
 
 
-def train_bridge(cfg: Stage1Config, run_dir: Path, progress: bool = True, overwrite: bool = False) -> Path:
+def train_bridge(cfg: BridgeTrainConfig, run_dir: Path, progress: bool = True, overwrite: bool = False) -> Path:
     from ..config import to_dict
 
     from ..train import check_run_dir

@@ -49,7 +49,7 @@ def _read_json(source: str, name: str, local_files_only: bool) -> dict | None:
     if path.is_dir():
         f = path / name
         return json.loads(f.read_text()) if f.is_file() else None
-    from ..hub import is_hub_id
+    from ..hub_ids import is_hub_id
 
     if not is_hub_id(source):
         from ..presets import preset_names
@@ -86,7 +86,7 @@ def load_denoiser(source: str | Path, family: str | None = None, dtype: torch.dt
 
     source = resolve(source)
     if local_files_only is None:
-        from ..hub import offline
+        from ..hub_ids import offline
 
         local_files_only = offline()
     index = _read_json(source, "model_index.json", local_files_only)

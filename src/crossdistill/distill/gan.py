@@ -27,9 +27,6 @@ def feature_module(model: nn.Module) -> nn.Module:
     raise TypeError(f"no middle block found in {type(model).__name__}")
 
 
-HEADS = ("pooled", "conv")
-
-
 def _image_stream(out) -> Tensor:
     """(B, C, h, w) features from a block output: the image stream (last tuple item); tokens
     (B, N, C) are laid back on their square grid."""

@@ -42,6 +42,10 @@ class Domain:
                                          # own VAE: pretrained by the stages "vae-<name>" and "<name>"
     extra_bridges: tuple[str, ...] = ()  # shipped Bridges from the Student into each extra Teacher's space
     artifacts: Path | None = None        # folder holding the named artifacts
+    configs: Path | None = None          # folder of the stage configs it ships (`crossdistill config list`)
+    demo_configs: dict = {}              # the shipped configs `crossdistill demo` starts from: bridge (stage 1),
+                                         # cross and shared (stage 2, cross- and shared-space)
+    pretrain_recipe: dict = {}           # its models' pretraining recipe: overrides of `pretrain.PretrainConfig`
 
     # -- prompts ---------------------------------------------------------------
     def prompts(self) -> list[str]:
@@ -111,9 +115,12 @@ class Domain:
         raise NotImplementedError
 
     def reference_renders(self, prompts: list[str], seed: int) -> list:
-        """One render per prompt occurrence at the domain's size (the FID's real side)."""
-        from .data import reference_renders
-        return reference_renders(self, prompts, seed)
+        """One render per prompt occurrence at the domain's size (the FID's real side):
+        scene i drawn for prompt i from the generator seeded (seed, i)."""
+        import numpy as np
+
+        return [self.render_at(self.random_scene(np.random.default_rng([seed, i]), p), self.size)
+                for i, p in enumerate(prompts)]
 
     # -- models --------------------------------------------------------------------
     def feature_network(self, path):
@@ -133,11 +140,6 @@ class Domain:
         own presets override this."""
         from ..presets import load_preset
         return load_preset(name)
-
-    def pretrain_config(self):
-        """The recipe that trains this domain's models (`domains.pretrain.PretrainConfig`)."""
-        from .pretrain import PretrainConfig
-        return PretrainConfig()
 
     def __repr__(self) -> str:
         return f"<domain {self.name}>"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from ..data.images import to_tensor
-from . import Domain
+
+if TYPE_CHECKING:
+    from . import Domain
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:
@@ -50,12 +53,6 @@ def scene_bank(domain: Domain, n: int, seed: int, progress: bool = True) -> tupl
         images[i] = domain.render_at(scene, domain.size)
         prompts.append(scene.prompt)
     return images, prompts
-
-
-def reference_renders(domain: Domain, prompts: list[str], seed: int) -> list[np.ndarray]:
-    """One 64 px render per prompt (scene i of `seed` drawn for prompt i)."""
-    ds = SceneDataset(domain, len(prompts), domain.size, seed, prompts)
-    return [domain.render_at(ds.scene(i), domain.size) for i in range(len(prompts))]
 
 
 def export(domain: Domain, n: int, size: int, out: Path, seed: int = 0) -> Path:

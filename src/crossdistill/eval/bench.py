@@ -94,6 +94,16 @@ def table(rows: dict[str, dict], batches: tuple[int, ...] = (1, 8)):
     return t
 
 
+def full_size_summary(row: dict) -> str:
+    """Three lines of a `full_size` row: the Student's one step, the Teacher's sampler, the speed-up."""
+    return (f"{row['student']} @ {row['student_res']} one step: {row['student_ms']:.0f} ms "
+            f"(UNet {row['student_call_ms']:.0f} + decode {row['student_decode_ms']:.0f})\n"
+            f"{row['teacher']} @ {row['teacher_res']}, {row['teacher_steps']} steps: "
+            f"{row['teacher_ms']:.0f} ms ({row['teacher_steps']} calls x {row['teacher_call_ms']:.0f}, "
+            f"{row['teacher_call']}, + decode {row['teacher_decode_ms']:.0f})\n"
+            f"speed-up {row['speedup']:.1f}x on {row['device']} ({row['dtype']}, batch 1)")
+
+
 # -- full-size architectures (random weights) ------------------------------------------------
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")

@@ -13,8 +13,10 @@ class PairsDomain(ModuleDomain):
     name = "pairs"
     size = scenes.SIZE
     teacher, student, classifier = "pairs-teacher", "pairs-student-base", "pairs-classifier"
-    bridge = "pairs-bridge"   # the stage-1 Bridge of `crossdistill demo --domain pairs` (300 steps): configs/distill_pairs.yaml
+    bridge = "pairs-bridge"   # the stage-1 Bridge of `crossdistill demo --domain pairs` (300 steps): distill_pairs
     artifacts = Path(__file__).parent / "artifacts"
+    configs = Path(__file__).parent / "configs"
+    demo_configs = {"bridge": "bridge_shapes", "cross": "distill_shapes", "shared": "distill_shapes_shared"}   # world I's recipe, for now
     scenes, judge = scenes, f"{__name__}.judge"
 
     def labels(self, prompt: str) -> dict[str, int]:
@@ -31,16 +33,14 @@ class PairsDomain(ModuleDomain):
         return {"color1": len(COLORS), "shape1": len(SHAPES), "relation": len(scenes.RELATIONS),
                 "color2": len(COLORS), "shape2": len(SHAPES)}
 
-    def pretrain_config(self):
-        from ..pretrain import PretrainConfig, StageConfig
-        # two objects and 1080 prompts: twice the scenes, a deeper Teacher trained twice as long.
-        # The Student base trains 10 000 steps (3000 left it dirty: 0.76 clean) on captions whose
-        # colours are exchanged between the objects half the time: like SD 1.5's alt-text it
-        # learns which colours and shapes a scene holds, not which goes with which. On exact
-        # captions the same 10 000 steps bind as well as the Teacher (docs/shapes_world.md).
-        return PretrainConfig(scenes=40000, teacher=StageConfig(6000, 64, 5e-4),
-                              student_base=StageConfig(10000, 64, 5e-4), classifier=StageConfig(3000, 64, 2e-3),
-                              student_caption_swap=0.5)
+    # two objects and 1080 prompts: twice the scenes, a deeper Teacher trained twice as long.
+    # The Student base trains 10 000 steps (3000 left it dirty: 0.76 clean) on captions whose
+    # colours are exchanged between the objects half the time: like SD 1.5's alt-text it
+    # learns which colours and shapes a scene holds, not which goes with which. On exact
+    # captions the same 10 000 steps bind as well as the Teacher (docs/shapes_world.md).
+    pretrain_recipe = {"scenes": 40000, "teacher": {"steps": 6000, "batch": 64, "lr": 5e-4},
+                       "student_base": {"steps": 10000, "batch": 64, "lr": 5e-4},
+                       "classifier": {"steps": 3000, "batch": 64, "lr": 2e-3}, "student_caption_swap": 0.5}
 
 
 DOMAIN = PairsDomain()

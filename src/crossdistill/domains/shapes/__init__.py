@@ -16,6 +16,8 @@ class ShapesDomain(ModuleDomain):
     extra_bridges = ("shapes-bridge-flux",)     # its Bridge (as shapes-bridge, into the Flux Teacher's space)
     bridge = "shapes-bridge"   # the demo's stage-1 Bridge (300 steps, 2000 images): configs/distill_shapes*.yaml
     artifacts = Path(__file__).parent / "artifacts"
+    configs = Path(__file__).parent / "configs"
+    demo_configs = {"bridge": "bridge_shapes", "cross": "distill_shapes", "shared": "distill_shapes_shared"}
     scenes, judge = scenes, f"{__name__}.judge"
 
     def labels(self, prompt: str) -> dict[str, int]:
@@ -26,9 +28,7 @@ class ShapesDomain(ModuleDomain):
     def label_sizes(self) -> dict[str, int]:
         return {"color": len(scenes.COLORS), "shape": len(scenes.SHAPES), "position": len(scenes.POSITIONS)}
 
-    def pretrain_config(self):
-        from ..pretrain import PretrainConfig
-        return PretrainConfig(batch_rng="stream")   # reproduces the committed models
+    pretrain_recipe = {"batch_rng": "stream"}   # reproduces the committed models
 
 
 DOMAIN = ShapesDomain()

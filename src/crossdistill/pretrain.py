@@ -1,4 +1,5 @@
-"""Pretraining of a synthetic domain's models: both VAEs, the Teacher, the Student base
+"""Pretraining of a synthetic domain's models (method code: the domain supplies renders,
+prompts and its recipe, `Domain.pretrain_recipe`): both VAEs, the Teacher, the Student base
 and the metric classifier, from the domain's renders. Every stage is reproducible from the seed, shows a progress
 bar, and writes a standard diffusers folder plus `train_log.json` (command, seed, wall
 time, final losses). A finished stage is skipped when the command is rerun.
@@ -7,6 +8,7 @@ time, final losses). A finished stage is skipped when the command is rerun.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -19,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..denoisers import Conditioning, Denoiser, build_denoiser
-from ..errors import CrossdistillError, choice_error
-from ..train import ema_update
-from ..train.checkpoint import load_latest, save_checkpoint
-from ..io import atomic_dir
-from ..presets import build_component
-from . import Domain
-from .classifier import CONFIG, DomainClassifier
-from .data import scene_bank
+from .denoisers import Conditioning, Denoiser, build_denoiser
+from .domains import Domain
+from .domains.classifier import CONFIG, DomainClassifier
+from .domains.data import scene_bank
+from .errors import CrossdistillError, choice_error
+from .io import atomic_dir
+from .presets import build_component
+from .train import ema_update
+from .train.checkpoint import load_latest, save_checkpoint
 
 STAGES = ("vae-student", "vae-teacher", "teacher", "student-base", "classifier")
 
@@ -73,6 +75,16 @@ class PretrainConfig:
         tiny = lambda: StageConfig(3, 8, 1e-3)   # noqa: E731
         return cls(seed=seed, scenes=300, vae_student=tiny(), vae_teacher=tiny(), teacher=tiny(),
                    student_base=tiny(), classifier=tiny())
+
+
+def pretrain_config(domain: Domain, seed: int = 0, quick: bool = False) -> PretrainConfig:
+    """The domain's recipe (`Domain.pretrain_recipe`, overrides of PretrainConfig's defaults)
+    with `seed`; `quick`: the smoke-test budgets instead."""
+    from .config import from_dict
+
+    if quick:
+        return PretrainConfig.quick(seed)
+    return dataclasses.replace(from_dict(PretrainConfig, domain.pretrain_recipe), seed=seed)
 
 
 def lr_at(step: int, total: int, base: float, decay_frac: float, warmup: int = 50) -> float:
@@ -277,7 +289,7 @@ def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: Pr
              threads: int = 1) -> None:
     """Train the stages not yet finished in `out` (a killed denoiser stage resumes from its
     last checkpoint when the same command is rerun)."""
-    cfg = cfg or domain.pretrain_config()
+    cfg = cfg or pretrain_config(domain)
     if cfg.batch_rng not in ("per_step", "stream"):
         raise choice_error("batch_rng", cfg.batch_rng, ("per_step", "stream"))
     if not 0 <= cfg.student_caption_swap <= 1:
@@ -290,7 +302,7 @@ def pretrain(domain: Domain, out: Path, stages: list[str] | None = None, cfg: Pr
     for s in stages:
         if s not in every:
             raise choice_error("pretrain stage", s, every)
-    from ..runtime import set_threads
+    from .runtime import set_threads
 
     set_threads(threads)
     out = Path(out)

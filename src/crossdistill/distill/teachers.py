@@ -1,0 +1,84 @@
+"""The Teacher side of stage 2: each Teacher with its Bridge, conditioning, fake score,
+guidance and weight, and the Teacher times DMD draws."""
+
+from __future__ import annotations
+
+import torch
+
+from ..bridge import Bridge, BridgeConfig
+from ..bridge.io import load_bridge
+from ..data.conditioning import PromptConditioner
+from ..denoisers import Denoiser
+from ..train import local_part
+from .config import DistillConfig, FakeConfig, TeacherConfig
+from .fake import FakeScore, make_fake
+
+
+def make_bridge(spec: str, student: Denoiser, teacher: Denoiser) -> Bridge:
+    """A stage-1 Bridge folder (or a shipped Bridge's name, or a hub id), or one of the
+    variants with nothing learned (identity, roundtrip)."""
+    s_res, t_res = student.defaults.resolution, teacher.defaults.resolution
+    if spec in ("identity", "roundtrip"):
+        return Bridge(student.space, teacher.space, s_res, t_res, BridgeConfig(spec))
+    from ..hub import fetch_bridge
+
+    return load_bridge(fetch_bridge(spec), student, teacher)
+
+
+class TeacherSide:
+    """One Teacher of stage 2 and what belongs to it: the frozen denoiser, the Bridge into
+    its space, its prompt conditioning, its fake score, its real-score guidance and its
+    weight in the generator's loss. `suffix` tells its logs apart (the first's: none)."""
+
+    def __init__(self, den: Denoiser, bridge: Bridge, text: PromptConditioner, tc: TeacherConfig,
+                 fake: FakeConfig, device, index: int):
+        self.den, self.text, self.weight, self.index = den, text, tc.weight, index
+        self.den.model.requires_grad_(False)
+        self.bridge = bridge.to(device).requires_grad_(False)
+        self.uncond = text.uncond()
+        self.fake_cfg, self.fake = fake, None   # made by `make_fake`, once the generator exists
+        self.guidance = den.defaults.guidance if tc.guidance is None else tc.guidance
+        self.suffix = "" if index == 0 else f"_t{index}"
+        self.key = "fake" + self.suffix   # its fake score's checkpoint / optimizer name: fake, fake_t1, ...
+        # the exact map the Bridge stands in for, for the drift diagnostic (nothing to compare for these two)
+        self.roundtrip = None if bridge.kind in ("roundtrip", "identity") else Bridge(
+            bridge.student, bridge.teacher, bridge.student_res, bridge.teacher_res, BridgeConfig("roundtrip"))
+
+    def make_fake(self) -> FakeScore:
+        self.fake = make_fake(self.den, self.fake_cfg)
+        return self.fake
+
+    def logs(self, logs: dict[str, float]) -> dict[str, float]:
+        return {k + self.suffix: v for k, v in logs.items()}
+
+
+def shifted_fractions(u: torch.Tensor, lo: float, hi: float, shift: float) -> torch.Tensor:
+    """Fractions of a Teacher's range from uniform u in [0, 1): u shifted toward 1 by
+    s u / (1 + (s - 1) u) (SD3's time shift; s = 1: unchanged), then laid on [lo, hi]."""
+    return lo + (hi - lo) * shift * u / (1 + (shift - 1) * u)
+
+
+class TeacherTimes:
+    """Where DMD looks: the Teacher times (and noise) of a global batch at a generator step.
+    The first `t_first.steps` steps draw from `t_first.t_range`, later ones from `t_range`,
+    with `t_density`, or uniform fractions shifted by `t_shift`. Draws are global (the same
+    on every process) and each process keeps its part."""
+
+    def __init__(self, cfg: DistillConfig):
+        self.cfg = cfg
+
+    def range_at(self, step: int) -> tuple[float, float]:
+        cfg = self.cfg
+        return cfg.t_first.t_range if step < cfg.t_first.steps else cfg.t_range
+
+    def draw(self, teacher: Denoiser, like: torch.Tensor, gen: torch.Generator, step: int, acc):
+        """(t, eps) for the global batch, eps shaped like `like`'s rows; this process's part
+        on `like`'s device (eps in its dtype)."""
+        cfg, n = self.cfg, self.cfg.train.batch
+        lo, hi = self.range_at(step)
+        if cfg.t_shift == 1:
+            t = teacher.sample_timesteps(n, gen, lo=lo, hi=hi, density=cfg.t_density)
+        else:   # the same uniform draw, shifted toward the noisy end before it becomes a native time
+            t = teacher.time_at(shifted_fractions(torch.rand(n, generator=gen), lo, hi, cfg.t_shift))
+        eps = torch.randn(n, *like.shape[1:], generator=gen)
+        return local_part(acc, t).to(like.device), local_part(acc, eps).to(like.device, like.dtype)
