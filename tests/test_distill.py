@@ -468,3 +468,27 @@ def test_resuming_with_other_teachers_is_refused(tiny_pair, flux_teacher, tmp_pa
     distill(_cfg(tiny_pair, 1), tmp_path / "run", PROMPTS, progress=False)
     with pytest.raises(CrossdistillError, match="was trained from Teacher"):
         distill(_two_cfg(tiny_pair, flux_teacher, 2), tmp_path / "run", PROMPTS, progress=False)
+
+
+def test_each_student_latent_is_decoded_once_per_generator_pass(tiny_pair):
+    """The round-trip Bridge, the re-encode manifold term and the pixel GAN all read D_s(z):
+    the Student decoder runs once per micro-batch for all three, and each term's gradient
+    reaches the generator through that one decode."""
+    from accelerate import Accelerator
+
+    from crossdistill.distill.task import DistillTask
+
+    cfg = _cfg(tiny_pair, 1, gan=0.01)
+    cfg.gan.space, cfg.manifold.weight = "student", 1.0
+    task = DistillTask.from_config(cfg, PROMPTS)
+    task.setup(Accelerator(cpu=True))
+    calls = []
+    task.student.space.vae.decoder.register_forward_hook(lambda m, a, out: calls.append(out.shape[0]))
+    gen = torch.Generator().manual_seed(0)
+    noise, cs, cts = task._batch(gen)
+    noisings = [_draw(task, torch.empty(1, *s.bridge.teacher_shape), gen, 0, s) for s in task.sides]
+    loss, logs, _, _, pixels = task._generator_loss(noise, cs, cts, noisings)
+    assert calls == [len(noise)] and pixels is not None
+    assert {"dmd", "manifold", "gan_g"} <= set(logs)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.student.model.parameters())

@@ -242,14 +242,6 @@ def test_config_keys_lists_every_key_with_help():
     assert r.returncode == 2 and "give a stage (bridge, distill)" in r.stderr
 
 
-@pytest.mark.parametrize("args,new", [(["demo", "--prompts", "3"], "--n-prompts"),
-                                      (["bench", "--batch", "1"], "--batch-size"),
-                                      (["bench", "--json", "x.json"], "--out")])
-def test_old_flag_names_are_refused_with_their_new_name(args, new):
-    r = cli(*args)
-    assert r.returncode == 2 and f"was renamed {new}" in r.stderr
-
-
 def test_architecture_presets_are_not_models(tmp_path):
     r = cli("generate", "--model", "sd15", "--prompt", "a dog", "--out", tmp_path / "g")
     assert r.returncode == 2 and "architecture preset" in r.stderr and "stable-diffusion-v1-5/" in r.stderr

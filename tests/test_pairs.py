@@ -160,3 +160,19 @@ def test_method_code_imports_no_domain():
             if 'domain == "shapes"' in text or "== \"shapes\"" in text:
                 offenders.append(f"{f.relative_to(root)}: a shapes special case")
     assert not offenders, offenders
+
+
+def test_each_domain_shows_users_a_prompt_of_its_own_grammar():
+    """A world II Student's card shows a world II prompt (it used to show world I's), a
+    real model's card a real-world one; every domain's example parses in its grammar."""
+    from crossdistill.domains import REAL_WORLD_EXAMPLE, example_prompt, get, names
+    from crossdistill.hub import student_card
+
+    for name in names():
+        get(name).parse(example_prompt(name))
+    info = {"provenance": {"teacher": "pairs-teacher", "student": "pairs-student-base"},
+            "defaults": {"domain": "pairs", "steps": 1, "resolution": 32}}
+    card = student_card(info, "s")
+    assert example_prompt("pairs") in card and example_prompt("shapes") not in card
+    info["defaults"].pop("domain")
+    assert REAL_WORLD_EXAMPLE in student_card(info, "s")

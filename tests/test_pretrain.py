@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crossdistill.domains import get
-from crossdistill.domains.pretrain import PretrainConfig, StageConfig, pretrain
+from crossdistill.pretrain import PretrainConfig, StageConfig, pretrain
 
 
 def _weights(folder):
@@ -19,7 +19,7 @@ def _weights(folder):
 
 @pytest.mark.parametrize("batch_rng", ["per_step", "stream"])
 def test_interrupted_teacher_stage_resumes_to_the_same_weights(tmp_path, monkeypatch, batch_rng):
-    import crossdistill.domains.pretrain as pre
+    import crossdistill.pretrain as pre
 
     cfg = dataclasses.replace(PretrainConfig.quick(0), teacher=StageConfig(6, 4, 1e-3), checkpoint_every=2,
                               batch_rng=batch_rng)
@@ -55,7 +55,7 @@ def test_an_extra_teacher_gets_its_own_vae_and_family(tmp_path):
     """The shapes world ships a second Teacher (Flux family): its stages train a VAE of its
     own (other weights than the Teacher's VAE: another latent space) and a Flux denoiser."""
     from crossdistill.denoisers import load_denoiser
-    from crossdistill.domains.pretrain import stages_of
+    from crossdistill.pretrain import stages_of
     from safetensors.torch import load_file
 
     dom = get("shapes")
@@ -77,7 +77,7 @@ def test_student_caption_swap_exchanges_the_colours_of_that_share_of_captions(tm
     probability 1 - p and its colour-swapped caption otherwise (the Teacher's never are)."""
     import numpy as np
 
-    import crossdistill.domains.pretrain as pre
+    import crossdistill.pretrain as pre
 
     dom = get("pairs")
     own, other = "a red circle left of a blue square", "a blue circle left of a red square"

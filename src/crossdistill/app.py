@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from .denoisers import Denoiser
+from .domains import example_prompt
 from .errors import CrossdistillError
 
 MAX_PROMPT = 300   # characters
@@ -79,7 +80,7 @@ class App:
     def page(self) -> str:
         s, t = self.models["student"], self.models.get("teacher")
         dom = s.defaults.domain
-        example = "a red circle at the top" if dom else "a photo of a corgi on a beach"
+        example = example_prompt(dom)
         return PAGE.format(
             name=html.escape(self.name), steps=s.defaults.steps, plural="" if s.defaults.steps == 1 else "s",
             res=s.defaults.resolution, show=max(256, s.defaults.resolution), example=example,

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import CrossdistillError, first_line
+from .domains import example_prompt
 from .hub_ids import HUB_ID, is_hub_id, offline
 
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -72,7 +73,7 @@ def student_card(info: dict, name: str) -> str:
     d = info.get("defaults", {})
     res = d.get("resolution", 512)
     domain = d.get("domain")
-    prompt = "a red circle at the top" if domain else "a photo of a corgi on a beach"
+    prompt = example_prompt(domain)
     lora = info.get("lora")
     teachers = prov.get("teachers") or [teacher]   # several Teachers: all; `teacher` is the first
     base = [m for m in ((lora or {}).get("base", student), *teachers) if is_hub_id(m)]

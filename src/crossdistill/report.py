@@ -14,6 +14,8 @@ import json
 import platform
 from pathlib import Path
 
+from .domains import example_prompt
+
 # the demo's row labels (demo.py builds the rows, this page reads them)
 REAL, TEACHER, BASE = "real renders", "Teacher (multi-step)", "Student base (multi-step)"
 SHARED, CROSS = "shared-space one-step", "cross-space one-step"
@@ -214,6 +216,7 @@ def _load_snippets(gens: dict) -> str:
             continue
         meta = json.loads(info.read_text())
         steps, lora = meta.get("defaults", {}).get("steps", 1), meta.get("lora")
+        prompt = example_prompt(meta.get("defaults", {}).get("domain"))
         if lora:
             sched = "DDIMScheduler" if steps == 1 else "LCMScheduler"
             load = (f"pipe = StableDiffusionPipeline.from_pretrained({lora['base']!r})\n"
@@ -224,7 +227,7 @@ def _load_snippets(gens: dict) -> str:
         else:
             continue
         out.append(f"# {label}\n{load}"
-                   f"image = pipe('a red circle on the left', num_inference_steps={steps}, guidance_scale=0).images[0]")
+                   f"image = pipe({prompt!r}, num_inference_steps={steps}, guidance_scale=0).images[0]")
     if not out:
         return ""
     return ("<h2>Load a Student</h2><pre>from diffusers import DDIMScheduler, LCMScheduler, StableDiffusionPipeline\n\n"

@@ -42,6 +42,7 @@ class Domain:
                                          # own VAE: pretrained by the stages "vae-<name>" and "<name>"
     extra_bridges: tuple[str, ...] = ()  # shipped Bridges from the Student into each extra Teacher's space
     artifacts: Path | None = None        # folder holding the named artifacts
+    example_prompt: str = ""             # a prompt of its grammar shown to users (model cards, report, app)
     configs: Path | None = None          # folder of the stage configs it ships (`crossdistill config list`)
     demo_configs: dict = {}              # the shipped configs `crossdistill demo` starts from: bridge (stage 1),
                                          # cross and shared (stage 2, cross- and shared-space)
@@ -217,6 +218,16 @@ def register(domain: Domain) -> Domain:
     """Register a domain object at run time (tests, notebooks)."""
     _LOADED[domain.name] = domain
     return domain
+
+
+REAL_WORLD_EXAMPLE = "a photo of a corgi on a beach"
+
+
+def example_prompt(domain: str | None) -> str:
+    """A prompt to show users of a model of `domain` (None: a real-world model)."""
+    if domain is None:
+        return REAL_WORLD_EXAMPLE
+    return get(domain).example_prompt or get(domain).eval_prompts()[0]
 
 
 def find_artifact(name: str) -> Path | None:

@@ -11,6 +11,7 @@ from . import scenes
 
 class PairsDomain(ModuleDomain):
     name = "pairs"
+    example_prompt = "a red circle left of a blue square"
     size = scenes.SIZE
     teacher, student, classifier = "pairs-teacher", "pairs-student-base", "pairs-classifier"
     bridge = "pairs-bridge"   # the stage-1 Bridge of `crossdistill demo --domain pairs` (300 steps): distill_pairs

@@ -10,6 +10,7 @@ from . import scenes
 
 class ShapesDomain(ModuleDomain):
     name = "shapes"
+    example_prompt = "a red circle at the top"
     size = scenes.SIZE
     teacher, student, classifier = "shapes-teacher", "shapes-student-base", "shapes-classifier"
     extra_teachers = ("shapes-teacher-flux",)   # a second Teacher of another family (several-Teacher stage 2)
