@@ -166,7 +166,7 @@ def test_stage2_encodes_each_batch_when_drawn(tiny_pair, tmp_path, monkeypatch):
     """No prompt table: the Teacher's text encoders see only the prompts of the batch
     in hand, never the whole caption list."""
     from crossdistill.distill.task import DistillTask
-    from crossdistill.distill.config import DistillConfig, FakeConfig
+    from crossdistill.distill.config import DistillConfig, FakeConfig, TeacherConfig
     from crossdistill.train import TrainConfig, run
 
     (tmp_path / "p.txt").write_text("\n".join(f"a red circle number {i}" for i in range(40)))
@@ -187,7 +187,7 @@ def test_stage2_encodes_each_batch_when_drawn(tiny_pair, tmp_path, monkeypatch):
 def test_stage2_reads_captions_from_a_dataset_column(tiny_pair, tmp_path):
     from crossdistill.data.sources import hf_captions
     from crossdistill.distill.task import DistillTask
-    from crossdistill.distill.config import DistillConfig
+    from crossdistill.distill.config import DistillConfig, TeacherConfig
 
     folder = tmp_path / "ds"
     folder.mkdir()
@@ -209,7 +209,7 @@ def test_gradient_accumulation_makes_the_same_update(tiny_pair, tmp_path, monkey
     divide by |g| and would amplify rounding in near-zero entries."""
     from crossdistill.bridge.model import BridgeConfig
     from crossdistill.bridge.stage1 import BridgeTrainConfig, train_bridge
-    from crossdistill.distill.config import DistillConfig, FakeConfig, ManifoldConfig
+    from crossdistill.distill.config import DistillConfig, FakeConfig, ManifoldConfig, TeacherConfig
     from crossdistill.distill.run import distill
     from crossdistill.train import TrainConfig
 
