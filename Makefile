@@ -10,11 +10,11 @@ TORCH   ?= torch==2.13.0
 
 .PHONY: demo test venv browser clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml worlds/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
-	$(BIN)/python -m pip install -q -e ".[test,log]"
+	$(BIN)/python -m pip install -q -e ".[test,log]" -e worlds   # the library, and the shapes worlds (a plug-in)
 	touch $@
 
 venv: $(BIN)/.installed

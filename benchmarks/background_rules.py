@@ -14,8 +14,8 @@ from PIL import Image
 
 
 def main(folders: list[str]) -> None:
-    from crossdistill.domains.pixels import FLAT_STD, LEVEL, MAX_TINT
-    from crossdistill.domains.shapes.judge import background
+    from crossdistill_worlds.pixels import FLAT_STD, LEVEL, MAX_TINT
+    from crossdistill_worlds.shapes.judge import background
 
     print("| row | fails std | fails tint | fails level | median std | median tint | median level |")
     print("|---|---|---|---|---|---|---|")

@@ -1,5 +1,5 @@
 """Image fidelity of generation folders, the background-level spread included
-(`domains/pixels.py`, `bg_level_sd`), without the rest of `eval` (no FID):
+(`crossdistill_worlds/pixels.py`, `bg_level_sd`), without the rest of `eval` (no FID):
 
     python benchmarks/bg_spread.py runs/demo/generations/*
 

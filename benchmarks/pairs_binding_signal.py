@@ -34,7 +34,7 @@ def main() -> None:
     from crossdistill.distill.task import DistillTask
     from crossdistill.distill.config import DistillConfig
     from crossdistill.domains import get
-    from crossdistill.domains.pairs.judge import relation_outcome
+    from crossdistill_worlds.pairs.judge import relation_outcome
     from crossdistill.runtime import set_threads
 
     ap = argparse.ArgumentParser()

@@ -1,4 +1,4 @@
-"""World II: how a generation folder gets the relation wrong (`domains/pairs/judge.py`).
+"""World II: how a generation folder gets the relation wrong (`crossdistill_worlds/pairs/judge.py`).
 
     python benchmarks/pairs_relation.py runs/demo-pairs/generations/*
 
@@ -23,8 +23,8 @@ def relation_stats(folder: Path) -> dict:
     the shares `right` / `swapped` / `other` of those, `in_place` (shapes in place, per
     swapped image with two different shapes) and `by_kind` (right or not, per image, keyed
     by whether the prompt's two shapes are the same)."""
-    from crossdistill.domains.pairs.judge import relation_outcome
-    from crossdistill.domains.pairs.scenes import parse_prompt
+    from crossdistill_worlds.pairs.judge import relation_outcome
+    from crossdistill_worlds.pairs.scenes import parse_prompt
     from crossdistill.eval.harness import read_generations
 
     gens = read_generations(folder)

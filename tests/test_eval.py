@@ -29,8 +29,8 @@ def test_image_fidelity_flags_noisy_tinted_and_off_level_backgrounds():
     import numpy as np
 
     from crossdistill.domains.data import SceneDataset
-    from crossdistill.domains.shapes.judge import background, fidelity, is_clean
-    from crossdistill.domains.shapes.scenes import downsample, render
+    from crossdistill_worlds.shapes.judge import background, fidelity, is_clean
+    from crossdistill_worlds.shapes.scenes import downsample, render
 
     ds = SceneDataset(get_domain("shapes"), 30, 64, 9)
     imgs = [render(ds.scene(i)) for i in range(30)]
@@ -53,9 +53,9 @@ def test_background_level_spread_sees_one_gray_for_every_image():
     import numpy as np
 
     from crossdistill.domains.data import SceneDataset
-    from crossdistill.domains.pixels import RENDER_LEVEL_SD
-    from crossdistill.domains.shapes.judge import fidelity
-    from crossdistill.domains.shapes.scenes import render
+    from crossdistill_worlds.pixels import RENDER_LEVEL_SD
+    from crossdistill_worlds.shapes.judge import fidelity
+    from crossdistill_worlds.shapes.scenes import render
 
     ds = SceneDataset(get_domain("shapes"), 200, 64, 9)
     imgs = [render(ds.scene(i)) for i in range(200)]

@@ -120,3 +120,10 @@ def test_a_cycle_through_an_import_inside_a_function_is_found(tmp_path):
     assert cycles(module_graph(pkg, "pkg")) == [["pkg.high", "pkg.low", "pkg.low.leaf"]]
     (pkg / "low" / "leaf.py").write_text("def f():\n    return 1\n")
     assert cycles(module_graph(pkg, "pkg")) == []
+
+
+def test_the_library_imports_no_world():
+    """The shapes worlds are a plug-in distribution (`worlds/`): no module of the library
+    names them; they arrive through the registry's entry points."""
+    naming = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py") if "crossdistill_worlds" in p.read_text()]
+    assert naming == []

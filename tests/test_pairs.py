@@ -11,9 +11,9 @@ import pytest
 
 from crossdistill.domains import Domain, get, names, register
 from crossdistill.domains.data import SceneDataset, scene_bank
-from crossdistill.domains.pairs import scenes
-from crossdistill.domains.pairs.judge import find_objects, relation_outcome, score
-from crossdistill.domains.shapes.scenes import downsample
+from crossdistill_worlds.pairs import scenes
+from crossdistill_worlds.pairs.judge import find_objects, relation_outcome, score
+from crossdistill_worlds.shapes.scenes import downsample
 from crossdistill.errors import CrossdistillError
 
 PAIRS = get("pairs")

@@ -8,9 +8,9 @@ import torch
 
 from crossdistill.errors import CrossdistillError
 from crossdistill.domains import get as get_domain
-from crossdistill.domains.shapes import scenes as shapes
+from crossdistill_worlds.shapes import scenes as shapes
 from crossdistill.domains.data import SceneDataset, export
-from crossdistill.domains.shapes.judge import adherence, read_image
+from crossdistill_worlds.shapes.judge import adherence, read_image
 
 
 def test_grammar_has_90_prompts_and_parses_back():

@@ -18,13 +18,19 @@ PRESET_KINDS = {"full": "architecture only: no weights (bench --full-size, tests
 def presets() -> None:
     """List the model presets: full-size architectures (no weights), tiny test sizes, and the
     domains' trained models (the only presets `--model` accepts by name)."""
-    from ..artifacts import resolve
-    from ..presets import load_preset, preset_names
+    import json
 
+    from ..artifacts import resolve
+    from ..domains import get, names
+    from ..presets import preset_names
+
+    rows = [(name, path.parent.name, path) for name, path in preset_names().items()]
+    for d in names():   # each domain's own models
+        folder = get(d).presets
+        rows += [(p.stem, d, p) for p in sorted(folder.glob("*.json"))] if folder is not None else []
     print(f"{'preset':22s} {'family':6s} {'kind':6s} what it is")
-    for name, path in preset_names().items():
-        p = load_preset(name)
-        kind = path.parent.name
+    for name, kind, path in rows:
+        p = json.loads(path.read_text())
         what = PRESET_KINDS.get(kind) or ("trained model shipped with the project: --model " + name
                                           if resolve(name) != name else "a domain's architecture (weights not installed)")
         src = f" (weights: {p['source']})" if p.get("source") else ""

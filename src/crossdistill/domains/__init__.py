@@ -7,9 +7,11 @@ models it ships by name. Method code (`bridge`, `distill`, `train`, `generate`, 
 asks the registry for the domain a model names in its `crossdistill.json`
 (`defaults.domain`) and calls these methods; it imports no domain.
 
-Built in: `shapes` (one object, docs/shapes_world.md) and `pairs` (two objects and a
-relation, "shapes world II" in the same document). Other packages add domains through the
-entry-point group `crossdistill.domains` (name -> a `Domain` instance).
+Domains come from installed packages, through the entry-point group
+`crossdistill.domains` (name -> a `Domain` instance), or from `register` at run time.
+The shapes worlds (`shapes`: one object; `pairs`: two objects and a relation;
+docs/shapes_world.md) are such a package, `crossdistill-worlds` (`worlds/` in the
+repository), which `make demo` and `make test` install beside the library.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from ..errors import choice_error
 if TYPE_CHECKING:
     import numpy as np
 
-_BUILTIN = {"shapes": "crossdistill.domains.shapes:DOMAIN",
-            "pairs": "crossdistill.domains.pairs:DOMAIN"}
 _LOADED: dict[str, "Domain"] = {}
 
 
@@ -44,6 +44,7 @@ class Domain:
     artifacts: Path | None = None        # folder holding the named artifacts
     example_prompt: str = ""             # a prompt of its grammar shown to users (model cards, report, app)
     configs: Path | None = None          # folder of the stage configs it ships (`crossdistill config list`)
+    presets: Path | None = None          # folder of its models' presets (NAME.json), read by `preset(name)`
     demo_configs: dict = {}              # the shipped configs `crossdistill demo` starts from: bridge (stage 1),
                                          # cross and shared (stage 2, cross- and shared-space)
     pretrain_recipe: dict = {}           # its models' pretraining recipe: overrides of `pretrain.PretrainConfig`
@@ -137,8 +138,13 @@ class Domain:
         return self.artifacts / name
 
     def preset(self, name: str) -> dict:
-        """The model preset `name` (a domain's Teacher / Student); plug-ins shipping their
-        own presets override this."""
+        """The model preset `name` (a domain's Teacher / Student): its own folder's, or the
+        library's."""
+        import json
+
+        own = self.presets / f"{name}.json" if self.presets is not None else None
+        if own is not None and own.is_file():
+            return json.loads(own.read_text())
         from ..presets import load_preset
         return load_preset(name)
 
@@ -194,22 +200,18 @@ def _entry_points() -> dict[str, Any]:
 
 
 def names() -> list[str]:
-    """Built-in, installed (entry points) and run-time registered domains."""
-    return sorted(set(_BUILTIN) | set(_entry_points()) | set(_LOADED))
+    """Installed (entry points) and run-time registered domains."""
+    return sorted(set(_entry_points()) | set(_LOADED))
 
 
 def get(name: str) -> Domain:
     """The registered domain called `name` (built in, or from an installed plug-in)."""
     if name in _LOADED:
         return _LOADED[name]
-    if name in _BUILTIN:
-        module, attr = _BUILTIN[name].split(":")
-        dom = getattr(importlib.import_module(module), attr)
-    else:
-        eps = _entry_points()
-        if name not in eps:
-            raise choice_error("domain", name, names())
-        dom = eps[name].load()
+    eps = _entry_points()
+    if name not in eps:
+        raise choice_error("domain", name, names())
+    dom = eps[name].load()
     _LOADED[name] = dom
     return dom
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import ModuleDomain
+from crossdistill.domains import ModuleDomain
+
+from .. import PRESETS
 from . import scenes
 
 
@@ -18,6 +20,7 @@ class ShapesDomain(ModuleDomain):
     bridge = "shapes-bridge"   # the demo's stage-1 Bridge (300 steps, 2000 images): configs/distill_shapes*.yaml
     artifacts = Path(__file__).parent / "artifacts"
     configs = Path(__file__).parent / "configs"
+    presets = PRESETS / "shapes"
     demo_configs = {"bridge": "bridge_shapes", "cross": "distill_shapes", "shared": "distill_shapes_shared"}
     scenes, judge = scenes, f"{__name__}.judge"
 

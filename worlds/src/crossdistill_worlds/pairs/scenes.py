@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import CrossdistillError
+from crossdistill.errors import CrossdistillError
 from ..shapes.scenes import COLORS, SHAPES, downsample
 
 RELATIONS = ("left of", "right of", "above", "below")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import ModuleDomain
+from crossdistill.domains import ModuleDomain
+
+from .. import PRESETS
 from ..shapes.scenes import COLORS, SHAPES
 from . import scenes
 
@@ -17,6 +19,7 @@ class PairsDomain(ModuleDomain):
     bridge = "pairs-bridge"   # the stage-1 Bridge of `crossdistill demo --domain pairs` (300 steps): distill_pairs
     artifacts = Path(__file__).parent / "artifacts"
     configs = Path(__file__).parent / "configs"
+    presets = PRESETS / "pairs"
     demo_configs = {"bridge": "bridge_shapes", "cross": "distill_shapes", "shared": "distill_shapes_shared"}   # world I's recipe, for now
     scenes, judge = scenes, f"{__name__}.judge"
 
