@@ -56,3 +56,31 @@ def invocations(run_dir) -> list[dict]:
 
     rows = [json.loads(x) for x in (run_dir / "invocations.jsonl").read_text().splitlines()]
     return [{"start_step": r["start_step"], "checkpoint": r["checkpoint"]} for r in rows]
+
+
+def run_cli(*args):
+    """`crossdistill ARGS` run in this process, as `main()` runs it: the exit status, stdout
+    and stderr of a `subprocess.run`, without starting an interpreter and importing torch,
+    diffusers and transformers again (about 9 s a call on 2 cores). Torch's thread count
+    (which `--threads` sets) is restored afterwards; an exception main() does not turn into
+    one line propagates, as a traceback would."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    from crossdistill.cli import main
+
+    argv, threads = sys.argv, torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["crossdistill", *map(str, args)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())

@@ -1,24 +1,18 @@
 """The bad-input table of docs/bad_input.md, one test per row: a clear one-line error,
 exit status 2, no traceback, and nothing overwritten (the output folder is untouched)."""
 
-import os
 import shutil
-import subprocess
-import sys
-
 
 import pytest
 
-from crossdistill.denoisers import build_denoiser
-
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, tiny_pair):
     root = tmp_path_factory.mktemp("bad")
-    build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
-    build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
+    for side in ("student", "teacher"):   # the session's tiny pair, copied: the rows below alter copies of it
+        shutil.copytree(tiny_pair / side, root / side)
     (root / "yaml").mkdir()
     (root / "yaml" / "malformed.yaml").write_text("teacher: shapes-teacher\nfake: [updates: 3\n")
     no_vae = root / "no_vae"
@@ -109,8 +103,7 @@ def test_bad_input_row(models, tmp_path, row, cmd, expected):
     out = tmp_path / "out"
     before = sorted(p.name for p in (models / "mine").iterdir())
     args = shlex.split(cmd.format(r=models, o=out))
-    p = subprocess.run([sys.executable, "-m", "crossdistill.cli", *args], env=ENV, capture_output=True, text=True,
-                       timeout=300)
+    p = run_cli(*args)
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in p.stderr, p.stderr[-2000:]

@@ -1,4 +1,6 @@
-"""End-to-end smoke tests of every CLI command (subprocess, as a user runs them)."""
+"""End-to-end smoke tests of every CLI command: the demos in a subprocess, as a user runs
+them (one per world); the other commands through `main()` in this process (`run_cli`: the
+same exit status and output, without a new interpreter importing torch each time)."""
 
 import json
 import os
@@ -7,14 +9,16 @@ import sys
 
 import pytest
 
+from conftest import run_cli
 from crossdistill.denoisers import build_denoiser
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
 
-def run(*args, ok=True):
-    p = subprocess.run([sys.executable, "-m", "crossdistill.cli", *map(str, args)], env=ENV,
-                       capture_output=True, text=True, timeout=600)
+def run(*args, ok=True, process=False):
+    """`crossdistill ARGS`; `process`: in a subprocess, as a user runs it."""
+    p = subprocess.run([sys.executable, "-m", "crossdistill.cli", *map(str, args)], env=ENV, capture_output=True,
+                       text=True, timeout=600) if process else run_cli(*args)
     if ok:
         assert p.returncode == 0, p.stderr[-2000:]
     return p
@@ -92,10 +96,8 @@ def test_bridge_train_dry_run_and_config_errors(tmp_path):
     assert "config key 'train.steps' must be int, got 'abc'" in p.stderr
 
 
-def test_bridge_train_and_eval_end_to_end(tmp_path):
-    root = tmp_path / "models"
-    build_denoiser("tiny-sd15", seed=1).save_pretrained(root / "student")
-    build_denoiser("tiny-sd35", seed=2).save_pretrained(root / "teacher")
+def test_bridge_train_and_eval_end_to_end(tmp_path, tiny_pair):
+    root = tiny_pair
     common = ["--set", f"teacher={root / 'teacher'}", "--set", f"student={root / 'student'}"]
     data = ["--set", "data.images=16", "--set", "data.shard_size=8"]
     out = run("bridge", "bank", "bridge_shapes", "--out", tmp_path / "run", *common, *data,
@@ -136,7 +138,7 @@ def test_demo_pairs_smoke(tmp_path):
     out = tmp_path / "demo-pairs"
     run("demo", "--domain", "pairs", "--out", out, "--n-prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
         "--bridge-images", "16", "--distill-steps", "2", "--threads", "1", "--full", "--train-seeds", "2",
-        "--bridge-seeds")
+        "--bridge-seeds", "--bench-repeats", "1", process=True)
     m = json.loads((out / "metrics.json").read_text())
     assert m["domain"] == "pairs" and m["prompts"] == 2
     assert {"colors", "shapes", "relation", "no_extra", "all"} == set(m["generations"]["cross-space one-step"]
@@ -167,8 +169,9 @@ def test_demo_pairs_smoke(tmp_path):
 def test_demo_smoke(tmp_path):
     out = tmp_path / "demo"
     args = ("demo", "--out", out, "--full", "--n-prompts", "2", "--n-per-prompt", "1", "--bridge-steps", "2",
-            "--bridge-images", "16", "--distill-steps", "2", "--train-seeds", "2", "--threads", "1")
-    run(*args)
+            "--bridge-images", "16", "--distill-steps", "2", "--train-seeds", "2", "--threads", "1",
+            "--bench-repeats", "1")
+    run(*args, process=True)
     m = json.loads((out / "metrics.json").read_text())
     gap = m["seeds"]["cross-space one-step - shared-space one-step"]["all"]
     assert gap["n"] == 2 and len(gap["values"]) == 2 and gap["ci95"] >= 0     # two training seeds, paired

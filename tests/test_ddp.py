@@ -53,11 +53,24 @@ LAUNCH_2 = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes"
             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
 
 
+@pytest.fixture(scope="module")
+def fsdp_full(tiny_pair, tmp_path_factory):
+    """The straight runs three tests compare with: 3 steps of the full-copy fake score on 1
+    process (RUN/one) and on 2 with the Teacher side sharded (RUN/two); (RUN, the 2-process log)."""
+    root = tmp_path_factory.mktemp("fsdp-full")
+    cli = _config(tiny_pair, root, "full", "fsdp")
+    _run([sys.executable, *cli, "--out", str(root / "one")])
+    return root, _run([sys.executable, *LAUNCH_2, *cli, "--out", str(root / "two")])
+
+
 @pytest.mark.parametrize("parallel,kind", [("ddp", "full"), ("ddp", "lora"), ("fsdp", "full"), ("fsdp", "lora")])
-def test_two_processes_equal_one(tiny_pair, tmp_path, parallel, kind):
-    cli = _config(tiny_pair, tmp_path, kind, parallel)
-    _run([sys.executable, *cli, "--out", str(tmp_path / "one")])
-    log = _run([sys.executable, *LAUNCH_2, *cli, "--out", str(tmp_path / "two")])
+def test_two_processes_equal_one(tiny_pair, tmp_path, parallel, kind, request):
+    if (parallel, kind) == ("fsdp", "full"):
+        tmp_path, log = request.getfixturevalue("fsdp_full")
+    else:
+        cli = _config(tiny_pair, tmp_path, kind, parallel)
+        _run([sys.executable, *cli, "--out", str(tmp_path / "one")])
+        log = _run([sys.executable, *LAUNCH_2, *cli, "--out", str(tmp_path / "two")])
     assert ("units sharded over 2 processes" in log) == (parallel == "fsdp")
     one, two = _generator_weights(tmp_path / "one"), _generator_weights(tmp_path / "two")
     assert one.keys() == two.keys() and len(one) > 10
@@ -78,14 +91,14 @@ def test_two_processes_equal_one(tiny_pair, tmp_path, parallel, kind):
         assert fake.keys() == ref.keys() and all(fake[k].shape == ref[k].shape for k in ref)
 
 
-def test_fsdp_resume_is_exact(tiny_pair, tmp_path):
+def test_fsdp_resume_is_exact(tiny_pair, tmp_path, fsdp_full):
     """2 processes, Teacher side sharded: stop after step 2, rerun to 3 = 3 steps straight
     (the checkpoint gathers the shards, the resume lays them out again)."""
-    logs = [_run([sys.executable, *LAUNCH_2, *_config(tiny_pair, tmp_path, "full", "fsdp", steps=steps),
-                  "--out", str(tmp_path / out)])
-            for steps, out in ((3, "straight"), (2, "resumed"), (3, "resumed"))]
+    straight, log = fsdp_full
+    logs = [log] + [_run([sys.executable, *LAUNCH_2, *_config(tiny_pair, tmp_path, "full", "fsdp", steps=steps),
+                          "--out", str(tmp_path / "resumed")]) for steps in (2, 3)]
     assert all("units sharded over 2 processes" in log for log in logs)   # the sharded path is what resumed
-    a, b = (_state(tmp_path / run / "ckpt-0000003") for run in ("straight", "resumed"))
+    a, b = _state(straight / "two" / "ckpt-0000003"), _state(tmp_path / "resumed" / "ckpt-0000003")
     assert a.keys() == b.keys() and any(k.startswith("optim/fake/") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -101,14 +114,13 @@ def _rows(ckpt, key):
     return out
 
 
-def test_sharded_checkpoints_resume_on_another_number_of_processes(tiny_pair, tmp_path):
+def test_sharded_checkpoints_resume_on_another_number_of_processes(tiny_pair, tmp_path, fsdp_full):
     """FSDP runs save per-process shards (no whole sharded tensor in any file); 2 processes
     -> 1 and 1 -> 2 resume where they left off and land where a straight run lands."""
     def cli(steps):
         return _config(tiny_pair, tmp_path, "full", "fsdp", steps=steps)
 
-    _run([sys.executable, *LAUNCH_2, *cli(3), "--out", str(tmp_path / "two")])        # straight, 2 processes
-    _run([sys.executable, *cli(3), "--out", str(tmp_path / "one")])                   # straight, 1 process
+    straight, _ = fsdp_full   # the straight runs on 2 processes (two) and on 1 (one)
     _run([sys.executable, *LAUNCH_2, *cli(2), "--out", str(tmp_path / "two-one")])    # 2 processes, then 1
     ckpt = tmp_path / "two-one" / "ckpt-0000002"
     whole = _state(ckpt)
@@ -123,7 +135,7 @@ def test_sharded_checkpoints_resume_on_another_number_of_processes(tiny_pair, tm
     assert "resuming from ckpt-0000002" in log
     init = load_file(str(tiny_pair / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
     for run, ref in (("two-one", "two"), ("one-two", "one")):
-        a, b = (_state(tmp_path / r / "ckpt-0000003") for r in (run, ref))
+        a, b = _state(tmp_path / run / "ckpt-0000003"), _state(straight / ref / "ckpt-0000003")
         keys = [k for k in b if k.startswith(("module/generator/", "module/fake/"))]
         assert a.keys() == b.keys() and len(keys) > 20
         moved = sum((b[k] - init[k.removeprefix("module/generator/")]).pow(2).sum()
@@ -131,22 +143,6 @@ def test_sharded_checkpoints_resume_on_another_number_of_processes(tiny_pair, tm
         diff = sum((a[k] - b[k]).pow(2).sum() for k in keys).sqrt().item()
         print(f"{run} vs {ref}: ||update|| {moved:.4g}, ||difference|| {diff:.3g}")
         assert moved > 0.01 and diff <= TOL * moved
-
-
-def test_stage1_two_processes_equal_one(tiny_pair, tmp_path):
-    """Stage 1 under train.parallel=fsdp runs data-parallel (nothing of the Teacher trains)."""
-    models = ["--set", f"teacher={tiny_pair / 'teacher'}", "--set", f"student={tiny_pair / 'student'}"]
-    cli = ["-m", "crossdistill.cli", "bridge", "train", "bridge_shapes", *models, "--set", "data.images=16",
-           "--set", "train.batch=4", "--set", "train.steps=3", "--set", "train.checkpoint_every=3",
-           "--set", "train.parallel=fsdp", "--threads", "1"]
-    _run([sys.executable, *cli, "--out", str(tmp_path / "one")])
-    log = _run([sys.executable, *LAUNCH_2, *cli, "--out", str(tmp_path / "two")])
-    assert "nothing to shard in this stage" in log
-    one, two = (load_file(str(tmp_path / d / "ckpt-0000003" / "state.safetensors")) for d in ("one", "two"))
-    w = [k for k in one if k.startswith("module/bridge/") and one[k].is_floating_point()]
-    diff = max((one[k] - two[k]).abs().max().item() for k in w)
-    print(f"stage 1: max |1 proc - 2 procs| {diff:.3g}")
-    assert len(w) > 5 and diff <= 1e-4
 
 
 def test_accelerate_presets_parse():
@@ -173,17 +169,24 @@ def test_accelerate_presets_parse():
     assert not uses_fsdp(Acc(DistributedType.MULTI_GPU), "ddp")
 
 
-def test_two_processes_encode_disjoint_bank_shards(tiny_pair, tmp_path):
-    """Stage 1's bank under 2 processes: each encodes its own shards (k mod 2), together
-    they cover the set, and the bank and the trained Bridge equal one process's."""
+def test_stage1_two_processes_equal_one_and_encode_disjoint_bank_shards(tiny_pair, tmp_path):
+    """Stage 1 under train.parallel=fsdp runs data-parallel (nothing of the Teacher trains);
+    its bank under 2 processes: each encodes its own shards (k mod 2), together they cover
+    the set, and the bank, the checkpoint and the trained Bridge equal one process's."""
     from safetensors import safe_open
 
     models = ["--set", f"teacher={tiny_pair / 'teacher'}", "--set", f"student={tiny_pair / 'student'}"]
     cli = ["-m", "crossdistill.cli", "bridge", "train", "bridge_shapes", *models, "--set", "data.images=16",
            "--set", "data.shard_size=5", "--set", "train.batch=4", "--set", "train.steps=3",
-           "--set", "train.checkpoint_every=3", "--threads", "1"]
+           "--set", "train.checkpoint_every=3", "--set", "train.parallel=fsdp", "--threads", "1"]
     _run([sys.executable, *cli, "--out", str(tmp_path / "one")])
-    _run([sys.executable, *LAUNCH_2, *cli, "--out", str(tmp_path / "two")])
+    log = _run([sys.executable, *LAUNCH_2, *cli, "--out", str(tmp_path / "two")])
+    assert "nothing to shard in this stage" in log
+    one, two = (load_file(str(tmp_path / d / "ckpt-0000003" / "state.safetensors")) for d in ("one", "two"))
+    w = [k for k in one if k.startswith("module/bridge/") and one[k].is_floating_point()]
+    diff = max((one[k] - two[k]).abs().max().item() for k in w)
+    print(f"stage 1: max |1 proc - 2 procs| {diff:.3g}")
+    assert len(w) > 5 and diff <= 1e-4
 
     def shards(run):
         out = {}
@@ -202,4 +205,4 @@ def test_two_processes_encode_disjoint_bank_shards(tiny_pair, tmp_path):
     b = load_file(str(tmp_path / "two" / "bridge" / "projector.safetensors"))
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"bank test: max |1 proc - 2 procs| {diff:.3g}")
-    assert diff <= 1e-4          # as test_stage1_two_processes_equal_one: reduction order and Adam's first steps
+    assert diff <= 1e-4          # reduction order and Adam's first steps

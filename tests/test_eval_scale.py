@@ -3,10 +3,7 @@ random CLIP (transformers, safetensors) stands in for the FID feature network an
 scorer; the real-model generations come from a tiny SD 1.5 pipeline."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +13,6 @@ from PIL import Image
 from crossdistill.eval import fid as fidlib
 from crossdistill.eval.scale import ScaleConfig, VisionFeatures, clean_resize, evaluate_scale
 
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +107,9 @@ def test_fid_uses_the_shared_frechet_code(tiny_clip, tmp_path):
 
 
 def _cli(*args):
-    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", *map(str, args)], env=ENV, capture_output=True,
-                       text=True, timeout=300)
+    from conftest import run_cli
+
+    r = run_cli(*args)
     return r.returncode, r.stdout, r.stderr
 
 

@@ -2,9 +2,6 @@
 vanilla diffusers reproduces."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -98,10 +95,10 @@ def test_backward_simulation_trains_each_row_at_its_step(tiny_pair):
 
 def test_fewstep_config_runs_from_the_cli(tmp_path):
     """The shipped 4-step config, as documented, at 2 steps of batch 4."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "distill", "distill_shapes_fewstep",
-                        "--out", tmp_path / "run", "--set", "train.steps=2", "train.batch=4", "--threads", "1"],
-                       env=env, capture_output=True, text=True, timeout=600)
+    from conftest import run_cli
+
+    r = run_cli("distill", "distill_shapes_fewstep", "--out", tmp_path / "run", "--set", "train.steps=2",
+                "train.batch=4", "--threads", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "4-step Student exported" in r.stdout
     assert load_denoiser(tmp_path / "run" / "student").defaults.steps == 4

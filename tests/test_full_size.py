@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_cli
 from crossdistill.bridge import Bridge, BridgeConfig
 from crossdistill.bridge.stage1 import BridgeTrainConfig, train_bridge
 from crossdistill.config import load_config
@@ -98,8 +99,7 @@ def test_bench_full_size_cli(tmp_path):
     """The same code path as the full-size run, every width / 32 (the figures come from
     `crossdistill bench --full-size`, docs/bench.md)."""
     out = tmp_path / "full.json"
-    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "bench", "--full-size", "--narrow", "32",
-                        "--threads", "1", "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=600)
+    r = run_cli("bench", "--full-size", "--narrow", "32", "--threads", "1", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
     row = json.loads(out.read_text())
     assert row["teacher_blocks"] == {"num_layers": 38} and row["teacher_steps"] == 28
@@ -108,8 +108,7 @@ def test_bench_full_size_cli(tmp_path):
     assert row["teacher_ms"] == pytest.approx(28 * row["teacher_call_ms"] + row["teacher_decode_ms"], abs=2)
     assert row["speedup"] == pytest.approx(row["teacher_ms"] / row["student_ms"], rel=0.01)
     assert "speed-up" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "crossdistill.cli", "bench", "--full-size", "--narrow", "32",
-                        "--teacher-preset", "sd35-medium", "--device", "cpu"], env=ENV, capture_output=True, text=True)
+    r = run_cli("bench", "--full-size", "--narrow", "32", "--teacher-preset", "sd35-medium", "--device", "cpu")
     assert r.returncode == 2 and "mixes block kinds" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import run_cli
 from crossdistill.denoisers import load_denoiser
 from crossdistill.distill.config import DistillConfig, ExportConfig, FakeConfig, TeacherConfig
 from crossdistill.distill.run import distill
@@ -20,9 +21,7 @@ PROMPTS = ["a red circle", "a dog", "a blue square"]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "crossdistill.cli", *map(str, args)], env=ENV,
-                          capture_output=True, text=True, timeout=600)
+cli = run_cli   # in this process: the exit status and output a user sees, without a new interpreter
 
 
 def front_matter(card: str) -> dict:
@@ -336,7 +335,7 @@ def test_app_draws_the_typed_prompt_in_a_browser(student_run, tiny_pair, tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=30)
-    r = cli("generate", "--model", folder, "--prompt", prompt, "--seed", "0", "--out", tmp_path / "gen")
+    r = cli("generate", "--model", folder, "--prompt", prompt, "--seed", "0", "--threads", "1", "--out", tmp_path / "gen")
     assert r.returncode == 0, r.stderr
     assert np.array_equal(shown, np.asarray(Image.open(tmp_path / "gen" / "00000.png").convert("RGB")))
 

@@ -154,6 +154,8 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
                                                   "(3 or more: means with 95-percent intervals)"),
          bridge_seeds: bool = typer.Option(False, help="with --train-seeds: retrain every Bridge per seed too "
                                                        "(stage-1 intervals; each seed's Students use its Bridges)"),
+         bench_repeats: int = typer.Option(3, help="timed runs per model and batch size in the latency table, best "
+                                                   "kept"),
          threads_: int = THREADS) -> None:
     """The method end to end on a domain: Bridge, both one-step Students, evaluation, latency, report.html."""
     from ..demo import DemoConfig, run_demo
@@ -164,13 +166,13 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
         raise CrossdistillError(f"--n-prompts must be in 1..{total} for domain {domain}, got {n_prompts}")
     for name, v in (("--n-per-prompt", n_per_prompt or 1), ("--bridge-steps", bridge_steps),
                     ("--bridge-images", bridge_images), ("--distill-steps", distill_steps),
-                    ("--train-seeds", train_seeds), ("--threads", threads_ + 1)):
+                    ("--train-seeds", train_seeds), ("--bench-repeats", bench_repeats), ("--threads", threads_ + 1)):
         if v < 1:
             raise CrossdistillError(f"{name} must be >= 1, got {v}")
     out = out or Path("runs/demo" if domain == "shapes" else f"runs/demo-{domain}")
     run_demo(DemoConfig(out, domain, full, n_per_prompt, prompts=n_prompts, bridge_steps=bridge_steps,
                         bridge_images=bridge_images, distill_steps=distill_steps, train_seeds=train_seeds,
-                        bridge_seeds=bridge_seeds, threads=threads_))
+                        bridge_seeds=bridge_seeds, bench_repeats=bench_repeats, threads=threads_))
 
 
 def register(app: typer.Typer) -> None:
