@@ -86,7 +86,7 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
 
     from crossdistill.bridge.losses import AttnConfig
     from crossdistill.bridge.stage1 import BridgeTask, BridgeTrainConfig
-    from crossdistill.data.banks import PairBank
+    from crossdistill.data.banks import MemoryBank
     from crossdistill.data.conditioning import DummyConditioner
     from crossdistill.distill.task import DistillTask, cast_frozen
     from crossdistill.distill.config import DistillConfig, FakeConfig, TeacherConfig
@@ -114,7 +114,7 @@ def run_report(name, student, S_RES, T_RES, device, dtype, batch, steps, narrow_
     with tempfile.TemporaryDirectory() as tmp:
         # stage 1: a bank of random paired latents; random conditioning of the right shapes
         n = max(batch, 4)
-        bank = PairBank(torch.randn(n, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype),
+        bank = MemoryBank(torch.randn(n, *s.latent_shape(S_RES, S_RES), device=device, dtype=dtype),
                         torch.randn(n, *t.latent_shape(T_RES, T_RES), device=device, dtype=dtype), ["a caption"] * n)
         bridge = Bridge(s.space, t.space, S_RES, T_RES, BridgeConfig("bridge")).to(device)
         cfg1 = BridgeTrainConfig(teacher=name, student=student, attn=AttnConfig(layers=layers), train=train)

@@ -112,7 +112,7 @@ def test_stage1_image_sources(tiny_pair, exported, source):
                      caption_column="text" if source == "hf" else None).validate()
     teacher = load_denoiser(tiny_pair / "teacher")
     images, got = load_images(cfg, teacher, 32, 4, seed=0)
-    size = 64 if source == "renders" else 32   # shapes renders natively at 64 px; encode_pairs resizes
+    size = 64 if source == "renders" else 32   # shapes renders natively at 64 px; encode_latents resizes
     assert images.shape == (4, 3, size, size) and images.min() >= -1 and images.max() <= 1
     assert len(got) == 4
     if source in ("folder", "hf"):

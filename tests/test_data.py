@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from crossdistill.bridge.losses import AttnConfig, attention_fidelity, map_distance
-from crossdistill.data.banks import ShardBank, build_bank, encode_pairs
+from crossdistill.data.banks import ShardBank, build_bank, encode_latents
 from crossdistill.data.sources import DataConfig, image_source
 from crossdistill.errors import CrossdistillError
 
@@ -39,7 +39,7 @@ def test_bank_shards_split_across_processes_are_disjoint_and_read_back_exactly(p
     assert _writers(tmp_path / "bank") == {f"shard-{k:06d}.safetensors": k % 2 for k in range(6)}
     bank = ShardBank(tmp_path / "bank")
     images, prompts = src.read(0, 21)
-    ref = encode_pairs(images, prompts, student, teacher, 32, 32)
+    ref = encode_latents(images, prompts, student, teacher, 32, 32)
     assert len(bank) == 21 and bank.prompts == prompts and bank.latent_shape == ref.latent_shape
     idx = torch.tensor([20, 0, 5, 5, 13])
     z_s, z_t, p = bank.take(idx)
@@ -94,13 +94,13 @@ def test_data_free_teacher_is_sampled_on_captions(pair, tmp_path, monkeypatch):
 
 def test_stage1_refuses_empty_prompts_with_attention_fidelity(tiny_pair, tmp_path):
     from crossdistill.bridge.stage1 import BridgeTask, BridgeTrainConfig
-    from crossdistill.data.banks import PairBank
+    from crossdistill.data.banks import MemoryBank
 
     from crossdistill.bridge.model import Bridge
     from crossdistill.denoisers import load_denoiser
 
     t, s = load_denoiser(tiny_pair / "teacher"), load_denoiser(tiny_pair / "student")
-    bank = PairBank(torch.zeros(2, *s.latent_shape(32, 32)), torch.zeros(2, *t.latent_shape(32, 32)), ["", "a dog"])
+    bank = MemoryBank(torch.zeros(2, *s.latent_shape(32, 32)), torch.zeros(2, *t.latent_shape(32, 32)), ["", "a dog"])
     bridge = Bridge(s.space, t.space, 32, 32)
     with pytest.raises(CrossdistillError, match="1 of the bank's 2 images have an empty prompt"):
         BridgeTask(t, s, bridge, bank, BridgeTrainConfig())

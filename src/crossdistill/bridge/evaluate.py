@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..attention import AttentionCapture, noised_maps
 from ..data.images import to_uint8
-from ..data.banks import PairBank, encode_pairs
+from ..data.banks import MemoryBank, encode_latents
 from ..data.sources import DataConfig, domain_of, load_images
 from ..domains import get as get_domain
 from ..denoisers import Denoiser, load_denoiser
@@ -66,7 +66,7 @@ def object_masks(teacher: Denoiser, prompts: list[str], domain, length: int) -> 
 
 
 @torch.no_grad()
-def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: PairBank, attn: AttnConfig | None = None,
+def evaluate_bridge(bridge: Bridge, teacher: Denoiser, bank: MemoryBank, attn: AttnConfig | None = None,
                     fractions=FRACTIONS, batch: int = 60, seed: int = 0, domain=None) -> dict:
     """`domain`: whose judge reads the decoded images (default: the Teacher's domain, if any)."""
     attn = attn or AttnConfig()
@@ -138,7 +138,7 @@ def evaluate_runs(runs: list[Path], teacher: str, student: str, images: int = 54
     t, s = load_denoiser(teacher), load_denoiser(student)
     s_res, t_res = s.defaults.resolution, t.defaults.resolution
     imgs, prompts = load_images(DataConfig(images=images, domain=domain), t, t_res, images, HELD_OUT_SEED)
-    bank = encode_pairs(imgs, prompts, s, t, s_res, t_res, keep_images=True)
+    bank = encode_latents(imgs, prompts, s, t, s_res, t_res, keep_images=True)
     judge = get_domain(domain) if domain is not None else None
     rows = {}
     for run in runs:

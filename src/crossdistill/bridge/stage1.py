@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..attention import AttentionCapture, noised_maps
-from ..data.banks import Bank, ShardBank, build_bank, encode_pairs
+from ..data.banks import Bank, ShardBank, build_bank, encode_latents
 from ..data.conditioning import PromptConditioner
 from ..data.sources import DataConfig, image_source
 from ..denoisers import Denoiser, load_denoiser
@@ -107,7 +107,7 @@ class BridgeTask(Task):
         if run_dir is None:
             source = image_source(cfg.data, teacher, t_res, cfg.data.images, cfg.data.seed)
             images, prompts = source.read(0, len(source))
-            return cls(teacher, student, bridge, encode_pairs(images, prompts, student, teacher, s_res, t_res), cfg)
+            return cls(teacher, student, bridge, encode_latents(images, prompts, student, teacher, s_res, t_res), cfg)
         bank = write_bank(cfg, teacher, student, s_res, t_res, run_dir, progress, overwrite)
         return cls(teacher, student, bridge, bank, cfg)
 

@@ -1,7 +1,7 @@
 """Paired latents for stage 1: each image encoded by both VAEs, each at its model's resolution.
 
 Two banks behind one interface (`len`, `latent_shape`, `take(idx)`, `prompts`):
-`PairBank` holds its latents in memory (evaluation sets, tests); `ShardBank` reads them
+`MemoryBank` holds its latents in memory (evaluation sets, tests); `ShardBank` reads them
 from safetensors shards on disk, row by row, so a training process holds one batch of
 latents whatever the bank's size. `build_bank` writes a `ShardBank`: each process
 encodes its own disjoint share of the shards (shard k goes to process k mod N), every
@@ -38,7 +38,7 @@ class Bank:
 
 
 @dataclass
-class PairBank(Bank):
+class MemoryBank(Bank):
     """(Student latent, Teacher latent, prompt) triples in memory; `images`: the
     Teacher-resolution images in [-1, 1], kept for evaluation."""
     z_s: torch.Tensor
@@ -55,8 +55,8 @@ class PairBank(Bank):
 
 
 @torch.no_grad()
-def encode_pairs(images: torch.Tensor, prompts: list[str], student, teacher, s_res: int, t_res: int,
-                 keep_images: bool = False, batch: int = 200) -> PairBank:
+def encode_latents(images: torch.Tensor, prompts: list[str], student, teacher, s_res: int, t_res: int,
+                 keep_images: bool = False, batch: int = 200) -> MemoryBank:
     """z_t* = E_t(x) at the Teacher's resolution, z_s = E_s(resize(x)) at the Student's."""
     zs, zt = [], []
     for i in range(0, len(images), batch):
@@ -65,7 +65,7 @@ def encode_pairs(images: torch.Tensor, prompts: list[str], student, teacher, s_r
         x_s = F.interpolate(x, size=s_res, mode="area") if x.shape[-1] != s_res else x
         zt.append(teacher.space.encode(x_t.to(teacher.device, teacher.dtype)).float().cpu())
         zs.append(student.space.encode(x_s.to(student.device, student.dtype)).float().cpu())
-    return PairBank(torch.cat(zs), torch.cat(zt), list(prompts), images if keep_images else None)
+    return MemoryBank(torch.cat(zs), torch.cat(zt), list(prompts), images if keep_images else None)
 
 
 SPEC = "spec.json"
@@ -153,10 +153,10 @@ def build_bank(folder: Path, source, spec: dict, student, teacher, s_res: int, t
     for k in tqdm(mine, desc="encoding the stage-1 bank", unit="shard", disable=not progress or not mine):
         lo, hi = k * shard_size, min(n, (k + 1) * shard_size)
         images, prompts = source.read(lo, hi)
-        pairs = encode_pairs(images, prompts, student, teacher, s_res, t_res)
+        latents = encode_latents(images, prompts, student, teacher, s_res, t_res)
         final = _shard(folder, k)
         tmp = folder / f".{final.name}.tmp-{os.getpid()}"
-        save_file({"z_s": pairs.z_s.contiguous(), "z_t": pairs.z_t.contiguous()}, str(tmp),
+        save_file({"z_s": latents.z_s.contiguous(), "z_t": latents.z_t.contiguous()}, str(tmp),
                   metadata={"prompts": json.dumps(prompts), "process": str(process)})
         tmp.rename(final)
     return mine
