@@ -29,7 +29,7 @@ browser:
 	   || ($(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends chromium))
 
 test: venv browser
-	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
+	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests --durations=25
 
 clean:
 	rm -rf $(VENV) runs

@@ -8,7 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import tempfile  # noqa: E402
 
 os.environ["CROSSDISTILL_CACHE"] = tempfile.mkdtemp(prefix="crossdistill-cache-")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# the machine's cores (2 at most), shared among pytest-xdist's workers when the suite runs on several
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 TINY = ["tiny-sd15", "tiny-sdxl", "tiny-sd3", "tiny-sd35", "tiny-flux"]
 
