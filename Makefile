@@ -7,6 +7,8 @@ BIN     := $(VENV)/bin
 # torch 2.13.0 is the CPU build this project pins for its own machines; elsewhere
 # install your own torch first (any >= 2.4) and set TORCH= to skip this pin.
 TORCH   ?= torch==2.13.0
+# test workers (pytest-xdist; a test file stays on one worker, so its module fixtures are built once)
+JOBS    ?= 2
 
 .PHONY: demo test venv browser clean
 
@@ -29,7 +31,7 @@ browser:
 	   || ($(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends chromium))
 
 test: venv browser
-	OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests --durations=25
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -n $(JOBS) --dist loadfile --durations=25
 
 clean:
 	rm -rf $(VENV) runs
