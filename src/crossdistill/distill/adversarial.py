@@ -13,6 +13,7 @@ import torch
 
 from ..bridge.model import clamp_pixels
 from ..data.sources import load_images
+from ..errors import CrossdistillError
 from ..train import average_gradients, local_part, optimizer_step
 from .gan import FeatureTap, GanHead, PixelDiscriminator
 from .losses import gan_discriminator_loss, gan_generator_loss
@@ -91,8 +92,6 @@ class FeatureGan(GanTerm):
         return list(self.head.parameters()) if side.index == 0 else []
 
     def check_sharding(self):
-        from ..errors import CrossdistillError
-
         # the head's gradient enters the fake score mid-block (FeatureTap), past FSDP's hooks
         raise CrossdistillError("gan.weight > 0 is not supported with FSDP (train.parallel=fsdp); "
                                 "use train.parallel=ddp or gan.weight=0")

@@ -21,9 +21,8 @@ from ..data.conditioning import PromptConditioner
 from ..data.sources import hf_captions, read_prompts
 from ..denoisers import Denoiser, load_denoiser
 from ..errors import CrossdistillError
-from ..train import (Task, average_gradients, default_device, ema_update, mean_logs, micro_batches, optimizer_step,
-                     weights_dtype)
-from ..train import local_part
+from ..train import (Task, average_gradients, default_device, ema_update, local_part, mean_logs, micro_batches,
+                     optimizer_step, weights_dtype)
 from .adversarial import make_gan
 from .config import DistillConfig
 from .diagnostics import bridge_drift, latent_diagnostics, reencoded
