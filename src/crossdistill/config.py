@@ -108,7 +108,7 @@ def _set_dotted(data: dict, dotted: str, value) -> None:
                 data = data.setdefault(k, {})
             else:
                 data = data[k]
-            if isinstance(data, str) and not last:   # a shorthand list item (`teachers: [NAME]`)
+            if isinstance(data, str):   # a shorthand list item (`teachers: [NAME]`)
                 raise CrossdistillError(f"cannot set '{dotted}': '{keys[i]}' is {data!r}, not a mapping; "
                                         f"write the item as a mapping (model: {data})")
 
@@ -120,7 +120,7 @@ def named_configs() -> dict[str, Path]:
     """The configs shipped with the library (real models) and with each domain, by name."""
     from .domains import get, names
 
-    folders = [_SHIPPED] + [get(d).configs for d in names() if get(d).configs is not None]
+    folders = [_SHIPPED] + [folder for folder in (get(d).configs for d in names()) if folder is not None]
     return {p.stem: p for folder in folders for p in sorted(Path(folder).glob("*.yaml"))}
 
 

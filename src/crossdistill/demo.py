@@ -56,6 +56,11 @@ class DemoConfig:
     bench_repeats: int = 3
     threads: int = 0                 # torch CPU threads (0: torch's default)
 
+    @staticmethod
+    def default_out(domain: str) -> Path:
+        """Where a domain's demo goes unless told: runs/demo for the shapes world, runs/demo-<domain> else."""
+        return Path("runs/demo" if domain == "shapes" else f"runs/demo-{domain}")
+
     def resolved(self) -> "DemoConfig":
         n = self.n_per_prompt or (8 if self.full else 4)
         return dataclasses.replace(self, n_per_prompt=n)

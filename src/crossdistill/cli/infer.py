@@ -105,11 +105,12 @@ def app_cmd(model: str = typer.Option(..., help="the one-step Student: an export
 def _default_bench_models(domain: str) -> dict[str, str]:
     """No --model: a domain's Teacher against the demo's one-step Students, if present
     (else its Student base)."""
+    from ..demo import DemoConfig
     from ..domains import get
 
     dom = get(domain)
     models = {"teacher": dom.teacher}
-    students = Path("runs/demo" if domain == "shapes" else f"runs/demo-{domain}") / "students"
+    students = DemoConfig.default_out(domain) / "students"
     for name in ("cross-space", "shared-space"):
         if (students / name / "model_index.json").is_file():
             models[name] = str(students / name)
@@ -121,7 +122,8 @@ def _default_bench_models(domain: str) -> dict[str, str]:
 def bench(model: Optional[List[str]] = typer.Option(None, "--model",
                                                     help="LABEL=MODEL (name, folder or hub id); repeatable "
                                                          "(default: --domain's Teacher and its demo's Students)"),
-          domain: str = typer.Option("shapes", help="without --model: whose Teacher and demo Students"),
+          domain: str = typer.Option("shapes", help="without --model: whose Teacher and demo Students (the demo's "
+                                                    "default folder)"),
           reference: Optional[str] = typer.Option(None, help="label the speed-up is relative to (default: the first)"),
           batch_size: List[int] = typer.Option([1, 8], help="batch sizes (repeatable)"),
           repeats: Optional[int] = typer.Option(None, help="timed runs, best kept (default 3; --full-size 1)"),

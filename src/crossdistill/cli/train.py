@@ -169,7 +169,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
                     ("--train-seeds", train_seeds), ("--bench-repeats", bench_repeats), ("--threads", threads_ + 1)):
         if v < 1:
             raise CrossdistillError(f"{name} must be >= 1, got {v}")
-    out = out or Path("runs/demo" if domain == "shapes" else f"runs/demo-{domain}")
+    out = out or DemoConfig.default_out(domain)
     run_demo(DemoConfig(out, domain, full, n_per_prompt, prompts=n_prompts, bridge_steps=bridge_steps,
                         bridge_images=bridge_images, distill_steps=distill_steps, train_seeds=train_seeds,
                         bridge_seeds=bridge_seeds, bench_repeats=bench_repeats, threads=threads_))

@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 _LOADED: dict[str, "Domain"] = {}
 
 
+def scene_rng(seed: int, index: int) -> "np.random.Generator":
+    """The generator of scene `index` of a dataset seeded `seed` (independent of order)."""
+    import numpy as np
+
+    return np.random.default_rng([seed, index])
+
+
 class Domain:
     """The contract of a domain. Subclasses set the class attributes and implement the
     methods that raise NotImplementedError; the rest have working defaults."""
@@ -118,11 +125,8 @@ class Domain:
 
     def reference_renders(self, prompts: list[str], seed: int) -> list:
         """One render per prompt occurrence at the domain's size (the FID's real side):
-        scene i drawn for prompt i from the generator seeded (seed, i)."""
-        import numpy as np
-
-        return [self.render_at(self.random_scene(np.random.default_rng([seed, i]), p), self.size)
-                for i, p in enumerate(prompts)]
+        scene i drawn for prompt i (`scene_rng(seed, i)`)."""
+        return [self.render_at(self.random_scene(scene_rng(seed, i), p), self.size) for i, p in enumerate(prompts)]
 
     # -- models --------------------------------------------------------------------
     def feature_network(self, path):
@@ -205,7 +209,7 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Domain:
-    """The registered domain called `name` (built in, or from an installed plug-in)."""
+    """The domain called `name`: registered at run time, or from an installed plug-in."""
     if name in _LOADED:
         return _LOADED[name]
     eps = _entry_points()

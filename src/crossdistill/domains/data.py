@@ -9,14 +9,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..data.images import to_tensor
+from . import scene_rng
 
 if TYPE_CHECKING:
     from . import Domain
-
-
-def scene_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of scene `index` of a dataset seeded `seed` (independent of order)."""
-    return np.random.default_rng([seed, index])
 
 
 class SceneDataset(Dataset):
