@@ -46,9 +46,9 @@ ROWS = [
     ("unknown config key", "distill distill_shapes --out {o} --set fake.updatez=3",
      "did you mean 'updates'"),
     ("wrong type", "distill distill_shapes --out {o} --set train.steps=many", "must be int"),
-    ("negative learning rate", "distill distill_shapes --out {o} --set lr=-1", "lr must be > 0"),
+    ("negative learning rate", "distill distill_shapes --out {o} --set lr=-1", "lr must be in (0, 1], got -1"),
     ("guidance < 0", "generate --model {r}/student --prompt 'a red circle' --guidance -1 --out {o}",
-     "--guidance must be >= 0"),
+     "--guidance must be in [0, 100], got -1"),
     ("resolution not divisible", "bridge train bridge_shapes --out {o} --set teacher={r}/teacher "
      "--set student={r}/student --set student_resolution=31", "not a positive multiple of 2"),
     ("pair the Bridge can't map", "bridge train bridge_shapes --out {o} --set teacher={r}/teacher "

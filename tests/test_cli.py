@@ -85,7 +85,7 @@ def test_bridge_train_dry_run_and_config_errors(tmp_path):
     out = run("bridge", "train", "bridge_shapes", "--dry-run", "--set", "train.steps=7").stdout
     assert "steps: 7" in out and "kind: bridge" in out
     p = run("bridge", "train", "bridge_shapes", "--dry-run", "--set", "lr=-1", ok=False)
-    assert p.returncode == 2 and "lr must be > 0" in p.stderr
+    assert p.returncode == 2 and "lr must be in (0, 1]" in p.stderr
     p = run("bridge", "train", "bridge_shapes", "--dry-run", "--set", "train.stpes=3", ok=False)
     assert "unknown config key 'train.stpes' (did you mean 'steps'?)" in p.stderr
     bad = tmp_path / "bad.yaml"

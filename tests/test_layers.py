@@ -10,6 +10,7 @@ import crossdistill
 
 # each top-level module or subpackage and its layer: a module may import its own layer and those below
 LAYERS = [("errors", "hub_ids", "ui"),
+          ("checks",),
           ("text", "io", "runtime", "spaces", "attention"),
           ("presets",),
           ("domains", "artifacts", "data", "config"),   # the domain registry and plug-ins; named models, data

@@ -3,7 +3,9 @@
 `load_config(Cls, "distill_shapes", ["train.steps=100"])` reads a shipped config by
 name (`named_configs()`: the library's and each domain's) or a YAML file by path, and
 validates every key and type: an unknown key is an error that suggests the closest
-known one; a value of the wrong type names the key, the value and the expected type.
+known one; a value of the wrong type names the key, the value and the expected type; a
+value outside what its field declares it accepts (`checks.accepts`) names the key, the
+value and what is allowed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .checks import check_values
 from .errors import CrossdistillError, choice_error
 
 T = TypeVar("T")
@@ -83,9 +86,9 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         if k not in fields:
             raise _unknown(k, fields, prefix)
         kwargs[k] = _coerce(v, hints[k], prefix + k)
-    obj = cls(**kwargs)
+    obj = cls(**check_values(cls, kwargs, prefix))   # every field against what it declares it accepts
     if hasattr(obj, "validate"):
-        obj.validate()
+        obj.validate()   # what involves several fields
     return obj
 
 

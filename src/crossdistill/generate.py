@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .checks import GUIDANCE, IMAGES, SAMPLING_STEPS, SEED, SIZE, Checked, accepts
 from .data.sources import check_prompts
 from .denoisers import Denoiser, load_denoiser
 from .errors import CrossdistillError
@@ -22,20 +23,20 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(Checked):   # the CLI's flags declare the same ranges (cli/options.py)
     model: str
     prompts: list[str]
     out: Path
-    steps: int | None = None          # model default if None
-    guidance: float | None = None     # model default if None
-    n_per_prompt: int = 1
-    seed: int = 0
-    batch_size: int = 16
-    height: int | None = None         # model default resolution if None
-    width: int | None = None
+    steps: int | None = accepts(None, **SAMPLING_STEPS)   # model default if None
+    guidance: float | None = accepts(None, **GUIDANCE)    # model default if None
+    n_per_prompt: int = accepts(1, **IMAGES)
+    seed: int = accepts(0, **SEED)
+    batch_size: int = accepts(16, **IMAGES)
+    height: int | None = accepts(None, **SIZE)            # model default resolution if None
+    width: int | None = accepts(None, **SIZE)
     overwrite: bool = False
-    device: str = "auto"              # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"               # auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16
+    device: str = accepts("auto", nonempty=True)   # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    dtype: str = accepts("auto", choices=("auto", "fp32", "fp16", "bf16"))   # auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16
 
 
 def load_for_inference(model: str, device: str = "auto", dtype: str = "auto") -> Denoiser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from contextlib import contextmanager
@@ -10,6 +11,25 @@ from pathlib import Path
 from .errors import CrossdistillError
 
 RUN_MARKER = ".crossdistill"
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}   # what a write hits when the disk (or quota) is full
+
+
+def disk_error(e: OSError, what: str, folder: Path, needed: int | None = None,
+               kept: str = "nothing was replaced") -> CrossdistillError:
+    """One line for a write that failed: what, where, why, the space it needed and the
+    space free there, and what was kept."""
+    folder = Path(folder)
+    free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+    need = f"it needed about {_mb(needed)}, {_mb(free)} free there" if needed else f"{_mb(free)} free there"
+    return CrossdistillError(f"could not write {what} in {folder}: {e.strerror or e}; {need}; {kept}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def refuse_foreign(path: Path, overwrite: bool, noun: str) -> None:
@@ -21,11 +41,13 @@ def refuse_foreign(path: Path, overwrite: bool, noun: str) -> None:
 
 
 @contextmanager
-def atomic_dir(out: Path, overwrite: bool = False):
+def atomic_dir(out: Path, overwrite: bool = False, needed: int | None = None):
     """Build a folder under a temporary name, then rename it into place.
 
     Refuses to replace an existing folder that is not a crossdistill output unless
-    `overwrite`; on any error the temporary folder is removed and `out` is untouched.
+    `overwrite`; on any error the temporary folder is removed and `out` is untouched. A full
+    disk is one line saying how much was needed (`needed` bytes, if the caller knows; else
+    what had been written when it failed) and how much is free.
     """
     out = Path(out)
     refuse_foreign(out, overwrite, "output")
@@ -43,6 +65,15 @@ def atomic_dir(out: Path, overwrite: bool = False):
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        written = folder_bytes(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise disk_error(e, out.name, out.parent, needed or None,
+                         f"{out.name} is as it was" + ("" if needed else f" ({_mb(written)} written when it failed)")) \
+            from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

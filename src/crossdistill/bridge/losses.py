@@ -7,30 +7,27 @@ from torch import Tensor
 
 from dataclasses import dataclass
 
-from ..errors import CrossdistillError, check_fractions, choice_error
+from ..checks import Checked, accepts
+from ..errors import check_fractions, choice_error
 
 DISTANCES = ("l1", "kl")
 TOKENS = ("caption", "all")
 
 
 @dataclass
-class AttnConfig:
+class AttnConfig(Checked):
     """Attention fidelity (stage 1's second term) and the maps it compares."""
-    weight: float = 1.0                      # lambda_attn; 0 disables the Teacher passes
-    layers: tuple[int, ...] | None = None    # text-attending layers to match (None: all)
+    weight: float = accepts(1.0, ge=0)       # lambda_attn; 0 disables the Teacher passes
+    layers: tuple[int, ...] | None = accepts(None, ge=0, le=999)   # text-attending layers to match (None: all)
     image_to_image: bool = False             # also match image->image attention rows (pooled)
-    pool: int = 1                            # spatial pooling of image tokens for image->image
-    distance: str = "l1"                     # l1 | kl
-    tokens: str = "caption"                  # text keys compared: caption (the prompt's own tokens) | all (padding too)
-    t_range: tuple[float, float] = (0.02, 0.98)   # Teacher timesteps, as fractions of its full range
+    pool: int = accepts(1, ge=1, le=64)      # spatial pooling of image tokens for image->image
+    distance: str = accepts("l1", choices=DISTANCES)   # l1 | kl
+    tokens: str = accepts("caption", choices=TOKENS)   # text keys compared: caption (the prompt's own tokens) | all
+                                             # (padding too)
+    t_range: tuple[float, float] = accepts((0.02, 0.98), ge=0, le=1)   # Teacher timesteps, as fractions of its
+                                             # full range
 
     def validate(self):
-        if self.weight < 0:
-            raise CrossdistillError(f"attn.weight must be >= 0, got {self.weight}")
-        if self.distance not in DISTANCES:
-            raise choice_error("attn.distance", self.distance, DISTANCES)
-        if self.tokens not in TOKENS:
-            raise choice_error("attn.tokens", self.tokens, TOKENS)
         check_fractions("attn.t_range", self.t_range)
         return self
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..checks import Checked, accepts
 from ..errors import CrossdistillError, choice_error
 from ..spaces import LatentSpace
 
@@ -43,19 +44,14 @@ def clamp_pixels(x: Tensor, mode: str) -> Tensor:
 
 
 @dataclass
-class BridgeConfig:
-    kind: str = "bridge"     # bridge (D_s + learned projector) | identity | roundtrip (nothing learned)
-    tap: str = "pixels"      # what of the frozen decoder the projector sees
-    width: int = 64          # projector channels
-    depth: int = 2           # residual blocks after the resampling
+class BridgeConfig(Checked):
+    kind: str = accepts("bridge", choices=KINDS)   # bridge (D_s + learned projector) | identity | roundtrip
+                             # (nothing learned)
+    tap: str = accepts("pixels", choices=TAPS)     # what of the frozen decoder the projector sees
+    width: int = accepts(64, ge=1, le=4096)        # projector channels
+    depth: int = accepts(2, ge=0, le=64)           # residual blocks after the resampling
 
     def validate(self) -> "BridgeConfig":
-        if self.kind not in KINDS:
-            raise choice_error("bridge kind", self.kind, KINDS)
-        if self.tap not in TAPS:
-            raise choice_error("bridge tap", self.tap, TAPS)
-        if self.width < 1 or self.depth < 0:
-            raise CrossdistillError(f"bridge width must be >= 1 and depth >= 0, got {self.width}, {self.depth}")
         return self
 
 

@@ -21,22 +21,25 @@ from ..data.banks import Bank, ShardBank, build_bank, encode_latents
 from ..data.conditioning import PromptConditioner
 from ..data.sources import DataConfig, image_source
 from ..denoisers import Denoiser, load_denoiser
+from ..checks import SIZE, Checked, accepts
 from ..errors import CrossdistillError
 from ..train import (Task, TrainConfig, average_gradients, default_device, local_part, mean_logs, micro_batches,
-                     optimizer_step, processes, run, weights_dtype)
+                     optimizer_step, processes, run, weights_dtype, DTYPES)
 from .io import save_bridge
 from .losses import AttnConfig, attention_fidelity, latent_reconstruction
 from .model import Bridge, BridgeConfig
 
 
 @dataclass
-class BridgeTrainConfig:
+class BridgeTrainConfig(Checked):
     teacher: str = ""                        # Teacher: a model name, diffusers folder or hub id (required)
     student: str = ""                        # Student (its VAE decoder is the Bridge's frozen front; required)
-    student_resolution: int | None = None    # Student image size (the model's default if None)
-    teacher_resolution: int | None = None    # Teacher image size (the model's default if None)
-    lr: float = 1e-3                         # projector learning rate
-    weights_dtype: str = "fp32"              # frozen Teacher / Student VAE / text encoders: fp32 | bf16 | fp16
+    student_resolution: int | None = accepts(None, **SIZE)   # Student image size (the model's default
+                                             # if None)
+    teacher_resolution: int | None = accepts(None, **SIZE)   # Teacher image size (the model's default
+                                             # if None)
+    lr: float = accepts(1e-3, gt=0, le=1)    # projector learning rate
+    weights_dtype: str = accepts("fp32", choices=tuple(DTYPES))   # frozen Teacher / Student VAE / text encoders: fp32 | bf16 | fp16
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     attn: AttnConfig = field(default_factory=AttnConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -46,9 +49,6 @@ class BridgeTrainConfig:
         for key in ("teacher", "student"):
             if not getattr(self, key):
                 raise CrossdistillError(f"{key} is required (a model name, diffusers folder or hub id)")
-        if self.lr <= 0:
-            raise CrossdistillError(f"lr must be > 0, got {self.lr}")
-        weights_dtype(self.weights_dtype)
         return self
 
 
@@ -186,7 +186,8 @@ class BridgeTask(Task):
                 total, rows = total + loss.detach() / len(parts), rows + [logs]
         average_gradients(self.acc, self.bridge.parameters())
         logs = mean_logs(rows)
-        logs.update(optimizer_step(self.opt, total, self.bridge.parameters(), self.cfg.train, step, self.cfg.lr))
+        logs.update(optimizer_step(self.opt, total, self.bridge.parameters(), self.cfg.train, step, self.cfg.lr,
+                                   "bridge", logs))
         return logs
 
     def export(self, run_dir: Path) -> None:

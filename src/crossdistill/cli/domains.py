@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import CrossdistillError
-from .options import THREADS
+from ..checks import SEED, SIZE
+from .options import MAX_IMAGES, THREADS, checked
 
 PRESET_KINDS = {"full": "architecture only: no weights (bench --full-size, tests); load real weights by hub id",
                 "tiny": "random-weight test size (tests)"}
@@ -42,10 +43,10 @@ def domain_app(name: str) -> typer.Typer:
     sub = typer.Typer(no_args_is_help=True, help=f"The {name} domain: data, pretraining of its models.")
 
     @sub.command("export")
-    def export_cmd(n: int = typer.Option(..., "--n", help="number of scenes"),
-                   size: int = typer.Option(64, help="64 or 32 (the 64 px render 2x2-averaged)"),
+    def export_cmd(n: int = checked(..., "--n", help="number of scenes", ge=1, le=MAX_IMAGES),
+                   size: int = checked(64, help="the domain's size or half of it (2x2-averaged)", **SIZE),
                    out: Path = typer.Option(..., help="output folder (PNGs + manifest.jsonl)"),
-                   seed: int = typer.Option(0, help="scene i of a seed is always the same")) -> None:
+                   seed: int = checked(0, help="scene i of a seed is always the same", **SEED)) -> None:
         """Export N scenes as PNGs plus manifest.jsonl (prompt and scene parameters)."""
         from ..domains import get
         from ..domains.data import export
@@ -61,7 +62,7 @@ def domain_app(name: str) -> typer.Typer:
     @sub.command("pretrain")
     def pretrain_cmd(out: Path = typer.Option(Path(f"runs/pretrain-{name}"), help="run folder (stages resume here)"),
                      stage: Optional[List[str]] = typer.Option(None, help="stage(s) to run; default all"),
-                     seed: int = typer.Option(0),
+                     seed: int = checked(0, help="the pretraining seed", **SEED),
                      threads_: int = THREADS,
                      quick: bool = typer.Option(False, help="tiny budgets for a smoke test (useless models)"),
                      install: bool = typer.Option(False, help="copy finished models into the domain's "

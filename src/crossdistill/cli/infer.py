@@ -9,8 +9,8 @@ import typer
 
 from ..errors import CrossdistillError
 from ..ui import console
-from .options import (BATCH_SIZE, DEVICE, DTYPE, GUIDANCE, HEIGHT, N_PER_PROMPT, PROMPTS_FILE, SEED, STEPS, THREADS,
-                      WIDTH, generation_config, threads)
+from .options import (BATCH_SIZE, DEVICE, DTYPE, GUIDANCE, HEIGHT, MAX_BATCH, N_PER_PROMPT, PROMPTS_FILE, SIZE,
+                      SEED, STEPS, THREADS, WIDTH, checked, generation_config, threads)
 
 
 def generate(model: str = typer.Option(..., help="a model name (`crossdistill presets`), diffusers folder or hub id"),
@@ -90,8 +90,8 @@ def convert_inception(src: Path = typer.Argument(..., help="pytorch-fid's pt_inc
 def app_cmd(model: str = typer.Option(..., help="the one-step Student: an exported folder, name or hub id"),
             teacher: Optional[str] = typer.Option(None, help="the Teacher drawn on request (default: the one the "
                                                   "Student was distilled from; 'none': no Teacher)"),
-            host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: every one)"),
-            port: int = typer.Option(7860, help="port (0: any free one)"),
+            host: str = checked("127.0.0.1", help="interface to listen on (0.0.0.0: every one)", nonempty=True),
+            port: int = checked(7860, help="port (0: any free one)", ge=0, le=65535),
             device: str = DEVICE, dtype: str = DTYPE, threads_: int = THREADS) -> None:
     """Serve a web page that draws the typed prompt with the Student as you type."""
     from ..app import default_teacher, serve
@@ -125,16 +125,16 @@ def bench(model: Optional[List[str]] = typer.Option(None, "--model",
           domain: str = typer.Option("shapes", help="without --model: whose Teacher and demo Students (the demo's "
                                                     "default folder)"),
           reference: Optional[str] = typer.Option(None, help="label the speed-up is relative to (default: the first)"),
-          batch_size: List[int] = typer.Option([1, 8], help="batch sizes (repeatable)"),
-          repeats: Optional[int] = typer.Option(None, help="timed runs, best kept (default 3; --full-size 1)"),
-          height: Optional[int] = typer.Option(None, help="image height (each model's default)"),
-          width: Optional[int] = typer.Option(None, help="image width (each model's default)"),
+          batch_size: List[int] = checked([1, 8], help="batch sizes (repeatable)", ge=1, le=MAX_BATCH),
+          repeats: Optional[int] = checked(None, help="timed runs, best kept (default 3; --full-size 1)", ge=1, le=1000),
+          height: Optional[int] = checked(None, help="image height (each model's default)", **SIZE),
+          width: Optional[int] = checked(None, help="image width (each model's default)", **SIZE),
           device: str = DEVICE, dtype: str = DTYPE,
           full_size: bool = typer.Option(False, help="SD 1.5-512 one step vs a full-size Teacher's default sampler "
                                          "(random weights, batch 1; CPU: per-block timing)"),
           student_preset: str = typer.Option("sd15", help="with --full-size"),
           teacher_preset: str = typer.Option("sd35-large", help="with --full-size: sd35-large, flux-dev, ..."),
-          narrow: Optional[int] = typer.Option(None, hidden=True, help="divide every width (tests)"),
+          narrow: Optional[int] = checked(None, hidden=True, help="divide every width (tests)", ge=1, le=1024),
           threads_: int = THREADS,
           out: Optional[Path] = typer.Option(None, help="also write the figures here (JSON)")) -> None:
     """Latency: ms per image (denoiser calls + decode) of each model's own sampler, and the speed-up."""

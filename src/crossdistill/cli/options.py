@@ -8,11 +8,33 @@ from typing import List, Optional
 
 import typer
 
+from ..checks import GUIDANCE as GUIDANCE_RANGE, IMAGES, SAMPLING_STEPS, SEED as SEED_RANGE, SIZE, Accepts
 from ..errors import CrossdistillError
 
-THREADS = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default, the machine's cores)")
-DEVICE = typer.Option("auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
-DTYPE = typer.Option("auto", help="auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16")
+
+def checked(default, *decls: str, help: str = "", hidden: bool = False, **rule):
+    """An option that declares what it accepts (`checks.Accepts(**rule)`); its callback
+    checks the value as click parses it, so a refused value stops the command before it
+    runs, with one line naming the flag, the value and what is allowed. The declaration
+    stays on the option (`.accepts`: the property tests draw their cases from it)."""
+    accepts = Accepts(**rule)
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value):
+        if ctx.resilient_parsing or value is None:
+            return value
+        return accepts.check(max(param.opts, key=len), value)
+
+    info = typer.Option(default, *decls, help=help, hidden=hidden, callback=callback)
+    info.accepts = accepts
+    return info
+
+
+MAX_THREADS, MAX_BATCH, MAX_IMAGES = 1024, 4096, IMAGES["le"]
+THREADS = checked(0, "--threads", help="torch CPU threads (0: torch's default, the machine's cores)",
+                  ge=0, le=MAX_THREADS)
+DEVICE = checked("auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps", nonempty=True)
+DTYPE = checked("auto", help="auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16",
+                choices=("auto", "fp32", "fp16", "bf16"))
 SET = typer.Option(None, "--set", help="override a config key, e.g. train.steps=100 (repeatable; several "
                                        "key=value words may follow one --set)")
 DRY_RUN = typer.Option(False, help="print the resolved config and exit")
@@ -20,13 +42,14 @@ OVERWRITE = typer.Option(False, help="train into an existing folder that is not 
 
 # generation: `generate` and `eval --model` take the same options
 PROMPTS_FILE = typer.Option(None, help="prompts, one per line")
-N_PER_PROMPT = typer.Option(1, help="images per prompt")
-SEED = typer.Option(0, help="image k uses seed + k")
-STEPS = typer.Option(None, help="sampling steps (model default)")
-GUIDANCE = typer.Option(None, help="CFG scale (model default)")
-BATCH_SIZE = typer.Option(16, help="images per forward pass")
-HEIGHT = typer.Option(None, help="image height in pixels (model default)")
-WIDTH = typer.Option(None, help="image width in pixels (model default)")
+# the same ranges as generate.GenerateConfig declares
+N_PER_PROMPT = checked(1, help="images per prompt", **IMAGES)
+SEED = checked(0, "--seed", help="image k uses seed + k", **SEED_RANGE)
+STEPS = checked(None, help="sampling steps (model default)", **SAMPLING_STEPS)
+GUIDANCE = checked(None, help="CFG scale (model default)", **GUIDANCE_RANGE)
+BATCH_SIZE = checked(16, help="images per forward pass", **IMAGES)
+HEIGHT = checked(None, help="image height in pixels (model default)", **SIZE)
+WIDTH = checked(None, help="image width in pixels (model default)", **SIZE)
 
 
 def generation_config(model: str, prompts: list[str], out: Path, steps: Optional[int], guidance: Optional[float],
@@ -37,8 +60,6 @@ def generation_config(model: str, prompts: list[str], out: Path, steps: Optional
 
     if not prompts:
         raise CrossdistillError("no prompts given (use --prompt or --prompts-file)")
-    if batch_size < 1:
-        raise CrossdistillError(f"--batch-size must be >= 1, got {batch_size}")
     return GenerateConfig(model, prompts, out, steps, guidance, n_per_prompt, seed, batch_size, height, width,
                           overwrite=overwrite, device=device, dtype=dtype)
 

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import CrossdistillError
 from ..ui import console
-from .options import DRY_RUN, OVERWRITE, SET, THREADS, main_process, run_stage, threads
+from .options import DRY_RUN, MAX_IMAGES, OVERWRITE, SET, THREADS, checked, main_process, run_stage, threads
 
 bridge_app = typer.Typer(no_args_is_help=True, help="Stage 1: train and evaluate the Bridge.")
 config_app = typer.Typer(no_args_is_help=True, help="The shipped configs and every config key.")
@@ -52,7 +52,7 @@ def bridge_eval(runs: List[Path] = typer.Argument(None, help="stage-1 run folder
                 teacher: str = typer.Option(..., help="the Teacher: a model name, folder or hub id"),
                 student: str = typer.Option(..., help="the Student: a model name, folder or hub id"),
                 roundtrip: bool = typer.Option(True, help="add the round-trip baseline row"),
-                images: int = typer.Option(540, help="held-out images"),
+                images: int = checked(540, help="held-out images", ge=1, le=MAX_IMAGES),
                 domain: Optional[str] = typer.Option(None, help="held-out renders of this domain (default: the "
                                                      "Teacher's)"),
                 out: Optional[Path] = typer.Option(None, help="write the table as JSON here"),
@@ -144,18 +144,19 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
                                                 "projector-only / no-attention-fidelity ablations, the 2- and "
                                                 "4-step and LoRA Students, the Students from the domain's "
                                                 "further Teachers (each alone, all at once), 8 images per prompt"),
-         n_per_prompt: Optional[int] = typer.Option(None, help="images per prompt per model (default 4; --full 8)"),
-         n_prompts: Optional[int] = typer.Option(None, help="use the first N of the domain's evaluation prompts "
-                                                 "(default: all; shapes 90, pairs 120)"),
-         bridge_steps: int = typer.Option(300),
-         bridge_images: int = typer.Option(2000, help="images whose latents stage 1 trains on"),
-         distill_steps: int = typer.Option(300, help="stage-2 generator steps per Student"),
-         train_seeds: int = typer.Option(1, help="stage-2 training seeds per Student, --full: the ablations' too "
-                                                  "(3 or more: means with 95-percent intervals)"),
+         n_per_prompt: Optional[int] = checked(None, help="images per prompt per model (default 4; --full 8)",
+                                               ge=1, le=1000),
+         n_prompts: Optional[int] = checked(None, help="use the first N of the domain's evaluation prompts "
+                                            "(default: all; shapes 90, pairs 120)", ge=1, le=MAX_IMAGES),
+         bridge_steps: int = checked(300, help="stage-1 steps", ge=1, le=10**7),
+         bridge_images: int = checked(2000, help="images whose latents stage 1 trains on", ge=1, le=MAX_IMAGES),
+         distill_steps: int = checked(300, help="stage-2 generator steps per Student", ge=1, le=10**7),
+         train_seeds: int = checked(1, help="stage-2 training seeds per Student, --full: the ablations' too "
+                                    "(3 or more: means with 95-percent intervals)", ge=1, le=100),
          bridge_seeds: bool = typer.Option(False, help="with --train-seeds: retrain every Bridge per seed too "
                                                        "(stage-1 intervals; each seed's Students use its Bridges)"),
-         bench_repeats: int = typer.Option(3, help="timed runs per model and batch size in the latency table, best "
-                                                   "kept"),
+         bench_repeats: int = checked(3, help="timed runs per model and batch size in the latency table, best "
+                                      "kept", ge=1, le=1000),
          threads_: int = THREADS) -> None:
     """The method end to end on a domain: Bridge, both one-step Students, evaluation, latency, report.html."""
     from ..demo import DemoConfig, run_demo
@@ -164,11 +165,6 @@ def demo(out: Optional[Path] = typer.Option(None, help="demo folder; rerun to re
     total = len(get(domain).eval_prompts())
     if n_prompts is not None and not 1 <= n_prompts <= total:
         raise CrossdistillError(f"--n-prompts must be in 1..{total} for domain {domain}, got {n_prompts}")
-    for name, v in (("--n-per-prompt", n_per_prompt or 1), ("--bridge-steps", bridge_steps),
-                    ("--bridge-images", bridge_images), ("--distill-steps", distill_steps),
-                    ("--train-seeds", train_seeds), ("--bench-repeats", bench_repeats), ("--threads", threads_ + 1)):
-        if v < 1:
-            raise CrossdistillError(f"{name} must be >= 1, got {v}")
     out = out or DemoConfig.default_out(domain)
     run_demo(DemoConfig(out, domain, full, n_per_prompt, prompts=n_prompts, bridge_steps=bridge_steps,
                         bridge_images=bridge_images, distill_steps=distill_steps, train_seeds=train_seeds,

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CrossdistillError, choice_error
+from ..checks import SEED, Checked, accepts
+from ..errors import CrossdistillError
 from .images import to_batch
 
 SOURCES = ("renders", "folder", "hf", "teacher")
 
 
 @dataclass
-class DataConfig:
-    source: str = "renders"        # renders | folder | hf (a Hugging Face dataset) | teacher (data-free)
+class DataConfig(Checked):
+    source: str = accepts("renders", choices=SOURCES)   # renders | folder | hf (a Hugging Face dataset) | teacher (data-free)
     domain: str | None = None      # "renders": whose renders; "teacher": whose prompts (default: the Teacher's domain)
     path: str | None = None        # "folder": images (+ manifest.jsonl for prompts); "hf": dataset id or path;
                                    # "teacher": optional, a dataset whose caption_column holds the captions
@@ -33,22 +34,16 @@ class DataConfig:
     captions: str = "domain"       # "teacher" without a path: the captions the Teacher is sampled on:
                                    # "domain" (data.domain's or the Teacher's domain's prompts), a domain's
                                    # name, or a text file (one caption per line)
-    images: int = 4000             # images whose latents are cached for training
-    seed: int = 12345              # render seed / teacher sampling seed
-    shard_size: int = 64           # images per bank shard (stage 1 writes its bank shard by shard)
+    images: int = accepts(4000, ge=1, le=10**9)   # images whose latents are cached for training
+    seed: int = accepts(12345, **SEED)   # render seed / teacher sampling seed
+    shard_size: int = accepts(64, ge=1, le=10**6)   # images per bank shard (stage 1 writes its bank shard by shard)
 
     def validate(self):
-        if self.source not in SOURCES:
-            raise choice_error("data.source", self.source, SOURCES, renamed={"shapes": "renders"})
         if self.source in ("folder", "hf") and not self.path:
             raise CrossdistillError(f"data.source={self.source} needs data.path")
         if self.source == "teacher" and self.path and not self.caption_column:
             raise CrossdistillError(f"data.source=teacher with data.path={self.path} samples the Teacher on that "
                                     "dataset's captions: set data.caption_column")
-        if self.images < 1:
-            raise CrossdistillError(f"data.images must be >= 1, got {self.images}")
-        if self.shard_size < 1:
-            raise CrossdistillError(f"data.shard_size must be >= 1, got {self.shard_size}")
         return self
 
 

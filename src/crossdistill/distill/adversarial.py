@@ -163,7 +163,7 @@ class PixelGan(GanTerm):
         self.opt.zero_grad(set_to_none=True)
         task.acc.backward(loss)
         average_gradients(task.acc, self.disc.parameters())
-        optimizer_step(self.opt, loss, self.disc.parameters(), task.cfg.train, step, self.cfg.lr)
+        optimizer_step(self.opt, loss, self.disc.parameters(), task.cfg.train, step, self.cfg.lr, "discriminator", logs)
         return logs
 
 

@@ -179,7 +179,8 @@ class DistillTask(Task):
                 self.acc.backward(loss / len(parts))
                 total, rows = total + loss.detach() / len(parts), rows + [{"fake": loss_f.item(), **ld}]
             average_gradients(self.acc, params)
-            lo = optimizer_step(side.opt, total, params, self.cfg.train, step, self.cfg.fake.lr)
+            lo = optimizer_step(side.opt, total, params, self.cfg.train, step, self.cfg.fake.lr, side.key,
+                                mean_logs(rows))
         return side.logs({**mean_logs(rows), **{f"fake_{k}": v for k, v in lo.items()}})
 
     def _manifold(self, z: torch.Tensor, x: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -192,12 +193,15 @@ class DistillTask(Task):
         (decoded: x): the loss, its logs and B(z) in that Teacher's space."""
         teacher = side.den
         z_hat = side.bridge(z, clamp=self.cfg.clamp, decoded=x)
+        bad = (~torch.isfinite(z_hat)).float().mean()   # a Bridge gone non-finite is named, not just its loss
         eps = eps.to(z_hat.dtype)
         x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
             real = teacher.predict_x0(x_t, t, ct, guidance=side.guidance, uncond=side.uncond.expand(len(z)))
         fake_x0, gan_loss, lgan = self.gan.fake_x0(side, x_t, t, ct)
         loss, logs = dmd_generator_loss(z_hat, real, fake_x0)
+        if bad > 0:
+            logs["bridge_nonfinite"] = bad.item()
         if gan_loss is not None:
             loss = loss + gan_loss
             logs.update(lgan)
@@ -246,7 +250,7 @@ class DistillTask(Task):
             pixels += [] if x is None else [x.detach()]
         average_gradients(self.acc, self._gen_params())
         logs = mean_logs(rows)
-        logs.update(optimizer_step(self.opt_g, total, self._gen_params(), cfg.train, step, cfg.lr))
+        logs.update(optimizer_step(self.opt_g, total, self._gen_params(), cfg.train, step, cfg.lr, "generator", logs))
         ema_update(self.ema, self.student.model, cfg.ema, step)
         z, z_hats = torch.cat(zs), [torch.cat(zh) for zh in z_hats]
         logs.update(self.gan.update(torch.cat(pixels) if pixels else None, gen, step))

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..io import DISK_FULL, disk_error
 from .parallel import is_sharded
 
 PREFIX = "ckpt-"
@@ -181,10 +182,19 @@ def save_checkpoint(run_dir: Path, step: int, modules, optimizers, keep: int = 2
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tensors, meta = flatten_state(modules, optimizers)
-    save_file(tensors, str(tmp / "state.safetensors"))
-    files = {"state.safetensors": _sha256(tmp / "state.safetensors")}
-    return _finish(tmp, final, {"step": step, "tensors": len(tensors), "sha256": files["state.safetensors"],
-                                "files": files, **meta}, keep)
+    try:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        files = {"state.safetensors": _sha256(tmp / "state.safetensors")}
+        return _finish(tmp, final, {"step": step, "tensors": len(tensors), "sha256": files["state.safetensors"],
+                                    "files": files, **meta}, keep)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno not in DISK_FULL:
+            raise
+        needed = sum(t.numel() * t.element_size() for t in tensors.values())
+        raise disk_error(e, f"checkpoint {final.name}", run_dir, needed,
+                         "the previous checkpoints are kept: free some space and rerun the same command to resume "
+                         "from the newest") from None
 
 
 def save_sharded_checkpoint(run_dir: Path, step: int, acc, modules, optimizers, keep: int = 2) -> Path:

@@ -16,17 +16,21 @@ scalars (train.report_to), periodic atomic checkpoints and the resolved config i
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..checks import SEED, Checked, accepts
 from ..errors import CrossdistillError, choice_error
 from .checkpoint import load_latest, save_checkpoint, save_sharded_checkpoint
-from .parallel import any_process, check_parallel, every_process, is_sharded, local, shard, uses_fsdp
+from .parallel import PARALLEL, any_process, every_process, is_sharded, local, shard, uses_fsdp
 
 PRECISIONS = ("no", "bf16", "fp16")
+REPORT_TO = {"tensorboard": ("tensorboard",), "wandb": ("wandb",), "all": ("tensorboard", "wandb"), "none": ()}
+MAX_STEPS, MAX_BATCH, MAX_THREADS = 10**9, 2**20, 1024   # beyond any run; past them a library call fails
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -56,41 +60,34 @@ def default_device() -> torch.device:
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 1000                # optimisation steps (a rerun continues to this count)
-    batch: int = 32                  # global batch (split across processes)
-    seed: int = 0                    # noise, timesteps and data order of every step
-    checkpoint_every: int = 100      # steps between checkpoints (rerun the command to resume)
-    keep_checkpoints: int = 2        # newest checkpoints kept on disk
-    log_every: int = 10              # steps between history.jsonl / tracker rows
-    sample_every: int = 0            # sample grid (run_dir/samples/*.png + the trackers) every N steps; 0: off
-    mixed_precision: str = "no"      # no | bf16 | fp16 (autocast; weights and optimizer stay fp32)
+class TrainConfig(Checked):
+    steps: int = accepts(1000, ge=1, le=MAX_STEPS)   # optimisation steps (a rerun continues to this count)
+    batch: int = accepts(32, ge=1, le=MAX_BATCH)       # global batch (split across processes)
+    seed: int = accepts(0, **SEED)   # noise, timesteps and data order of every step
+    checkpoint_every: int = accepts(100, ge=1)   # steps between checkpoints (rerun the command to resume)
+    keep_checkpoints: int = accepts(2, ge=1)     # newest checkpoints kept on disk
+    log_every: int = accepts(10, ge=1)           # steps between history.jsonl / tracker rows
+    sample_every: int = accepts(0, ge=0)         # sample grid (run_dir/samples/*.png + the trackers) every N steps; 0: off
+    mixed_precision: str = accepts("no", choices=PRECISIONS)   # no | bf16 | fp16 (autocast; weights and optimizer
+                                     # stay fp32)
     gradient_checkpointing: bool = False   # recompute activations in backward (less memory, ~30% slower)
-    max_bad_steps: int = 5           # consecutive non-finite steps before stopping
-    threads: int = 0                 # torch CPU threads (0: leave torch's default)
-    parallel: str = "ddp"            # ddp | fsdp (FSDP2 shards the Teacher side; see train/parallel.py)
-    max_grad_norm: float = 0.0       # clip each optimizer's gradient norm to this (0: off; DMD2 uses 10)
-    warmup_steps: int = 0            # linear learning-rate warm-up from 0 over the first N steps
-    adam_betas: tuple[float, float] = (0.9, 0.999)   # AdamW's (beta1, beta2)
-    weight_decay: float = 0.0        # AdamW's decoupled weight decay
-    report_to: str = "tensorboard"   # trackers through Accelerate: tensorboard | wandb | all | none
-                                     # (wandb: pip install wandb; WANDB_MODE=offline needs no network)
-    grad_accumulation: int = 1       # micro-batches per update: each process's part of the batch runs in N chunks,
-                                     # gradients summed (the same update, 1/N of the activation memory)
+    max_bad_steps: int = accepts(5, ge=1)        # consecutive non-finite steps before stopping
+    threads: int = accepts(0, ge=0, le=MAX_THREADS)   # torch CPU threads (0: leave torch's default)
+    parallel: str = accepts("ddp", choices=PARALLEL)   # ddp | fsdp (FSDP2 shards the Teacher side; see
+                                     # train/parallel.py)
+    max_grad_norm: float = accepts(0.0, ge=0)    # clip each optimizer's gradient norm to this (0: off; DMD2 uses 10)
+    warmup_steps: int = accepts(0, ge=0)         # linear learning-rate warm-up from 0 over the first N steps
+    adam_betas: tuple[float, float] = accepts((0.9, 0.999), ge=0, lt=1)   # AdamW's (beta1, beta2)
+    weight_decay: float = accepts(0.0, ge=0)     # AdamW's decoupled weight decay
+    report_to: str = accepts("tensorboard", choices=tuple(REPORT_TO))   # trackers through Accelerate: tensorboard |
+                                     # wandb | all | none (wandb: pip install wandb; WANDB_MODE=offline needs no
+                                     # network)
+    grad_accumulation: int = accepts(1, ge=1)    # micro-batches per update: each process's part of the batch runs
+                                     # in N chunks, gradients summed (the same update, 1/N of the activation memory)
 
     def validate(self) -> "TrainConfig":
-        if self.mixed_precision not in PRECISIONS:
-            raise choice_error("mixed_precision", self.mixed_precision, PRECISIONS)
-        trackers(self.report_to)
-        check_parallel(self.parallel)
-        for k in ("steps", "batch", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints",
-                  "grad_accumulation"):
-            if getattr(self, k) < 1:
-                raise CrossdistillError(f"train.{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("max_grad_norm", "warmup_steps", "weight_decay"):
-            if getattr(self, k) < 0:
-                raise CrossdistillError(f"train.{k} must be >= 0, got {getattr(self, k)}")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+        trackers(self.report_to)   # the tracker's package is installed
+        if len(self.adam_betas) != 2:
             raise CrossdistillError(f"train.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
         return self
 
@@ -145,7 +142,6 @@ class NonFiniteStep(Exception):
     """Raised by a task when its loss or gradients are not finite (the update is skipped)."""
 
 
-REPORT_TO = {"tensorboard": ("tensorboard",), "wandb": ("wandb",), "all": ("tensorboard", "wandb"), "none": ()}
 TRACKER_PACKAGES = {"tensorboard": "pip install 'crossdistill[log]'", "wandb": "pip install wandb"}
 
 
@@ -208,8 +204,9 @@ def micro_batches(cfg: TrainConfig, n: int) -> list[slice]:
 
 
 def mean_logs(rows: list[dict[str, float]]) -> dict[str, float]:
-    """The micro-batches' logged numbers, averaged."""
-    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    """The micro-batches' logged numbers, averaged (a key only some rows log, over those)."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
 
 
 def average_gradients(acc, params) -> None:
@@ -379,12 +376,13 @@ def write_samples(acc, run_dir: Path, step: int, images: torch.Tensor, prompts: 
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, cfg: TrainConfig, step: int,
-                   base_lr: float) -> dict[str, float]:
+                   base_lr: float, name: str = "", terms: dict | None = None) -> dict[str, float]:
     """After backward and the gradient all-reduce: refuse a non-finite step, clip the
     gradient norm (`cfg.max_grad_norm`), set the warm-up learning rate, step. Returns the
-    pre-clipping gradient norm when clipping is on (logged as `<name>_grad_norm`)."""
+    pre-clipping gradient norm when clipping is on (logged as `<name>_grad_norm`).
+    `name`, `terms`: what a refusal names (the optimizer, and the logged loss terms)."""
     params = list(params)
-    finite_or_raise(loss, params)
+    finite_or_raise(loss, params, name, terms)
     logs = {}
     if cfg.max_grad_norm > 0:
         norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.max_grad_norm)
@@ -396,14 +394,22 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, cfg: 
     return logs
 
 
-def finite_or_raise(loss: torch.Tensor, params) -> None:
+def finite_or_raise(loss: torch.Tensor, params, name: str = "", terms: dict | None = None) -> None:
     """Before an optimizer step: refuse non-finite losses or gradients (every process
-    decides alike: with sharded gradients each sees only its shard, so they agree first)."""
+    decides alike: with sharded gradients each sees only its shard, so they agree first).
+    The refusal names the optimizer, the logged terms that are not finite, and any
+    `*_nonfinite` share a task logs for an intermediate (a Bridge's output)."""
     params = list(params)
     bad_loss = not bool(torch.isfinite(loss))
     bad_grad = any(p.grad is not None and not bool(torch.isfinite(local(p.grad)).all()) for p in params)
     if any_process(bad_loss or bad_grad, params):
-        raise NonFiniteStep(f"loss is {loss.item()}" if bad_loss else "gradient is not finite (on some process)")
+        terms = terms or {}
+        which = [k for k, v in terms.items() if not math.isfinite(v)]
+        # an intermediate's share of non-finite values (`*_nonfinite`, e.g. a Bridge's output)
+        which += [f"{k}={v:.2g}" for k, v in terms.items() if k.endswith("_nonfinite") and v > 0]
+        where = f"{name}: " if name else ""
+        raise NonFiniteStep(where + (f"loss is {loss.item()}" if bad_loss else "gradient is not finite (on some process)")
+                            + (f"; non-finite terms: {', '.join(which)}" if which else ""))
 
 
 

@@ -23,15 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import choice_error
 
 PARALLEL = ("ddp", "fsdp")
-
-
-def check_parallel(name: str) -> str:
-    if name not in PARALLEL:
-        raise choice_error("train.parallel", name, PARALLEL)
-    return name
 
 
 def uses_fsdp(acc, parallel: str) -> bool:
