@@ -42,7 +42,7 @@ def test_identity_needs_a_shared_space_and_ratios_must_be_integers(meta_models):
     with pytest.raises(CrossdistillError, match="not an integer resolution ratio"):
         with torch.device("meta"):
             Bridge(s.space, meta_models["sd35-large"].space, 512, 768, BridgeConfig("bridge"))
-    with pytest.raises(CrossdistillError, match="unknown bridge kind 'brige'.*did you mean 'bridge'"):
+    with pytest.raises(CrossdistillError, match="unknown bridge.kind 'brige'.*did you mean 'bridge'"):
         BridgeConfig("brige").validate()
 
 

@@ -340,6 +340,61 @@ def test_app_draws_the_typed_prompt_in_a_browser(student_run, tiny_pair, tmp_pat
     assert np.array_equal(shown, np.asarray(Image.open(tmp_path / "gen" / "00000.png").convert("RGB")))
 
 
+def test_app_under_load_from_a_browser_answers_every_bad_request_with_a_4xx(student_run, tmp_path):
+    """Headless Chromium fires 50 requests at once at `crossdistill app`: valid prompts,
+    over-long and empty prompts, non-UTF-8 and malformed query strings, an over-long URL, an
+    unknown path. Each valid one gets its PNG; each bad one a 4xx and a message saying what
+    is wrong; the server answers a valid request afterwards (it did not die)."""
+    import html
+    import re
+    import shutil
+    import urllib.request
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "chromium is missing: `make test` installs it (Debian package `chromium`)"
+    server = subprocess.Popen([sys.executable, "-m", "crossdistill.cli", "app", "--model", str(student_run / "student"),
+                               "--port", "0", "--threads", "1"], env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    cases = ([("image?prompt=a%20red%20circle&seed=" + str(i), 200, "image/png") for i in range(20)]
+             + [("image?prompt=" + "a" * 400, 400, "1..300 characters")] * 5
+             + [("image?prompt=&seed=1", 400, "1..300 characters")] * 3
+             + [("image?seed=2", 400, "1..300 characters")] * 2
+             + [("image?prompt=%ff%fe%fd", 400, "not UTF-8")] * 5
+             + [("image?prompt=x&seed=abc", 400, "the seed must be an integer"),
+                ("image?prompt=x&seed=-1", 400, "the seed must be an integer"),
+                ("image?prompt=x&seed=99999999999999999999999", 400, "the seed must be in 0..2^63-1"),
+                ("image?%%%=%&&=", 400, "1..300 characters"),
+                ("image?model=nope&prompt=x", 400, "unknown model 'nope'"),
+                ("image?prompt=%20%20%09", 400, "1..300 characters"),
+                ("nowhere", 404, "not found: /nowhere"),
+                ("image?prompt=x&seed=1.5", 400, "the seed must be an integer")]
+             + [("image?prompt=" + "b" * 70000, 414, "")] * 7)
+    assert len(cases) == 50
+    try:
+        url = re.search(r"http://\S+/", server.stdout.readline()).group(0)
+        probe = tmp_path / "load.html"
+        probe.write_text("""<html><body><pre id='out'></pre><script>
+          Promise.all(%s.map(u => fetch('%s' + u).then(async r => [r.status,
+              r.headers.get('content-type').startsWith('image/') ? r.headers.get('content-type') : await r.text()])
+            .catch(e => [0, String(e)])))
+          .then(rows => { document.getElementById('out').textContent = JSON.stringify(rows); });
+          </script></body></html>""" % (json.dumps([c[0] for c in cases]), url))
+        dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                              "--disable-web-security", f"--user-data-dir={tmp_path / 'chromium'}",
+                              "--virtual-time-budget=60000", "--dump-dom", probe.as_uri()],
+                             capture_output=True, text=True, timeout=180).stdout
+        m = re.search(r"<pre id=\"out\">(.*?)</pre>", dom, re.S)
+        assert m and m.group(1), dom[-1500:]
+        rows = json.loads(html.unescape(m.group(1)))
+        for (path, code, said), (status, body) in zip(cases, rows):
+            assert status == code and said in body, (path[:60], status, body[:200])
+        assert urllib.request.urlopen(url + "image?prompt=a%20red%20circle&seed=7").status == 200   # still serving
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_push_command_offline_is_one_line(student_run):
     r = cli("push", student_run / "student", "me/x")
     assert r.returncode == 2 and r.stderr.strip() == "error: HF_HUB_OFFLINE is set: pushing needs the network (unset it)"

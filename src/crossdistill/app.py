@@ -14,13 +14,14 @@ import html
 import io
 import json
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from .denoisers import Denoiser
 from .domains import example_prompt
-from .errors import CrossdistillError
+from .errors import CrossdistillError, first_line
 
 MAX_PROMPT = 300   # characters
 
@@ -89,6 +90,12 @@ class App:
             teacher_steps=t.defaults.steps if t else 0)
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per request; a listen queue for a page's burst of requests (one per keystroke)."""
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def handler(app: App):
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, kind: str) -> None:
@@ -99,19 +106,36 @@ def handler(app: App):
             self.end_headers()
             self.wfile.write(body)
 
+        def _error(self, code: int, message: str) -> None:
+            self._send(code, json.dumps({"error": message}).encode(), "application/json")
+
         def do_GET(self) -> None:   # noqa: N802 (http.server's name)
+            try:
+                self._get()
+            except (BrokenPipeError, ConnectionResetError):   # the browser gave up on this one
+                pass
+            except Exception as e:   # a bug: this request gets a 500 and the log a traceback; the server goes on
+                traceback.print_exc()
+                self._error(500, f"internal error: {first_line(e)}")
+
+        def _get(self) -> None:
             url = urlparse(self.path)
             if url.path in ("/", "/index.html"):
                 return self._send(200, app.page().encode(), "text/html; charset=utf-8")
-            if url.path == "/image":
-                args = {k: v[0] for k, v in parse_qs(url.query).items()}
-                try:
-                    seed = int(args.get("seed") or 0)
-                    png = app.image(args.get("model", "student"), args.get("prompt", ""), seed)
-                except (CrossdistillError, ValueError) as e:
-                    return self._send(400, json.dumps({"error": str(e)}).encode(), "application/json")
-                return self._send(200, png, "image/png")
-            self._send(404, b'{"error": "not found"}', "application/json")
+            if url.path != "/image":
+                return self._error(404, f"not found: {url.path[:100]}; this app serves / and /image")
+            try:
+                args = {k: v[0] for k, v in parse_qs(url.query, errors="strict").items()}
+            except UnicodeDecodeError:
+                return self._error(400, "the query is not UTF-8: percent-encode the prompt's UTF-8 bytes")
+            seed = args.get("seed") or "0"
+            if not (seed.isascii() and seed.isdigit()):
+                return self._error(400, f"the seed must be an integer in 0..2^63-1, got {seed[:40]!r}")
+            try:
+                png = app.image(args.get("model", "student"), args.get("prompt", ""), int(seed))
+            except CrossdistillError as e:
+                return self._error(400, str(e))
+            self._send(200, png, "image/png")
 
         def log_message(self, fmt, *args) -> None:   # one quiet line per request on stderr
             pass
@@ -139,7 +163,7 @@ def serve(student: str, teacher: str | None = None, host: str = "127.0.0.1", por
     t = load_for_inference(teacher, device, dtype) if teacher else None
     name = Path(str(student)).name or str(student)
     try:
-        server = ThreadingHTTPServer((host, port), handler(App(den, t, name)))
+        server = Server((host, port), handler(App(den, t, name)))
     except OSError as e:
         raise CrossdistillError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port") from None
     ready(f"http://{host}:{server.server_address[1]}/")

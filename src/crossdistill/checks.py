@@ -127,10 +127,12 @@ def check_values(cls: type, values: dict, prefix: str = "") -> dict:
 class Checked:
     """A config dataclass that checks its declared fields whenever it is built: from YAML
     and `--set` (`config.from_dict`, which names the dotted key first), in code, or by
-    `dataclasses.replace`."""
+    `dataclasses.replace`. `KEY`: where it usually sits in a config (`train.`), for the
+    messages of one built in code."""
+    KEY = ""
 
     def __post_init__(self):
-        check_fields(self)
+        check_fields(self, self.KEY)
 
 
 def _holds_floats(value: Any) -> bool:

@@ -17,6 +17,7 @@ TOKENS = ("caption", "all")
 @dataclass
 class AttnConfig(Checked):
     """Attention fidelity (stage 1's second term) and the maps it compares."""
+    KEY = "attn."
     weight: float = accepts(1.0, ge=0)       # lambda_attn; 0 disables the Teacher passes
     layers: tuple[int, ...] | None = accepts(None, ge=0, le=999)   # text-attending layers to match (None: all)
     image_to_image: bool = False             # also match image->image attention rows (pooled)

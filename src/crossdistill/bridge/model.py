@@ -45,6 +45,7 @@ def clamp_pixels(x: Tensor, mode: str) -> Tensor:
 
 @dataclass
 class BridgeConfig(Checked):
+    KEY = "bridge."
     kind: str = accepts("bridge", choices=KINDS)   # bridge (D_s + learned projector) | identity | roundtrip
                              # (nothing learned)
     tap: str = accepts("pixels", choices=TAPS)     # what of the frozen decoder the projector sees

@@ -22,6 +22,7 @@ MAX_RANK = 4096
 
 @dataclass
 class FakeConfig(Checked):
+    KEY = "fake."
     kind: str = accepts("full", choices=FAKE_KINDS)   # full copy of the Teacher, or a LoRA on it
     rank: int = accepts(16, ge=1, le=MAX_RANK)        # LoRA rank
     lr: float = accepts(2e-4, gt=0, le=1)             # fake-score learning rate
@@ -33,6 +34,7 @@ class GanConfig(Checked):
     """An optional adversarial term (weight 0: off): DMD2's head on the fake score's middle
     features (space: teacher) or a pixel discriminator on the decoded Student images
     (space: student)."""
+    KEY = "gan."
     weight: float = accepts(0.0, ge=0)   # generator GAN loss weight (DMD2: 1e-3 .. 1e-2)
     d_weight: float = accepts(1.0, ge=0)   # classifier loss weight, added to the fake score's loss
     head: str = accepts("pooled", choices=HEADS)   # teacher space: pooled (MLP on averaged features) | conv (DMD2's
@@ -46,6 +48,7 @@ class GanConfig(Checked):
 @dataclass
 class ManifoldConfig(Checked):
     """A term keeping generator latents on the Student's manifold (weight 0: off)."""
+    KEY = "manifold."
     kind: str = accepts("reencode", choices=MANIFOLD_KINDS)   # reencode: ||z - sg(E_s(clamp(D_s(z))))||^2 |
                                 # std: (std(z) - 1)^2
     weight: float = accepts(0.0, ge=0)   # lambda of the term (0: off)
@@ -54,6 +57,7 @@ class ManifoldConfig(Checked):
 @dataclass
 class GeneratorConfig(Checked):
     """The Student generator: how many steps it takes, and what of the Student base trains."""
+    KEY = "generator."
     steps: int = accepts(1, ge=1, le=8)   # 1 (the paper's one-step Student) or 2-4 (few-step: DMD2's backward
                                 # simulation; exported with diffusers' LCMScheduler)
     kind: str = accepts("full", choices=GENERATOR_KINDS)   # full: every backbone weight trains | lora: a peft LoRA
@@ -86,6 +90,7 @@ class FirstTimes(Checked):
     object) only near pure noise; there its score is the one that can change a sample's
     composition, and the whole range, afterwards, restores the details without undoing
     it (its low-noise predictions keep the composition a sample has; docs/shapes_world.md)."""
+    KEY = "t_first."
     steps: int = accepts(0, ge=0)                   # generator steps of the first phase (0: off)
     t_range: tuple[float, float] = accepts((0.85, 0.98), ge=0, le=1)   # its Teacher times, as fractions of the
                                                     # full range
@@ -99,6 +104,7 @@ class FirstTimes(Checked):
 class TeacherConfig(Checked):
     """One Teacher of stage 2: its own Bridge, real-score guidance, fake score (of kind
     `fake.kind`) and weight. In YAML an entry is a mapping, or just the model's name."""
+    KEY = "teachers[]."
     model: str = ""                 # a model name, diffusers folder or hub id (required)
     bridge_dir: str = "identity"    # a stage-1 Bridge from the Student to this Teacher, or identity / roundtrip
     guidance: float | None = accepts(None, **GUIDANCE)   # its real-score CFG; its default if None
@@ -156,6 +162,7 @@ class DistillConfig(Checked):
             raise CrossdistillError("gan.space=teacher (a head on one fake score's features) needs a single "
                                     "Teacher; with several use gan.space=student or gan.weight=0")
         check_fractions("t_range", self.t_range)
+        self.t_first.validate()
         if self.t_shift != 1 and self.t_density != "uniform":
             raise CrossdistillError(f"t_shift={self.t_shift} shifts uniform draws; it cannot be combined with "
                                     f"t_density={self.t_density!r} (use t_density=uniform or t_shift=1)")

@@ -61,6 +61,7 @@ def default_device() -> torch.device:
 
 @dataclass
 class TrainConfig(Checked):
+    KEY = "train."
     steps: int = accepts(1000, ge=1, le=MAX_STEPS)   # optimisation steps (a rerun continues to this count)
     batch: int = accepts(32, ge=1, le=MAX_BATCH)       # global batch (split across processes)
     seed: int = accepts(0, **SEED)   # noise, timesteps and data order of every step
