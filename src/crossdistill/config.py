@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .checks import check_values
+from .checks import check_values, declared
 from .errors import CrossdistillError, choice_error
 
 T = TypeVar("T")
@@ -219,6 +219,7 @@ def config_keys(cls, prefix: str = "", values=None) -> list[tuple[str, str, Any,
         if dataclasses.is_dataclass(tp):
             rows += config_keys(tp, f"{prefix}{f.name}.", value)
             continue
-        rows.append((prefix + f.name, _type_name(tp), list(value) if isinstance(value, tuple) else value,
-                     helps.get(f.name, "")))
+        rule = declared(f)
+        text = helps.get(f.name, "") + (f" [{rule.describe(tp is int)}]" if rule else "")
+        rows.append((prefix + f.name, _type_name(tp), list(value) if isinstance(value, tuple) else value, text.strip()))
     return rows

@@ -24,7 +24,8 @@ def checked(default, *decls: str, help: str = "", hidden: bool = False, **rule):
             return value
         return accepts.check(max(param.opts, key=len), value)
 
-    info = typer.Option(default, *decls, help=help, hidden=hidden, callback=callback)
+    info = typer.Option(default, *decls, help=f"{help} [{accepts.describe(isinstance(default, int))}]".strip(),
+                        hidden=hidden, callback=callback)
     info.accepts = accepts
     return info
 
