@@ -209,15 +209,16 @@ def test_a_bridge_gone_non_finite_is_named_skipped_stopped_then_resumed(tiny_pai
 
 
 def _disk_full_after(monkeypatch, nbytes: int):
-    """safetensors' save_file writes `nbytes` of the file, then fails as a full disk does."""
-    import errno
-
+    """safetensors' save_file writes `nbytes` of the file, then fails as it does on a full
+    disk: its own SafetensorError (not an OSError), worded as its Rust writer words it."""
+    import safetensors
     import safetensors.torch
 
     def full(tensors, path, metadata=None):
         with open(path, "wb") as f:
             f.write(b"\0" * nbytes)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                          'message: "No space left on device" })')
     monkeypatch.setattr(safetensors.torch, "save_file", full)
 
 

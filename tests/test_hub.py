@@ -362,7 +362,7 @@ def test_app_under_load_from_a_browser_answers_every_bad_request_with_a_4xx(stud
              + [("image?prompt=%ff%fe%fd", 400, "not UTF-8")] * 5
              + [("image?prompt=x&seed=abc", 400, "the seed must be an integer"),
                 ("image?prompt=x&seed=-1", 400, "the seed must be an integer"),
-                ("image?prompt=x&seed=99999999999999999999999", 400, "the seed must be in 0..2^63-1"),
+                ("image?prompt=x&seed=99999999999999999999999", 400, "0..2^63-1"),
                 ("image?%%%=%&&=", 400, "1..300 characters"),
                 ("image?model=nope&prompt=x", 400, "unknown model 'nope'"),
                 ("image?prompt=%20%20%09", 400, "1..300 characters"),

@@ -99,6 +99,7 @@ class Server(ThreadingHTTPServer):
 def handler(app: App):
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, kind: str) -> None:
+            self.sent = True
             self.send_response(code)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
@@ -110,13 +111,18 @@ def handler(app: App):
             self._send(code, json.dumps({"error": message}).encode(), "application/json")
 
         def do_GET(self) -> None:   # noqa: N802 (http.server's name)
+            self.sent = False
             try:
                 self._get()
-            except (BrokenPipeError, ConnectionResetError):   # the browser gave up on this one
+            except (ConnectionError, TimeoutError):   # the browser gave up on this one (nothing to answer)
                 pass
             except Exception as e:   # a bug: this request gets a 500 and the log a traceback; the server goes on
                 traceback.print_exc()
-                self._error(500, f"internal error: {first_line(e)}")
+                if not self.sent:
+                    try:
+                        self._error(500, f"internal error: {first_line(e)}")
+                    except (ConnectionError, TimeoutError):
+                        pass
 
         def _get(self) -> None:
             url = urlparse(self.path)
@@ -129,7 +135,7 @@ def handler(app: App):
             except UnicodeDecodeError:
                 return self._error(400, "the query is not UTF-8: percent-encode the prompt's UTF-8 bytes")
             seed = args.get("seed") or "0"
-            if not (seed.isascii() and seed.isdigit()):
+            if not (seed.isascii() and seed.isdigit() and len(seed) <= 19):
                 return self._error(400, f"the seed must be an integer in 0..2^63-1, got {seed[:40]!r}")
             try:
                 png = app.image(args.get("model", "student"), args.get("prompt", ""), int(seed))

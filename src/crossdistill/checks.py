@@ -34,6 +34,7 @@ class Accepts:
     choices: tuple | None = None
     finite: bool = True
     nonempty: bool = False
+    casefold: bool = False   # choices: any case (`FP16` as `fp16`)
 
     def describe(self, integer: bool = False) -> str:
         """`>= 1`, `in (0, 1)`, `one of a, b`, `a finite number`."""
@@ -56,7 +57,7 @@ class Accepts:
         if value is None:
             return False
         if self.choices is not None:
-            return value not in self.choices
+            return (value.lower() if self.casefold and isinstance(value, str) else value) not in self.choices
         if isinstance(value, str):
             return self.nonempty and not value.strip()
         if isinstance(value, bool) or not isinstance(value, (int, float)):

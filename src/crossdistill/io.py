@@ -12,16 +12,30 @@ from .errors import CrossdistillError
 
 RUN_MARKER = ".crossdistill"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}   # what a write hits when the disk (or quota) is full
+# the same, as the writers that do not raise OSError word it (safetensors' SafetensorError
+# "Error while serializing: IoError(Os { code: 28, kind: StorageFull, .. })", torch's RuntimeError)
+_DISK_FULL_TEXT = ("No space left on device", "StorageFull", "Disk quota exceeded", "QuotaExceeded", "File too large")
 
 
-def disk_error(e: OSError, what: str, folder: Path, needed: int | None = None,
+def is_disk_full(e: BaseException) -> bool:
+    """Whether a failed write failed because the disk (or the user's quota) is full."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno in DISK_FULL
+    return any(t in str(e) for t in _DISK_FULL_TEXT)
+
+
+def disk_error(e: BaseException, what: str, folder: Path, needed: int | None = None,
                kept: str = "nothing was replaced") -> CrossdistillError:
     """One line for a write that failed: what, where, why, the space it needed and the
-    space free there, and what was kept."""
+    space free there (when it can be read), and what was kept."""
     folder = Path(folder)
-    free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
-    need = f"it needed about {_mb(needed)}, {_mb(free)} free there" if needed else f"{_mb(free)} free there"
-    return CrossdistillError(f"could not write {what} in {folder}: {e.strerror or e}; {need}; {kept}")
+    try:
+        free = f"{_mb(shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free)} free there"
+    except (OSError, StopIteration):
+        free = "free space unknown"
+    need = f"it needed about {_mb(needed)}, {free}" if needed else free
+    why = getattr(e, "strerror", None) or "No space left on device"
+    return CrossdistillError(f"could not write {what} in {folder}: {why}; {need}; {kept}")
 
 
 def _mb(n: int) -> str:
@@ -65,8 +79,8 @@ def atomic_dir(out: Path, overwrite: bool = False, needed: int | None = None):
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
-    except OSError as e:
-        if e.errno not in DISK_FULL:
+    except Exception as e:
+        if not is_disk_full(e):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         written = folder_bytes(tmp)

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checks import Checked, accepts
+from ..checks import Checked, accepts, check_fields
 from ..errors import CrossdistillError, choice_error
 from ..spaces import LatentSpace
 
@@ -53,7 +53,7 @@ class BridgeConfig(Checked):
     depth: int = accepts(2, ge=0, le=64)           # residual blocks after the resampling
 
     def validate(self) -> "BridgeConfig":
-        return self
+        return check_fields(self, self.KEY)   # again: a field may have been set since it was built
 
 
 class ResBlock(nn.Module):

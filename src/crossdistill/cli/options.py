@@ -35,7 +35,7 @@ THREADS = checked(0, "--threads", help="torch CPU threads (0: torch's default, t
                   ge=0, le=MAX_THREADS)
 DEVICE = checked("auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps", nonempty=True)
 DTYPE = checked("auto", help="auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16",
-                choices=("auto", "fp32", "fp16", "bf16"))
+                choices=("auto", "fp32", "fp16", "bf16"), casefold=True)
 SET = typer.Option(None, "--set", help="override a config key, e.g. train.steps=100 (repeatable; several "
                                        "key=value words may follow one --set)")
 DRY_RUN = typer.Option(False, help="print the resolved config and exit")

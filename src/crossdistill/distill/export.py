@@ -52,8 +52,9 @@ def export_student(student: Denoiser, weights: torch.nn.Module, out: Path, resol
     export = export or ExportConfig()
     comps = dict(student.components, **{student.backbone: weights, "scheduler": student_scheduler(student, steps)})
     exported = type(student)(comps, _defaults(student, steps, resolution))
-    needed = sum(p.numel() * p.element_size() for _, m in exported.modules() for p in m.parameters()) \
-        * (1.5 if export.fp16_variant else 1)   # a full disk says how much the folder needed
+    sizes = {name: sum(p.numel() * p.element_size() for p in m.parameters()) for name, m in exported.modules()}
+    needed = sum(sizes.values()) * (1.5 if export.fp16_variant else 1) \
+        + (sizes[student.backbone] if export.unet_file else 0)   # a full disk says how much the folder needed
     with atomic_dir(out, overwrite=True, needed=int(needed)) as tmp:
         exported.save_pretrained(tmp, provenance=provenance)
         if export.fp16_variant:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..io import DISK_FULL, disk_error
+from ..io import disk_error, is_disk_full
 from .parallel import is_sharded
 
 PREFIX = "ckpt-"
@@ -187,9 +187,9 @@ def save_checkpoint(run_dir: Path, step: int, modules, optimizers, keep: int = 2
         files = {"state.safetensors": _sha256(tmp / "state.safetensors")}
         return _finish(tmp, final, {"step": step, "tensors": len(tensors), "sha256": files["state.safetensors"],
                                     "files": files, **meta}, keep)
-    except OSError as e:
+    except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno not in DISK_FULL:
+        if not is_disk_full(e):
             raise
         needed = sum(t.numel() * t.element_size() for t in tensors.values())
         raise disk_error(e, f"checkpoint {final.name}", run_dir, needed,

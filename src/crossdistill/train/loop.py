@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..checks import SEED, Checked, accepts
+from ..checks import SEED, Checked, accepts, check_fields
 from ..errors import CrossdistillError, choice_error
 from .checkpoint import load_latest, save_checkpoint, save_sharded_checkpoint
 from .parallel import PARALLEL, any_process, every_process, is_sharded, local, shard, uses_fsdp
@@ -87,6 +87,7 @@ class TrainConfig(Checked):
                                      # in N chunks, gradients summed (the same update, 1/N of the activation memory)
 
     def validate(self) -> "TrainConfig":
+        check_fields(self, self.KEY)   # again: a field may have been set since it was built
         trackers(self.report_to)   # the tracker's package is installed
         if len(self.adam_betas) != 2:
             raise CrossdistillError(f"train.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
