@@ -123,6 +123,12 @@ class Domain:
         """`clean`: the fraction of images whose background looks like a render's."""
         raise NotImplementedError
 
+    def variety(self, images, prompts) -> dict[str, float]:
+        """For each factor a prompt leaves open (a size, a position, the background), its
+        spread over each prompt's images, averaged over the prompts ({}: none known). A
+        generator whose seed does nothing scores 0 on each."""
+        return {}
+
     def reference_renders(self, prompts: list[str], seed: int) -> list:
         """One render per prompt occurrence at the domain's size (the FID's real side):
         scene i drawn for prompt i (`scene_rng(seed, i)`)."""
@@ -195,6 +201,10 @@ class ModuleDomain(Domain):
 
     def fidelity(self, images):
         return importlib.import_module(self.judge).fidelity(images)
+
+    def variety(self, images, prompts):
+        judge = importlib.import_module(self.judge)
+        return judge.variety(images, prompts) if hasattr(judge, "variety") else {}
 
 
 def _entry_points() -> dict[str, Any]:

@@ -94,6 +94,7 @@ def evaluate_domain(gens: Generations, classifier: str | None = None) -> dict:
     metrics = {"domain": dom.name, "n_images": len(images), "n_prompts": len(set(gens.prompts))}
     metrics["adherence"] = dom.adherence(images, gens.prompts)
     metrics["fidelity"] = dom.fidelity(images)
+    metrics["variety"] = dom.variety(images, gens.prompts)   # within-prompt spread of the free factors
     metrics["failures"] = dom.failures(images, gens.prompts)
     classifier = classifier or dom.classifier
     if classifier is not None:

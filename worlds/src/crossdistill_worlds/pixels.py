@@ -78,3 +78,31 @@ def fidelity_of(stats: list[dict[str, float]]) -> dict[str, float]:
     out.update({f"bg_{k}": float(np.mean([s[k] for s in stats])) for k in ("std", "tint", "level")})
     out["bg_level_sd"] = float(np.std([s["level"] for s in stats]))
     return out
+
+
+def within_prompt_spread(rows: list[dict[str, float]], prompts: list[str],
+                         points: dict[str, tuple[str, str]] | None = None) -> dict[str, float]:
+    """How much a model varies what a prompt leaves open: for each factor an image was
+    read for (`rows`: one dict per image, NaN where it could not be read), the standard
+    deviation over each prompt's images, averaged over the prompts that have at least two
+    readings. `points`: pairs of coordinates spread as one position, the root of the sum
+    of their variances (`{"position": ("x", "y")}`). A generator whose seed does nothing
+    scores 0 on every factor."""
+    points = points or {}
+    paired = {k for pair in points.values() for k in pair}
+    by_prompt: dict[str, list[dict[str, float]]] = {}
+    for row, p in zip(rows, prompts):
+        by_prompt.setdefault(p, []).append(row)
+    out: dict[str, list[float]] = {}
+    for group in by_prompt.values():
+        for key in group[0]:
+            vals = np.array([r[key] for r in group], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            if key not in paired and len(vals) >= 2:
+                out.setdefault(key, []).append(float(vals.std(ddof=1)))
+        for name, (a, b) in points.items():
+            xy = np.array([[r[a], r[b]] for r in group], dtype=np.float64)
+            xy = xy[np.isfinite(xy).all(1)]
+            if len(xy) >= 2:
+                out.setdefault(name, []).append(float(np.sqrt(xy.var(axis=0, ddof=1).sum())))
+    return {k: float(np.mean(v)) for k, v in out.items()}

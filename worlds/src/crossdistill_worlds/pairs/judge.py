@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..pixels import background_stats, fidelity_of, soft_fill, upsample64
+from ..pixels import background_stats, fidelity_of, soft_fill, upsample64, within_prompt_spread
 from ..shapes.scenes import COLORS, SHAPES
 from .scenes import RELATIONS, SIZE, parse_prompt
 
@@ -152,3 +152,26 @@ def background(img: np.ndarray) -> dict[str, float]:
 
 def fidelity(images) -> dict[str, float]:
     return fidelity_of([background(im) for im in images])
+
+
+def factors(img: np.ndarray, prompt: str) -> dict[str, float]:
+    """What a prompt leaves open, read from a uint8 image on the 64 px grid: each named
+    object's size (the square root of its area, px), the gap between their centres, the
+    pair's placement (the midpoint of the centres) and the background level (NaN where an
+    object is not found)."""
+    c1, _, _, c2, _ = parse_prompt(prompt)
+    first, second = _pick(find_objects(img)[0], c1, c2)
+    row = {"background": background(img)["level"]}
+    if first is None or second is None:
+        return {"size_1": np.nan, "size_2": np.nan, "gap": np.nan, "x": np.nan, "y": np.nan, **row}
+    (x1, y1), (x2, y2) = first.centre, second.centre
+    return {"size_1": float(np.sqrt(first.area)), "size_2": float(np.sqrt(second.area)),
+            "gap": float(np.hypot(x2 - x1, y2 - y1)), "x": (x1 + x2) / 2, "y": (y1 + y2) / 2, **row}
+
+
+def variety(images, prompts) -> dict[str, float]:
+    """Within-prompt spread of both sizes, the gap, the placement and the background gray
+    (pixels.within_prompt_spread)."""
+    prompts = list(prompts)
+    return within_prompt_spread([factors(im, p) for im, p in zip(images, prompts)], prompts,
+                                {"placement": ("x", "y")})

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..pixels import background_stats, fidelity_of, is_clean, soft_fill, upsample64
+from ..pixels import background_stats, fidelity_of, is_clean, soft_fill, upsample64, within_prompt_spread
 
-__all__ = ["adherence", "background", "failures", "fidelity", "is_clean", "read_image", "score"]
+__all__ = ["adherence", "background", "factors", "failures", "fidelity", "is_clean", "read_image", "score",
+           "variety"]
 from .scenes import COLORS, POSITIONS, SHAPES, SIZE, parse_prompt
 
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float64)
@@ -108,3 +109,22 @@ def fidelity(images) -> dict[str, float]:
     """Fraction of clean images (flat, untinted gray background at a render's level), and
     the means of the background statistics."""
     return fidelity_of([background(im) for im in images])
+
+
+def factors(img: np.ndarray) -> dict[str, float]:
+    """What a prompt leaves open, read from a uint8 image on the 64 px grid: the object's
+    size (the square root of its area, px), its bbox centre (x, y) and the background
+    level (NaN where no object is found)."""
+    img64 = upsample64(np.asarray(img)).astype(np.float64)
+    seg = _segment(img64)
+    if seg is None:
+        return {"size": np.nan, "x": np.nan, "y": np.nan, "background": np.nan}
+    _, _, obj = seg
+    ys, xs = np.nonzero(obj)
+    return {"size": float(np.sqrt(obj.sum())), "x": (xs.min() + xs.max() + 1) / 2, "y": (ys.min() + ys.max() + 1) / 2,
+            "background": background_stats(np.asarray(img), obj)["level"]}
+
+
+def variety(images, prompts) -> dict[str, float]:
+    """Within-prompt spread of size, position and background gray (pixels.within_prompt_spread)."""
+    return within_prompt_spread([factors(im) for im in images], list(prompts), {"position": ("x", "y")})
