@@ -123,10 +123,11 @@ class Domain:
         """`clean`: the fraction of images whose background looks like a render's."""
         raise NotImplementedError
 
-    def variety(self, images, prompts) -> dict[str, float]:
+    def variety(self, images, prompts, per_prompt: bool = False) -> dict:
         """For each factor a prompt leaves open (a size, a position, the background), its
-        spread over each prompt's images, averaged over the prompts ({}: none known). A
-        generator whose seed does nothing scores 0 on each."""
+        spread over each prompt's images, averaged over the prompts ({}: none known); with
+        `per_prompt`, the list of each prompt's spread. A generator whose seed does nothing
+        scores 0 on each."""
         return {}
 
     def reference_renders(self, prompts: list[str], seed: int) -> list:
@@ -202,9 +203,9 @@ class ModuleDomain(Domain):
     def fidelity(self, images):
         return importlib.import_module(self.judge).fidelity(images)
 
-    def variety(self, images, prompts):
+    def variety(self, images, prompts, per_prompt=False):
         judge = importlib.import_module(self.judge)
-        return judge.variety(images, prompts) if hasattr(judge, "variety") else {}
+        return judge.variety(images, prompts, per_prompt) if hasattr(judge, "variety") else {}
 
 
 def _entry_points() -> dict[str, Any]:

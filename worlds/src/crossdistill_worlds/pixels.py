@@ -81,13 +81,14 @@ def fidelity_of(stats: list[dict[str, float]]) -> dict[str, float]:
 
 
 def within_prompt_spread(rows: list[dict[str, float]], prompts: list[str],
-                         points: dict[str, tuple[str, str]] | None = None) -> dict[str, float]:
+                         points: dict[str, tuple[str, str]] | None = None, per_prompt: bool = False) -> dict:
     """How much a model varies what a prompt leaves open: for each factor an image was
     read for (`rows`: one dict per image, NaN where it could not be read), the standard
     deviation over each prompt's images, averaged over the prompts that have at least two
     readings. `points`: pairs of coordinates spread as one position, the root of the sum
     of their variances (`{"position": ("x", "y")}`). A generator whose seed does nothing
-    scores 0 on every factor."""
+    scores 0 on every factor. `per_prompt`: each factor's list of per-prompt spreads
+    instead of their mean (for intervals over prompts)."""
     points = points or {}
     paired = {k for pair in points.values() for k in pair}
     by_prompt: dict[str, list[dict[str, float]]] = {}
@@ -105,4 +106,4 @@ def within_prompt_spread(rows: list[dict[str, float]], prompts: list[str],
             xy = xy[np.isfinite(xy).all(1)]
             if len(xy) >= 2:
                 out.setdefault(name, []).append(float(np.sqrt(xy.var(axis=0, ddof=1).sum())))
-    return {k: float(np.mean(v)) for k, v in out.items()}
+    return out if per_prompt else {k: float(np.mean(v)) for k, v in out.items()}

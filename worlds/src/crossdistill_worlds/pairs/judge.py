@@ -169,9 +169,9 @@ def factors(img: np.ndarray, prompt: str) -> dict[str, float]:
             "gap": float(np.hypot(x2 - x1, y2 - y1)), "x": (x1 + x2) / 2, "y": (y1 + y2) / 2, **row}
 
 
-def variety(images, prompts) -> dict[str, float]:
+def variety(images, prompts, per_prompt: bool = False) -> dict:
     """Within-prompt spread of both sizes, the gap, the placement and the background gray
     (pixels.within_prompt_spread)."""
     prompts = list(prompts)
     return within_prompt_spread([factors(im, p) for im, p in zip(images, prompts)], prompts,
-                                {"placement": ("x", "y")})
+                                {"placement": ("x", "y")}, per_prompt)

@@ -125,6 +125,6 @@ def factors(img: np.ndarray) -> dict[str, float]:
             "background": background_stats(np.asarray(img), obj)["level"]}
 
 
-def variety(images, prompts) -> dict[str, float]:
+def variety(images, prompts, per_prompt: bool = False) -> dict:
     """Within-prompt spread of size, position and background gray (pixels.within_prompt_spread)."""
-    return within_prompt_spread([factors(im) for im in images], list(prompts), {"position": ("x", "y")})
+    return within_prompt_spread([factors(im) for im in images], list(prompts), {"position": ("x", "y")}, per_prompt)
