@@ -139,14 +139,17 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
     if not all("adherence" in m for m in rows.values()):
         return scale_table(rows)
     keys = list(next(iter(rows.values()))["adherence"])   # the domain's attributes, then "all"
-    t = Table(title=f"domain {next(iter(rows.values())).get('domain', '')}".strip())
-    for col in ("run", "images", *keys, "clean", "bg level sd", "domain FID"):
+    spread = list(dict.fromkeys(k for m in rows.values() for k in m.get("variety", {})))   # the free factors
+    t = Table(title=f"domain {next(iter(rows.values())).get('domain', '')}".strip(),
+              caption="spread: each free factor's std over a prompt's images, mean over prompts" if spread else None)
+    for col in ("run", "images", *keys, "clean", "bg level sd", *[f"spread {k}" for k in spread], "domain FID"):
         t.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
-        a = m["adherence"]
+        a, v = m["adherence"], m.get("variety", {})
         t.add_row(name, str(m["n_images"]), *[f"{a.get(k, float('nan')):.3f}" for k in keys],
                   f"{m['fidelity']['clean']:.3f}" if "fidelity" in m else "-",
                   f"{m['fidelity']['bg_level_sd']:.1f}" if "bg_level_sd" in m.get("fidelity", {}) else "-",
+                  *[f"{v[k]:.2f}" if k in v else "-" for k in spread],
                   f"{m['fid']:.2f}" if "fid" in m else "-")
     return t
 
