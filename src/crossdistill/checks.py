@@ -87,6 +87,8 @@ SIZE = {"ge": 1, "le": MAX_RES}     # an image height, width or resolution
 SAMPLING_STEPS = {"ge": 1, "le": 1000}   # a sampler's steps (a diffusion schedule has 1000)
 GUIDANCE = {"ge": 0, "le": 100}     # a CFG scale
 IMAGES = {"ge": 1, "le": 10**6}     # images per prompt, per batch, per evaluation
+THREADS = {"ge": 0, "le": 1024}     # torch CPU threads (0: torch's default)
+DTYPE = {"choices": ("auto", "fp32", "fp16", "bf16"), "casefold": True}   # an inference dtype (runtime.pick_dtype)
 
 
 def accepts(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,

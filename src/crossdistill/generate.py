@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .checks import GUIDANCE, IMAGES, SAMPLING_STEPS, SEED, SIZE, Checked, accepts
+from .checks import DTYPE, GUIDANCE, IMAGES, SAMPLING_STEPS, SEED, SIZE, Checked, accepts
 from .data.sources import check_prompts
 from .denoisers import Denoiser, load_denoiser
 from .errors import CrossdistillError
@@ -36,7 +36,7 @@ class GenerateConfig(Checked):   # the CLI's flags declare the same ranges (cli/
     width: int | None = accepts(None, **SIZE)
     overwrite: bool = False
     device: str = accepts("auto", nonempty=True)   # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    dtype: str = accepts("auto", choices=("auto", "fp32", "fp16", "bf16"), casefold=True)   # auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16
+    dtype: str = accepts("auto", **DTYPE)          # auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16
 
 
 def load_for_inference(model: str, device: str = "auto", dtype: str = "auto") -> Denoiser:

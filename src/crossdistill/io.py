@@ -79,18 +79,15 @@ def atomic_dir(out: Path, overwrite: bool = False, needed: int | None = None):
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
-    except Exception as e:
-        if not is_disk_full(e):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        written = folder_bytes(tmp)
+    except BaseException as e:
+        full = isinstance(e, Exception) and is_disk_full(e)
+        written = folder_bytes(tmp) if full and not needed else 0   # before it goes
         shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
         raise disk_error(e, out.name, out.parent, needed or None,
                          f"{out.name} is as it was" + ("" if needed else f" ({_mb(written)} written when it failed)")) \
             from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @contextmanager

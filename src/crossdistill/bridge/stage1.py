@@ -39,7 +39,8 @@ class BridgeTrainConfig(Checked):
     teacher_resolution: int | None = accepts(None, **SIZE)   # Teacher image size (the model's default
                                              # if None)
     lr: float = accepts(1e-3, gt=0, le=1)    # projector learning rate
-    weights_dtype: str = accepts("fp32", choices=tuple(DTYPES))   # frozen Teacher / Student VAE / text encoders: fp32 | bf16 | fp16
+    weights_dtype: str = accepts("fp32", choices=tuple(DTYPES))   # frozen Teacher / Student VAE / text encoders: fp32 |
+                                                                # bf16 | fp16
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     attn: AttnConfig = field(default_factory=AttnConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ..checks import GUIDANCE as GUIDANCE_RANGE, IMAGES, SAMPLING_STEPS, SEED as SEED_RANGE, SIZE, Accepts
+from ..checks import DTYPE as DTYPE_NAMES, GUIDANCE as GUIDANCE_RANGE, IMAGES, SAMPLING_STEPS, SEED as SEED_RANGE, SIZE, \
+    THREADS as THREADS_RANGE, Accepts
 from ..errors import CrossdistillError
 
 
@@ -30,12 +31,10 @@ def checked(default, *decls: str, help: str = "", hidden: bool = False, **rule):
     return info
 
 
-MAX_THREADS, MAX_BATCH, MAX_IMAGES = 1024, 4096, IMAGES["le"]
-THREADS = checked(0, "--threads", help="torch CPU threads (0: torch's default, the machine's cores)",
-                  ge=0, le=MAX_THREADS)
+MAX_BATCH, MAX_IMAGES = 4096, IMAGES["le"]
+THREADS = checked(0, "--threads", help="torch CPU threads (0: torch's default, the machine's cores)", **THREADS_RANGE)
 DEVICE = checked("auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps", nonempty=True)
-DTYPE = checked("auto", help="auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16",
-                choices=("auto", "fp32", "fp16", "bf16"), casefold=True)
+DTYPE = checked("auto", help="auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 | bf16", **DTYPE_NAMES)
 SET = typer.Option(None, "--set", help="override a config key, e.g. train.steps=100 (repeatable; several "
                                        "key=value words may follow one --set)")
 DRY_RUN = typer.Option(False, help="print the resolved config and exit")

@@ -56,7 +56,7 @@ class MemoryBank(Bank):
 
 @torch.no_grad()
 def encode_latents(images: torch.Tensor, prompts: list[str], student, teacher, s_res: int, t_res: int,
-                 keep_images: bool = False, batch: int = 200) -> MemoryBank:
+                   keep_images: bool = False, batch: int = 200) -> MemoryBank:
     """z_t* = E_t(x) at the Teacher's resolution, z_s = E_s(resize(x)) at the Student's."""
     zs, zt = [], []
     for i in range(0, len(images), batch):

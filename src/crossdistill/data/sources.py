@@ -25,7 +25,8 @@ SOURCES = ("renders", "folder", "hf", "teacher")
 @dataclass
 class DataConfig(Checked):
     KEY = "data."
-    source: str = accepts("renders", choices=SOURCES)   # renders | folder | hf (a Hugging Face dataset) | teacher (data-free)
+    source: str = accepts("renders", choices=SOURCES)   # renders | folder | hf (a Hugging Face dataset) | teacher
+                                                      # (data-free)
     domain: str | None = None      # "renders": whose renders; "teacher": whose prompts (default: the Teacher's domain)
     path: str | None = None        # "folder": images (+ manifest.jsonl for prompts); "hf": dataset id or path;
                                    # "teacher": optional, a dataset whose caption_column holds the captions

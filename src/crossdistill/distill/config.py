@@ -63,8 +63,8 @@ class GeneratorConfig(Checked):
     kind: str = accepts("full", choices=GENERATOR_KINDS)   # full: every backbone weight trains | lora: a peft LoRA
                                 # on the Student base, exported as diffusers LoRA weights (pytorch_lora_weights...)
     rank: int = accepts(16, ge=1, le=MAX_RANK)   # LoRA rank (kind: lora)
-    final_alpha_bar: float | None = accepts(None, gt=0, lt=1)   # one step: alpha_bar of the Student's schedule at t = T - 1, rescaled to
-                                # this (None: as trained; SD 1.5 0.0047, x0 = (x - 0.998 eps) / 0.068 multiplies every
+    final_alpha_bar: float | None = accepts(None, gt=0, lt=1)   # one step: alpha_bar of the Student's schedule
+                                # at t = T - 1, rescaled to this (None: as trained; SD 1.5 0.0047, x0 = (x - 0.998 eps) / 0.068 multiplies every
                                 # eps error by 15); the exported scheduler carries the rescaled schedule
 
     def validate(self):
@@ -126,22 +126,25 @@ class DistillConfig(Checked):
     student: str = ""           # Student base the generator starts from: a model name, diffusers folder or hub id
     teachers: list[TeacherConfig] = field(default_factory=list)   # one or more (model, bridge_dir, guidance, weight):
                                 # the generator's loss is the weighted sum of their DMD terms
-    prompts: str = accepts("domain", nonempty=True)   # "domain" (every prompt of the first Teacher's domain), a domain's name, a prompts
-                                # file, or with prompts_column: a Hugging Face dataset (id or path)
+    prompts: str = accepts("domain", nonempty=True)   # "domain" (every prompt of the first Teacher's domain), a
+                                # domain's name, a prompts file, or with prompts_column: a Hugging Face dataset (id or path)
     prompts_column: str | None = None   # the dataset column holding the captions
     prompts_split: str = "train"    # the dataset split holding the captions
-    weights_dtype: str = accepts("fp32", choices=tuple(DTYPES))   # frozen weights (Teacher, VAEs, text encoders): fp32 | bf16 | fp16
+    weights_dtype: str = accepts("fp32", choices=tuple(DTYPES))   # frozen weights (Teacher, VAEs, text encoders): fp32
+                                                                # | bf16 | fp16
     t_range: tuple[float, float] = accepts((0.02, 0.98), ge=0, le=1)   # Teacher timesteps, as fractions of its
                                 # full range
-    t_density: str = accepts("uniform", choices=T_DENSITIES)   # uniform | logit_normal (flow: the time shift applies) | unshifted (flow: sigma uniform)
-    t_shift: float = accepts(1.0, gt=0, le=1000)   # > 1: uniform draws of the range fraction u shifted toward high noise,
-                                # s u / (1 + (s - 1) u) (SD3's time shift, on top of the Teacher's own);
+    t_density: str = accepts("uniform", choices=T_DENSITIES)   # uniform | logit_normal (flow: the time shift applies) |
+                                                             # unshifted (flow: sigma uniform)
+    t_shift: float = accepts(1.0, gt=0, le=1000)   # > 1: uniform draws of the range fraction u shifted toward
+                                # high noise, s u / (1 + (s - 1) u) (SD3's time shift, on top of the Teacher's own);
                                 # a Teacher with far more latent numbers than the Student decides
                                 # composition only at its highest noise levels (docs/shapes_world.md)
     t_first: FirstTimes = field(default_factory=FirstTimes)   # a first phase with Teacher times of its own
     lr: float = accepts(2e-4, gt=0, le=1)   # generator
     ema: float = accepts(0.99, ge=0, le=1)   # EMA decay of the exported generator
-    clamp: str = accepts("straight_through", choices=CLAMPS)   # decoded pixels before the Bridge's projector: straight_through | hard | none
+    clamp: str = accepts("straight_through", choices=CLAMPS)   # decoded pixels before the Bridge's projector:
+                                                             # straight_through | hard | none
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     manifold: ManifoldConfig = field(default_factory=ManifoldConfig)
     fake: FakeConfig = field(default_factory=FakeConfig)

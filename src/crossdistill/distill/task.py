@@ -12,6 +12,7 @@ term and a pixel GAN share the pixels.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -179,9 +180,9 @@ class DistillTask(Task):
                 self.acc.backward(loss / len(parts))
                 total, rows = total + loss.detach() / len(parts), rows + [{"fake": loss_f.item(), **ld}]
             average_gradients(self.acc, params)
-            lo = optimizer_step(side.opt, total, params, self.cfg.train, step, self.cfg.fake.lr, side.key,
-                                mean_logs(rows))
-        return side.logs({**mean_logs(rows), **{f"fake_{k}": v for k, v in lo.items()}})
+            logs = mean_logs(rows)
+            lo = optimizer_step(side.opt, total, params, self.cfg.train, step, self.cfg.fake.lr, side.key, logs)
+        return side.logs({**logs, **{f"fake_{k}": v for k, v in lo.items()}})
 
     def _manifold(self, z: torch.Tensor, x: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
         if self.cfg.manifold.kind == "std":
@@ -193,15 +194,16 @@ class DistillTask(Task):
         (decoded: x): the loss, its logs and B(z) in that Teacher's space."""
         teacher = side.den
         z_hat = side.bridge(z, clamp=self.cfg.clamp, decoded=x)
-        bad = (~torch.isfinite(z_hat)).float().mean()   # a Bridge gone non-finite is named, not just its loss
         eps = eps.to(z_hat.dtype)
         x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
             real = teacher.predict_x0(x_t, t, ct, guidance=side.guidance, uncond=side.uncond.expand(len(z)))
         fake_x0, gan_loss, lgan = self.gan.fake_x0(side, x_t, t, ct)
         loss, logs = dmd_generator_loss(z_hat, real, fake_x0)
-        if bad > 0:
-            logs["bridge_nonfinite"] = bad.item()
+        if not math.isfinite(logs["dmd"]):   # a Bridge gone non-finite is named, not just its loss (it makes dmd
+            bad = (~torch.isfinite(z_hat)).float().mean().item()   # non-finite; nothing to look for otherwise)
+            if bad > 0:
+                logs["bridge_nonfinite"] = bad
         if gan_loss is not None:
             loss = loss + gan_loss
             logs.update(lgan)

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from ..checks import SEED, Checked, accepts, check_fields
+from ..checks import SEED, THREADS, Checked, accepts, check_fields
 from ..errors import CrossdistillError, choice_error
 from .checkpoint import load_latest, save_checkpoint, save_sharded_checkpoint
 from .parallel import PARALLEL, any_process, every_process, is_sharded, local, shard, uses_fsdp
 
 PRECISIONS = ("no", "bf16", "fp16")
 REPORT_TO = {"tensorboard": ("tensorboard",), "wandb": ("wandb",), "all": ("tensorboard", "wandb"), "none": ()}
-MAX_STEPS, MAX_BATCH, MAX_THREADS = 10**9, 2**20, 1024   # beyond any run; past them a library call fails
+MAX_STEPS, MAX_BATCH = 10**9, 2**20   # beyond any run; past them a library call fails
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -68,12 +68,12 @@ class TrainConfig(Checked):
     checkpoint_every: int = accepts(100, ge=1)   # steps between checkpoints (rerun the command to resume)
     keep_checkpoints: int = accepts(2, ge=1)     # newest checkpoints kept on disk
     log_every: int = accepts(10, ge=1)           # steps between history.jsonl / tracker rows
-    sample_every: int = accepts(0, ge=0)         # sample grid (run_dir/samples/*.png + the trackers) every N steps; 0: off
+    sample_every: int = accepts(0, ge=0)   # sample grid (run_dir/samples/*.png + the trackers) every N steps; 0: off
     mixed_precision: str = accepts("no", choices=PRECISIONS)   # no | bf16 | fp16 (autocast; weights and optimizer
                                      # stay fp32)
     gradient_checkpointing: bool = False   # recompute activations in backward (less memory, ~30% slower)
     max_bad_steps: int = accepts(5, ge=1)        # consecutive non-finite steps before stopping
-    threads: int = accepts(0, ge=0, le=MAX_THREADS)   # torch CPU threads (0: leave torch's default)
+    threads: int = accepts(0, **THREADS)         # torch CPU threads (0: leave torch's default)
     parallel: str = accepts("ddp", choices=PARALLEL)   # ddp | fsdp (FSDP2 shards the Teacher side; see
                                      # train/parallel.py)
     max_grad_norm: float = accepts(0.0, ge=0)    # clip each optimizer's gradient norm to this (0: off; DMD2 uses 10)
