@@ -492,3 +492,54 @@ def test_each_student_latent_is_decoded_once_per_generator_pass(tiny_pair):
     assert {"dmd", "manifold", "gan_g"} <= set(logs)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.student.model.parameters())
+
+
+def test_adaptive_teacher_times_follow_the_measured_disagreement(tiny_pair):
+    """t_sampling=adaptive: with no measurement every slice is equally likely; a step whose
+    disagreement is large in the top slice only moves the draws there (the floor keeps a
+    uniform share); draws stay inside t_range; combining it with a fixed rule is refused."""
+    from crossdistill.distill.config import AdaptiveTimes
+    from crossdistill.distill.losses import dmd_disagreement
+
+    task = _task(tiny_pair, t_sampling="adaptive", t_adaptive=AdaptiveTimes(bins=4, floor=0.2, decay=0.5))
+    times = task.times
+    assert torch.allclose(times.probs(), torch.full((4,), 0.25, dtype=torch.float64))
+    z = torch.zeros(task.cfg.train.batch, *task.sides[0].den.latent_shape(32, 32))
+    times.draw(task.sides[0].den, z, torch.Generator().manual_seed(0), 0, task.acc, remember=True)
+    bins = times.drawn[0]
+    logs = times.observe(0, (bins == 3).float() * 10 + 0.1, task.acc)   # disagreement only in the noisiest slice
+    p = times.probs()
+    assert (bins == 3).any() and (bins != 3).any()   # this seed's draw has both
+    assert p[3] > 0.5 and all(p[:3] >= 0.2 / 4) and logs["t_aim"] > 0.5
+    gen = torch.Generator().manual_seed(1)
+    frac = torch.cat([times.draw(task.sides[0].den, z, gen, 0, task.acc)[0] for _ in range(200)])
+    lo, hi = task.cfg.t_range
+    assert frac.min() >= task.sides[0].den.time_at(lo) and frac.max() <= task.sides[0].den.time_at(hi)
+    # the disagreement is the normalised DMD gradient's size: 0 where the two scores agree
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(dmd_disagreement(x, x + 1, x + 1), torch.zeros(2))
+    assert torch.allclose(dmd_disagreement(x, x + 1, x + 3), torch.full((2,), 2.0))
+    with pytest.raises(CrossdistillError, match="t_sampling=adaptive chooses the Teacher times itself"):
+        DistillConfig(**{**_cfg(tiny_pair, 1).__dict__, "t_sampling": "adaptive", "t_shift": 3.0}).validate()
+    with pytest.raises(CrossdistillError, match="unknown t_sampling 'auto'; allowed: adaptive, fixed"):
+        DistillConfig(**{**_cfg(tiny_pair, 1).__dict__, "t_sampling": "auto"})
+
+
+def test_adaptive_times_train_log_where_they_aim_and_resume_exactly(tiny_pair, tmp_path):
+    """A real tiny run with t_sampling=adaptive: its slices' running means are checkpointed
+    (a rerun from step 2 ends bit-identical to the uninterrupted run) and each step logs
+    `t_aim`, which moves off the uniform draw's centre."""
+    def cfg(steps):
+        c = _cfg(tiny_pair, steps)
+        return DistillConfig(**{**c.__dict__, "t_sampling": "adaptive"})
+
+    distill(cfg(4), tmp_path / "a", PROMPTS, progress=False)
+    distill(cfg(2), tmp_path / "b", PROMPTS, progress=False)
+    distill(cfg(4), tmp_path / "b", PROMPTS, progress=False)
+    a = load_file(str(tmp_path / "a" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = load_file(str(sorted((tmp_path / "a").glob("ckpt-*"))[-1] / "state.safetensors"))
+    assert any(k.startswith("module/t_bins/") for k in state)
+    hist = [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    assert len(hist) == 4 and all("t_aim" in h for h in hist) and hist[-1]["t_aim"] != pytest.approx(0.5)

@@ -123,3 +123,34 @@ def test_variety_reads_each_free_factor_and_is_zero_when_the_seed_does_nothing(n
         assert 11 < v["background"] < 18, v
         same = [images[i - i % 4] for i in range(len(images))]
         assert all(x == 0 for x in dom.variety(same, prompts).values())
+
+
+def test_eval_feature_variety_falls_when_every_seed_gives_the_same_picture(tmp_path):
+    """The domain-free measures in the classifier's feature space (issue: one image per
+    prompt): 30 prompts x 4 renders against the same 30 x 4 repeated from each prompt's first
+    image. Repeated: in-prompt diversity 0, in-prompt recall 0 and coverage below the varied
+    set's. Plain PRDC hardly moves (the features cluster by prompt), so it is not what
+    the variety targets read."""
+    import numpy as np
+    from PIL import Image
+
+    dom = get_domain("shapes")
+    rng = np.random.default_rng(0)
+    prompts = [p for p in dom.eval_prompts()[:30] for _ in range(4)]
+    images = [dom.render_at(dom.random_scene(rng, p), dom.size) for p in prompts]
+    scores = {}
+    for name, imgs in (("varied", images), ("same", [images[i - i % 4] for i in range(len(images))])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, im in enumerate(imgs):
+            Image.fromarray(im).save(folder / f"{i:05d}.png")
+        (folder / "manifest.jsonl").write_text("\n".join(json.dumps({"file": f"{i:05d}.png", "prompt": p})
+                                                         for i, p in enumerate(prompts)))
+        scores[name] = evaluate(folder, write=False)
+    varied, same = scores["varied"], scores["same"]
+    assert set(varied["prdc"]) == {"precision", "recall", "density", "coverage"}
+    assert varied["diversity"] > 0 and same["diversity"] == 0.0
+    v, s = varied["prdc_in_prompt"], same["prdc_in_prompt"]
+    assert v["recall"] > 0.7 and s["recall"] == 0.0, (v, s)
+    assert s["coverage"] < v["coverage"] - 0.5, (v, s)
+    assert varied["prdc"]["recall"] > 0.9   # renders against renders

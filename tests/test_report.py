@@ -38,6 +38,9 @@ def _fake_demo(root):
                        "failures": {"color": {"red": i}, "shape": {"circle": 0}, "position": {"top": 1}}}
         if "one-step" in label:
             gens[label]["diagnostics"] = {"z_std": 1.5, "reencode_err": 0.5, "clipped": 0.01}
+        spread = 0.0 if label == "shared-space one-step" else 2.0 / (i + 1)   # shared-space: the seed does nothing
+        gens[label].update(variety={"size": spread, "background": 5 * spread}, diversity=spread,
+                           prdc_in_prompt={"precision": 1.0, "recall": spread / 2, "density": 1.0, "coverage": 0.5})
     student = root / "students" / "4"          # an exported Student beside the last row's generations
     student.mkdir(parents=True)
     (student / "model_index.json").write_text("{}")
@@ -52,7 +55,9 @@ def _fake_demo(root):
             "histories": {"stage 2: cross-space one-step": str(hist)}, "n_per_prompt": 2, "prompts": 3,
             "curves": {"cross-space one-step": [{"step": s, "n": 16, "all": s / 400, "clean": 0.5} for s in (100, 200, 300)],
                        "shared-space one-step": [{"step": s, "n": 16, "all": s / 500, "clean": 0.2} for s in (100, 200, 300)]},
-            "seeds": {"cross-space one-step": {"all": {"mean": 0.6, "ci95": 0.05, "n": 3, "values": [0.55, 0.6, 0.65]}},
+            "seeds": {"cross-space one-step": {"all": {"mean": 0.6, "ci95": 0.05, "n": 3, "values": [0.55, 0.6, 0.65]},
+                                               "spread_size": {"n": 3, "values": [0.2, 0.4, 0.6]},
+                                               "spread_background": {"n": 3, "values": [1.0, 2.0, 3.0]}},
                       "cross-space one-step - shared-space one-step": {
                           "all": {"mean": 0.1, "ci95": 0.04, "n": 3, "values": [0.06, 0.1, 0.14]}}},
             "config": {"out": str(root)}, "wall_time_s": 1.0}
@@ -86,9 +91,18 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert m, dom[-2000:]
     images, loaded, tables, plots = map(int, m.groups()[:4])
     assert m.group(5) == "1,1,1"   # laid out with a size: the results table, the sample grid, the quality curves
-    assert images == len(LABELS) * 6 and loaded == images       # every grid image decoded (6 columns)
-    assert tables == 5 and plots >= 5   # results, failures, diagnostics, Bridge, paired differences; curves + bars
+    # every grid image decoded: the sample grid (6 columns) and the seeds grid (3 prompts x 2 seeds, no real renders)
+    assert images == len(LABELS) * 6 + (len(LABELS) - 1) * 6 and loaded == images
+    assert tables == 6 and plots >= 6   # results, variety, failures, diagnostics, Bridge, paired differences;
+    # curves, bars, quality against variety
     assert "Quality versus step" in html and "adherence (all) of the sample grids" in html
+    # variety: the Teacher's ratio is 1, a row whose seed does nothing 0, seeds give intervals
+    assert "id='variety'" in html and "id='seeds'" in html and "id='quality-variety'" in html
+    rows = dict(re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", html.split("id='variety'")[1].split("</table>")[0]))
+    assert rows["Teacher (multi-step)"] == "1.00" and rows["shared-space one-step"] == "0.00"
+    assert rows["cross-space one-step"] == "0.40 &plusmn; 0.50"   # the three seeds' size spread
+    assert "shared-space one-step: all 0.700, variety 0.00" in html   # its point on the plot
+    assert (tmp_path / "seeds.png").exists()
     assert "0.600 &plusmn; 0.050" in html and "+0.100 &plusmn; 0.040" in html   # seeds: mean +- 95 % interval
     assert "StableDiffusionPipeline.from_pretrained(" in html and "num_inference_steps=1" in html   # load snippet
     assert "&quot;commit&quot;" in html and "&quot;cpu&quot;" in html                     # provenance

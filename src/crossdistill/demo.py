@@ -245,6 +245,7 @@ class Demo:
             self.log.stage(f"{label}: generate {len(self.prompts) * self.cfg.n_per_prompt} images")
             rows[label] = self.generate(model, self.out / "generations" / model, 60)
             models[label] = model
+        self.teacher_variety = rows[TEACHER].get("variety", {})   # the Students' cards give their spread as ratios
         return rows, models
 
     def bridges(self) -> dict:
@@ -346,7 +347,9 @@ class Demo:
             os.replace(run / "student", student)
         row = self.generate(str(student), self.out / "generations" / slug, 90)
         row["diagnostics"] = last_logged(run / "history.jsonl")
-        add_metrics(student, {f"{self.domain.name}/{k}": v for k, v in flat_metrics(row).items()})   # into its card
+        card = dict(flat_metrics(row), **{f"variety_ratio_to_teacher/{k}": v / self.teacher_variety[k]
+                                          for k, v in row.get("variety", {}).items() if self.teacher_variety.get(k)})
+        add_metrics(student, {f"{self.domain.name}/{k}": v for k, v in card.items()})   # into its card
         return row, str(student)
 
     def latency(self, models: dict) -> dict:

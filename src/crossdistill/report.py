@@ -112,11 +112,12 @@ def _grid(rows: dict[str, dict], columns: int = 8) -> str:
     return f"<table class='grid'><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
-def write_grid_png(rows: dict[str, dict], path: Path, columns: int = 8, cell: int = 96) -> Path:
-    """The report's sample grid as one PNG (rows: methods, labelled; columns: prompt + seed)."""
+def write_grid_png(rows: dict[str, dict], path: Path, columns: int = 8, cell: int = 96, chosen=None) -> Path:
+    """The report's sample grid as one PNG (rows: methods, labelled; columns: prompt + seed);
+    `chosen`: (picks, cells) other than `grid_cells`' (e.g. `seed_cells`)."""
     from PIL import Image, ImageDraw
 
-    picks, cells = grid_cells(rows, columns)
+    picks, cells = chosen or grid_cells(rows, columns)
     label_w = 190
     img = Image.new("RGB", (label_w + cell * len(picks), cell * len(cells)), "white")
     draw = ImageDraw.Draw(img)
@@ -172,6 +173,150 @@ def _results_table(metrics: dict) -> str:
                    f"<td>{'-' if b8 is None else f'{b8:.1f}'}</td><td>{speed}</td></tr>")
     out.append("</table>")
     return "".join(out)
+
+
+def variety_rows(metrics: dict) -> dict[str, dict]:
+    """Per method: each free factor's within-prompt spread, its ratio to the Teacher's, the
+    in-prompt recall (PRDC of the classifier features' within-prompt residuals) and its
+    ratio, and `ratio`: the mean of the factor ratios. With several training seeds each
+    entry is (mean, 95 % half-width) over seeds, a seed's ratio taken to the Teacher's
+    value; else (value, nan)."""
+    gens, seeds = metrics["generations"], metrics.get("seeds") or {}
+    ref = gens.get(TEACHER, {})
+    factors = list(ref.get("variety", {}))
+    if not factors:
+        return {}
+    ref_recall = ref.get("prdc_in_prompt", {}).get("recall")
+    out = {}
+    for label, r in gens.items():
+        if "variety" not in r:
+            continue
+        st = seeds.get(label, {})
+        per_seed = lambda key, value: st[key]["values"] if st.get(key, {}).get("n", 1) > 1 else [value]   # noqa: E731
+        spreads = {f: per_seed(f"spread_{f}", r["variety"][f]) for f in factors}
+        ratios = {f: [v / ref["variety"][f] for v in spreads[f]] for f in factors}
+        row = {f: _mc(spreads[f]) for f in factors}
+        row.update({f"{f} ratio": _mc(ratios[f]) for f in factors})
+        row["ratio"] = _mc([sum(x) / len(x) for x in zip(*ratios.values())])
+        if "prdc_in_prompt" in r:
+            rec = per_seed("recall_in_prompt", r["prdc_in_prompt"]["recall"])
+            row["recall"] = _mc(rec)
+            if ref_recall:
+                row["recall ratio"] = _mc([v / ref_recall for v in rec])
+        if "diversity" in r:
+            row["diversity"] = _mc(per_seed("diversity", r["diversity"]))
+        out[label] = row
+    return out
+
+
+def _mc(values: list[float]) -> tuple[float, float]:
+    from .eval.seeds import mean_ci
+
+    st = mean_ci(values)
+    return st["mean"], st["ci95"]
+
+
+def _cell(v: tuple[float, float] | None, fmt: str) -> str:
+    if v is None:
+        return "-"
+    m, h = v
+    return format(m, fmt) if h != h else f"{format(m, fmt)} &plusmn; {format(h, fmt)}"
+
+
+def _variety_table(metrics: dict) -> str:
+    rows = variety_rows(metrics)
+    if not rows:
+        return ""
+    factors = list(metrics["generations"][TEACHER]["variety"])
+    cols = [*factors, *[f"{f} ratio" for f in factors], "ratio", "recall", "recall ratio", "diversity"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(f"<tr><td>{html.escape(label)}</td>" + "".join(
+        f"<td>{_cell(row.get(c), '.2f' if c in factors or c == 'diversity' else '.3f')}</td>" for c in cols)
+        + "</tr>" for label, row in rows.items())
+    return ("<h2 id='variety'>Variety: several seeds of one prompt</h2><p>Each free factor a prompt leaves open "
+            f"({', '.join(factors)}): its standard deviation over one prompt's {metrics['n_per_prompt']} images, "
+            "mean over prompts, and its ratio to the Teacher's (ratio: the mean of the factor ratios). Recall: "
+            "in-prompt recall (Kynkäänniemi et al. 2019), precision / recall of the domain classifier's features "
+            "after each prompt's mean is removed from its images, real renders of the same prompts as the "
+            "reference (plain recall is in metrics.json: the features cluster by prompt, so it stays near 1 "
+            "even for a generator whose seed does nothing). Diversity: mean pairwise feature distance among "
+            "one prompt's images. A generator whose seed does nothing scores 0 on every spread, recall and "
+            "diversity.</p><table class='results'><tr><th>method</th>" + head + "</tr>" + body + "</table>"
+            + _quality_variety_plot(rows, metrics))
+
+
+def _quality_variety_plot(rows: dict[str, dict], metrics: dict, w: int = 460, h: int = 300) -> str:
+    """Adherence (all) against the variety ratio, one point per method with its seeds' 95 %
+    interval on both axes (none with one seed)."""
+    seeds = metrics.get("seeds") or {}
+    pts = []
+    for i, (label, row) in enumerate(rows.items()):
+        a = metrics["generations"][label]["adherence"]["all"]
+        st = seeds.get(label, {}).get("all")
+        y = (st["mean"], st["ci95"]) if st and st.get("n", 1) > 1 else (a, float("nan"))
+        pts.append((label, row["ratio"], y, COLORS[i % len(COLORS)]))
+    xmax = max(1.2, max(x[0] + (x[1] if x[1] == x[1] else 0) for _, x, _, _ in pts))
+    L, R, T, B = 48, 150, 24, 34
+
+    def px(x, y):
+        return L + x / xmax * (w - L - R), T + (1 - y) * (h - T - B)
+
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' class='plot' id='quality-variety'>",
+             f"<text x='{L}' y='15' class='t'>adherence (all) against variety (ratio to the Teacher)</text>",
+             f"<line x1='{L}' y1='{h - B}' x2='{w - R}' y2='{h - B}' stroke='#999'/>",
+             f"<line x1='{L}' y1='{T}' x2='{L}' y2='{h - B}' stroke='#999'/>",
+             f"<text x='{L}' y='{h - 18}' class='a'>0</text><text x='{w - R}' y='{h - 18}' class='a' "
+             f"text-anchor='end'>{xmax:.2g}</text><text x='{(L + w - R) / 2}' y='{h - 4}' class='a' "
+             "text-anchor='middle'>variety ratio</text>",
+             f"<text x='{L - 4}' y='{T + 8}' class='a' text-anchor='end'>1</text>",
+             f"<text x='{L - 4}' y='{h - B}' class='a' text-anchor='end'>0</text>"]
+    x1, _ = px(1.0, 0)
+    parts.append(f"<line x1='{x1:.1f}' y1='{T}' x2='{x1:.1f}' y2='{h - B}' stroke='#ccc' stroke-dasharray='3'/>")
+    for i, (label, (x, dx), (y, dy), c) in enumerate(pts):
+        cx, cy = px(x, y)
+        if dx == dx:
+            (a, _), (b, _) = px(x - dx, y), px(x + dx, y)
+            parts.append(f"<line x1='{a:.1f}' y1='{cy:.1f}' x2='{b:.1f}' y2='{cy:.1f}' stroke='{c}'/>")
+        if dy == dy:
+            (_, a), (_, b) = px(x, y - dy), px(x, y + dy)
+            parts.append(f"<line x1='{cx:.1f}' y1='{a:.1f}' x2='{cx:.1f}' y2='{b:.1f}' stroke='{c}'/>")
+        parts.append(f"<circle cx='{cx:.1f}' cy='{cy:.1f}' r='4' fill='{c}'><title>{html.escape(label)}: "
+                     f"all {y:.3f}, variety {x:.2f}</title></circle>")
+        parts.append(f"<text x='{w - R + 8}' y='{T + 12 + 14 * i}' class='a' fill='{c}'>{html.escape(label)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def seed_cells(rows: dict[str, dict], prompts: int = 3, per_prompt: int = 4):
+    """(picks, {label: [image path or None]}): the first `per_prompt` seeds of each of the
+    first `prompts` prompts, the same (prompt, seed) in every generated row."""
+    manifests = {label: _manifest(r["folder"]) for label, r in rows.items()
+                 if label != REAL and Path(r["folder"], "manifest.jsonl").exists()}
+    if not manifests:
+        return [], {}
+    first = next(iter(manifests.values()))
+    chosen = list(dict.fromkeys(e["prompt"] for e in first))[:prompts]
+    picks = [(p, e["seed"]) for p in chosen for e in [x for x in first if x["prompt"] == p][:per_prompt]]
+    cells = {}
+    for label, entries in manifests.items():
+        by_key = {(e["prompt"], e["seed"]): e for e in entries}
+        cells[label] = [Path(rows[label]["folder"]) / by_key[k]["file"] if k in by_key else None for k in picks]
+    return picks, cells
+
+
+def _seed_grid(rows: dict[str, dict]) -> str:
+    """Several seeds of the same prompts side by side for every model: a collapsed
+    generator shows one picture repeated."""
+    picks, cells = seed_cells(rows)
+    if not picks:
+        return ""
+    head = "".join(f"<th class='p'>{html.escape(p)}<br><span class='s'>seed {s}</span></th>" for p, s in picks)
+    body = "".join(f"<tr><th class='m'>{html.escape(label)}</th>" + "".join(
+        f"<td><img src='{_png_uri(f)}' alt='{html.escape(p)}'></td>" if f else "<td>-</td>"
+        for f, (p, _) in zip(paths, picks)) + "</tr>" for label, paths in cells.items())
+    return ("<h2 id='seeds'>Seeds side by side</h2><p>The same prompts, several seeds each, in every row: "
+            "a generator whose seed does nothing shows one picture repeated.</p>"
+            f"<table class='grid'><tr><th></th>{head}</tr>{body}</table>")
 
 
 def _failures_table(gens: dict) -> str:
@@ -402,6 +547,8 @@ Bg level sd: the standard deviation of that gray level over the row's images (re
 measure the classifier's FID cannot see (its features ignore the background). With several training seeds: mean &plusmn; 95 % interval over seeds. Latency: denoiser calls + VAE decode per image, one process, prompts pre-encoded.</p>
 <h2>Samples (same prompt and seed in every row)</h2>
 {_grid(metrics["generations"])}
+{_seed_grid(metrics["generations"])}
+{_variety_table(metrics)}
 {_failures_table(metrics["generations"])}
 {_diagnostics_table(metrics["generations"])}
 <h2>Training curves</h2>
@@ -420,4 +567,5 @@ measure the classifier's FID cannot see (its features ignore the background). Wi
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out / "report.html")
     write_grid_png(metrics["generations"], out / "grid.png")
+    write_grid_png(metrics["generations"], out / "seeds.png", chosen=seed_cells(metrics["generations"]))
     return out / "report.html"

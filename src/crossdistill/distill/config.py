@@ -100,6 +100,24 @@ class FirstTimes(Checked):
         return self
 
 
+T_SAMPLINGS = ("fixed", "adaptive")
+
+
+@dataclass
+class AdaptiveTimes(Checked):
+    """t_sampling: adaptive. DMD's Teacher times are drawn from `bins` equal slices of
+    `t_range` (fractions of the Teacher's range), each with probability `floor` / bins plus
+    (1 - floor) times its share of a running mean of the measured disagreement: the size of
+    the normalised DMD gradient, |fake x0 - real x0| / |B(G(z)) - real x0| per sample, in
+    that slice. The generator's updates go where the real and the fake score disagree most
+    about its current samples, on any Teacher, with no knowledge of the domain."""
+    KEY = "t_adaptive."
+    bins: int = accepts(10, ge=2, le=1000)          # slices of t_range
+    floor: float = accepts(0.5, ge=0, le=1)         # the uniform share of every draw (1: uniform, 0: all adaptive)
+    decay: float = accepts(0.98, ge=0, lt=1)        # running-mean decay per generator step
+    power: float = accepts(1.0, ge=0, le=10)        # probabilities follow the disagreement to this power
+
+
 @dataclass
 class TeacherConfig(Checked):
     """One Teacher of stage 2: its own Bridge, real-score guidance, fake score (of kind
@@ -141,6 +159,9 @@ class DistillConfig(Checked):
                                 # a Teacher with far more latent numbers than the Student decides
                                 # composition only at its highest noise levels (docs/shapes_world.md)
     t_first: FirstTimes = field(default_factory=FirstTimes)   # a first phase with Teacher times of its own
+    t_sampling: str = accepts("fixed", choices=T_SAMPLINGS)   # fixed: t_range with t_density / t_shift / t_first |
+                                # adaptive: drawn where the real and fake scores disagree most (t_adaptive)
+    t_adaptive: AdaptiveTimes = field(default_factory=AdaptiveTimes)
     lr: float = accepts(2e-4, gt=0, le=1)   # generator
     ema: float = accepts(0.99, ge=0, le=1)   # EMA decay of the exported generator
     clamp: str = accepts("straight_through", choices=CLAMPS)   # decoded pixels before the Bridge's projector:
@@ -166,6 +187,10 @@ class DistillConfig(Checked):
                                     "Teacher; with several use gan.space=student or gan.weight=0")
         check_fractions("t_range", self.t_range)
         self.t_first.validate()
+        if self.t_sampling == "adaptive" and (self.t_shift != 1 or self.t_density != "uniform" or self.t_first.steps):
+            raise CrossdistillError(f"t_sampling=adaptive chooses the Teacher times itself; it cannot be combined with "
+                                    f"t_density={self.t_density!r}, t_shift={self.t_shift} or t_first.steps="
+                                    f"{self.t_first.steps} (use uniform, 1 and 0)")
         if self.t_shift != 1 and self.t_density != "uniform":
             raise CrossdistillError(f"t_shift={self.t_shift} shifts uniform draws; it cannot be combined with "
                                     f"t_density={self.t_density!r} (use t_density=uniform or t_shift=1)")

@@ -24,6 +24,18 @@ def dmd_generator_loss(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor,
                   "dmd_weight": w.mean().item()}
 
 
+@torch.no_grad()
+def dmd_disagreement(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor, floor: float = 1e-4) -> Tensor:
+    """Per sample, the size of the normalised DMD gradient: mean |fake - real| / w with
+    w = mean |z_hat - real| (as `dmd_generator_loss` weights it): how far the two scores
+    disagree about a sample at its time, relative to how far the sample is from the real
+    score's prediction. Non-finite rows read 0."""
+    dims = tuple(range(1, z_hat.ndim))
+    w = (z_hat.float() - x0_real.float()).abs().mean(dim=dims).clamp_min(floor)
+    d = (x0_fake.float() - x0_real.float()).abs().mean(dim=dims) / w
+    return torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def reencode_loss(z: Tensor, z_reencoded: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Keeps generator latents on the Student VAE's manifold: ||z - sg(E_s(clamp(D_s(z))))||^2,
     mean over elements. The decoder ignores some latent directions (its null space); DMD's

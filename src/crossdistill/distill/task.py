@@ -29,7 +29,7 @@ from .config import DistillConfig
 from .diagnostics import bridge_drift, latent_diagnostics, reencoded
 from .fake import TrainableView, add_lora
 from .generator import StudentGenerator, one_step_scheduler
-from .losses import dmd_generator_loss, latent_std_loss, reencode_loss
+from .losses import dmd_disagreement, dmd_generator_loss, latent_std_loss, reencode_loss
 from .teachers import TeacherSide, TeacherTimes, make_bridge
 
 
@@ -78,7 +78,9 @@ class DistillTask(Task):
         self.text_s, text_t = conditioners or (PromptConditioner(student), [PromptConditioner(t) for t in teachers])
         self.sides = [TeacherSide(t, b, c, tc, cfg.fake, self.device, i)
                       for i, (t, b, c, tc) in enumerate(zip(teachers, bridges, text_t, cfg.teachers))]
-        self.times = TeacherTimes(cfg)
+        self.times = TeacherTimes(cfg, len(self.sides))
+        self.times.bins.to(self.device)
+        self._disagreement: list[list[torch.Tensor]] = [[] for _ in self.sides]   # a step's, per Teacher
         if cfg.generator.final_alpha_bar is not None:   # the one-step generator's gentler x0 map
             self.student = student = student.with_components(
                 scheduler=one_step_scheduler(student, cfg.generator.final_alpha_bar))
@@ -142,7 +144,7 @@ class DistillTask(Task):
         gen, ema = (TrainableView(self.student.model), TrainableView(self.ema)) if self.lora else \
             (self.student.model, self.ema)   # a LoRA Student's checkpoints hold the adapter only
         return {"generator": gen, "ema": ema, **{side.key: side.fake_module for side in self.sides},
-                **self.gan.modules()}
+                **self.gan.modules(), **({"t_bins": self.times.bins} if self.times.adaptive else {})}
 
     def optimizers(self):
         return {"generator": self.opt_g, **{side.key: side.opt for side in self.sides}, **self.gan_opts}
@@ -168,7 +170,7 @@ class DistillTask(Task):
     def _fake_update(self, side: TeacherSide, z_hat: torch.Tensor, ct, gen: torch.Generator,
                      step: int) -> dict[str, float]:
         """One update of a Teacher's fake score on stopgrad(B(G(noise))), in its own space."""
-        t, eps = self.times.draw(side.den, z_hat, gen, step, self.acc)
+        t, eps = self.times.draw(side.den, z_hat, gen, step, self.acc, index=side.index)
         real = self.gan.draw_real(gen, step)
         parts = micro_batches(self.cfg.train, len(z_hat))
         total, rows = 0.0, []
@@ -200,6 +202,8 @@ class DistillTask(Task):
             real = teacher.predict_x0(x_t, t, ct, guidance=side.guidance, uncond=side.uncond.expand(len(z)))
         fake_x0, gan_loss, lgan = self.gan.fake_x0(side, x_t, t, ct)
         loss, logs = dmd_generator_loss(z_hat, real, fake_x0)
+        if self.times.adaptive:   # where real and fake disagree: what the adaptive Teacher times follow
+            self._disagreement[side.index].append(dmd_disagreement(z_hat, real, fake_x0))
         if not math.isfinite(logs["dmd"]):   # a Bridge gone non-finite is named, not just its loss (it makes dmd
             bad = (~torch.isfinite(z_hat)).float().mean().item()   # non-finite; nothing to look for otherwise)
             if bad > 0:
@@ -236,7 +240,8 @@ class DistillTask(Task):
         cfg = self.cfg
         noise, cs, cts = self._batch(gen)
         noisings = [self.times.draw(side.den, torch.empty(1, *side.bridge.teacher_shape, device=self.device),
-                                    gen, step, self.acc) for side in self.sides]
+                                    gen, step, self.acc, index=side.index, remember=True) for side in self.sides]
+        self._disagreement = [[] for _ in self.sides]
         parts = micro_batches(cfg.train, len(noise))
         total, rows, zs, z_hats, pixels = 0.0, [], [], [[] for _ in self.sides], []
         self.opt_g.zero_grad(set_to_none=True)
@@ -252,6 +257,8 @@ class DistillTask(Task):
             pixels += [] if x is None else [x.detach()]
         average_gradients(self.acc, self._gen_params())
         logs = mean_logs(rows)
+        for side, d in zip(self.sides, self._disagreement):   # adaptive times: this step's measurements
+            logs.update(side.logs(self.times.observe(side.index, torch.cat(d), self.acc) if d else {}))
         logs.update(optimizer_step(self.opt_g, total, self._gen_params(), cfg.train, step, cfg.lr, "generator", logs))
         ema_update(self.ema, self.student.model, cfg.ema, step)
         z, z_hats = torch.cat(zs), [torch.cat(zh) for zh in z_hats]

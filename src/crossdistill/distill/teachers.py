@@ -58,27 +58,88 @@ def shifted_fractions(u: torch.Tensor, lo: float, hi: float, shift: float) -> to
     return lo + (hi - lo) * shift * u / (1 + (shift - 1) * u)
 
 
+class TimeBins(torch.nn.Module):
+    """t_sampling: adaptive, for one Teacher: a running mean of the disagreement measured in
+    each slice of the Teacher-time range (a buffer: checkpointed, so a resumed run draws as
+    the uninterrupted one would)."""
+
+    def __init__(self, bins: int):
+        super().__init__()
+        self.register_buffer("score", torch.ones(bins, dtype=torch.float64))   # no measurement yet: uniform
+
+    def probs(self, floor: float, power: float) -> torch.Tensor:
+        s = self.score.clamp_min(0).pow(power)
+        share = s / s.sum() if s.sum() > 0 else torch.full_like(s, 1 / len(s))
+        return floor / len(s) + (1 - floor) * share
+
+    @torch.no_grad()
+    def observe(self, bins: torch.Tensor, values: torch.Tensor, decay: float) -> None:
+        """Fold one step's per-sample disagreement (global: every process the same) into the
+        running mean of the slices it fell in; slices with no sample keep theirs."""
+        n = len(self.score)
+        total = torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(0, bins, values.double())
+        count = torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(
+            0, bins, torch.ones_like(values, dtype=torch.float64))
+        seen = count > 0
+        mean = total[seen] / count[seen]
+        self.score[seen.to(self.score.device)] = (decay * self.score[seen.to(self.score.device)]
+                                                  + (1 - decay) * mean.to(self.score.device))
+
+
 class TeacherTimes:
     """Where DMD looks: the Teacher times (and noise) of a global batch at a generator step.
-    The first `t_first.steps` steps draw from `t_first.t_range`, later ones from `t_range`,
-    with `t_density`, or uniform fractions shifted by `t_shift`. Draws are global (the same
-    on every process) and each process keeps its part."""
+    t_sampling fixed: the first `t_first.steps` steps draw from `t_first.t_range`, later ones
+    from `t_range`, with `t_density`, or uniform fractions shifted by `t_shift`. adaptive:
+    slices of `t_range` drawn by the disagreement measured in them (`TimeBins`, one per
+    Teacher; `observe` after each generator pass). Draws are global (the same on every
+    process) and each process keeps its part."""
 
-    def __init__(self, cfg: DistillConfig):
+    def __init__(self, cfg: DistillConfig, teachers: int = 1):
         self.cfg = cfg
+        self.adaptive = cfg.t_sampling == "adaptive"
+        self.bins = torch.nn.ModuleList([TimeBins(cfg.t_adaptive.bins) for _ in range(teachers if self.adaptive else 0)])
+        self.drawn: dict[int, torch.Tensor] = {}   # each Teacher's slices of its last generator draw (global)
 
     def range_at(self, step: int) -> tuple[float, float]:
         cfg = self.cfg
         return cfg.t_first.t_range if step < cfg.t_first.steps else cfg.t_range
 
-    def draw(self, teacher: Denoiser, like: torch.Tensor, gen: torch.Generator, step: int, acc):
+    def probs(self, index: int = 0) -> torch.Tensor:
+        a = self.cfg.t_adaptive
+        return self.bins[index].probs(a.floor, a.power)
+
+    def draw(self, teacher: Denoiser, like: torch.Tensor, gen: torch.Generator, step: int, acc, index: int = 0,
+             remember: bool = False):
         """(t, eps) for the global batch, eps shaped like `like`'s rows; this process's part
-        on `like`'s device (eps in its dtype)."""
+        on `like`'s device (eps in its dtype). `index`: which Teacher (adaptive: its slices);
+        `remember`: keep the slices drawn for `observe` (the generator's draw)."""
         cfg, n = self.cfg, self.cfg.train.batch
         lo, hi = self.range_at(step)
-        if cfg.t_shift == 1:
+        if self.adaptive:   # a slice by its probability, then uniform inside it
+            p = self.probs(index)
+            b = torch.multinomial(p.float().cpu(), n, replacement=True, generator=gen)
+            u = (b + torch.rand(n, generator=gen)) / len(p)
+            t = teacher.time_at(lo + (hi - lo) * u)
+            if remember:
+                self.drawn[index] = b
+        elif cfg.t_shift == 1:
             t = teacher.sample_timesteps(n, gen, lo=lo, hi=hi, density=cfg.t_density)
         else:   # the same uniform draw, shifted toward the noisy end before it becomes a native time
             t = teacher.time_at(shifted_fractions(torch.rand(n, generator=gen), lo, hi, cfg.t_shift))
         eps = torch.randn(n, *like.shape[1:], generator=gen)
         return local_part(acc, t).to(like.device), local_part(acc, eps).to(like.device, like.dtype)
+
+    def observe(self, index: int, disagreement: torch.Tensor, acc) -> dict[str, float]:
+        """Adaptive: this process's per-sample disagreement of Teacher `index`'s last
+        generator draw, gathered over processes (the slices are global), into its running
+        means. Returns the logs: the mean Teacher-time fraction the next draw aims at."""
+        if not self.adaptive or index not in self.drawn:
+            return {}
+        values = disagreement.detach().float()
+        if acc is not None and acc.num_processes > 1:
+            values = acc.gather(values)
+        self.bins[index].observe(self.drawn.pop(index).to(values.device), values, self.cfg.t_adaptive.decay)
+        p = self.probs(index)
+        lo, hi = self.cfg.t_range
+        centres = lo + (hi - lo) * (torch.arange(len(p), dtype=torch.float64) + 0.5) / len(p)
+        return {"t_aim": float((p.cpu() * centres).sum())}

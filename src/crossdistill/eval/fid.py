@@ -18,12 +18,23 @@ FeatureNet = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def feature_stats(batches: Iterable[torch.Tensor], net: FeatureNet) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean and covariance of the features of all images (float64)."""
-    feats = np.concatenate([net(x).double().cpu().numpy() for x in batches])
-    if len(feats) < 2:
+def features(batches: Iterable[torch.Tensor], net: FeatureNet) -> torch.Tensor:
+    """The features of all images, (N, D) float32 on the CPU."""
+    return torch.cat([net(x).float().cpu() for x in batches])
+
+
+def moments(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of features (float64)."""
+    f = feats.double().numpy()
+    if len(f) < 2:
         raise ValueError("FID needs at least 2 images")
-    return feats.mean(0), np.cov(feats, rowvar=False), len(feats)
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def feature_stats(batches: Iterable[torch.Tensor], net: FeatureNet) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and covariance of the features of all images (float64), and their number."""
+    feats = features(batches, net)
+    return (*moments(feats), len(feats))
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -40,6 +51,4 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def fid(images_a: Iterable[torch.Tensor], images_b: Iterable[torch.Tensor], net: FeatureNet) -> float:
-    mu1, s1, _ = feature_stats(images_a, net)
-    mu2, s2, _ = feature_stats(images_b, net)
-    return frechet_distance(mu1, s1, mu2, s2)
+    return frechet_distance(*moments(features(images_a, net)), *moments(features(images_b, net)))

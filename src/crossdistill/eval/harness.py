@@ -5,7 +5,9 @@ image fidelity by image analysis, and domain FID against real renders of the sam
 in the feature space of the domain's classifier; the domain is the one whose grammar
 every prompt follows (`domains`). Real models (`metrics` fid / clip / hpsv2 / imagereward /
 hpsv3, see `scale.py`): FID against a reference image folder, CLIP score and preference
-scores. Both FIDs are `fid.frechet_distance` on `fid.feature_stats`.
+scores. Both FIDs are `fid.frechet_distance` on `fid.moments` of the features; in the
+same feature space, precision / recall / density / coverage (`prdc.py`) and the in-prompt
+diversity (mean pairwise feature distance among one prompt's images).
 """
 
 from __future__ import annotations
@@ -100,8 +102,27 @@ def evaluate_domain(gens: Generations, classifier: str | None = None) -> dict:
     if classifier is not None:
         net = dom.feature_network(resolve(classifier))
         real = dom.reference_renders(gens.prompts, REFERENCE_SEED)
-        metrics["fid"] = fidlib.fid(_batches(images), _batches(real), net.features)
+        metrics.update(feature_metrics(fidlib.features(_batches(images), net.features),
+                                       fidlib.features(_batches(real), net.features), gens.prompts))
     return metrics
+
+
+def feature_metrics(fake: torch.Tensor, real: torch.Tensor, prompts: list[str]) -> dict:
+    """What a feature space says of generated images against real ones (row i of each: an
+    image of prompts[i]): FID, precision / recall / density / coverage of the features and
+    of their within-prompt residuals (`prdc.in_prompt_residuals`), and the in-prompt
+    diversity."""
+    from .prdc import K, in_prompt_diversity, in_prompt_residuals, prdc
+
+    out = {"fid": fidlib.frechet_distance(*fidlib.moments(fake), *fidlib.moments(real))}
+    if min(len(fake), len(real)) > K:
+        out["prdc"] = prdc(real, fake)
+    # `real` holds one render per generated image, of the same prompt: the same groups
+    res_real, res_fake = in_prompt_residuals(real, prompts), in_prompt_residuals(fake, prompts)
+    if len(res_fake) > K:
+        out["prdc_in_prompt"] = prdc(res_real, res_fake)
+    out["diversity"] = in_prompt_diversity(fake, prompts)
+    return out
 
 
 def evaluate(folder: Path, classifier: str | None = None, write: bool = True,
@@ -141,8 +162,10 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
     keys = list(next(iter(rows.values()))["adherence"])   # the domain's attributes, then "all"
     spread = list(dict.fromkeys(k for m in rows.values() for k in m.get("variety", {})))   # the free factors
     t = Table(title=f"domain {next(iter(rows.values())).get('domain', '')}".strip(),
-              caption="spread: each free factor's std over a prompt's images, mean over prompts" if spread else None)
-    for col in ("run", "images", *keys, "clean", "bg level sd", *[f"spread {k}" for k in spread], "domain FID"):
+              caption="spread: each free factor's std over a prompt's images, mean over prompts; recall in prompt: "
+                      "PRDC recall of the classifier features' within-prompt residuals" if spread else None)
+    for col in ("run", "images", *keys, "clean", "bg level sd", *[f"spread {k}" for k in spread], "recall in prompt",
+                "domain FID"):
         t.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         a, v = m["adherence"], m.get("variety", {})
@@ -150,6 +173,7 @@ def table(rows: dict[str, dict]) -> "rich.table.Table":
                   f"{m['fidelity']['clean']:.3f}" if "fidelity" in m else "-",
                   f"{m['fidelity']['bg_level_sd']:.1f}" if "bg_level_sd" in m.get("fidelity", {}) else "-",
                   *[f"{v[k]:.2f}" if k in v else "-" for k in spread],
+                  f"{m['prdc_in_prompt']['recall']:.3f}" if "prdc_in_prompt" in m else "-",
                   f"{m['fid']:.2f}" if "fid" in m else "-")
     return t
 

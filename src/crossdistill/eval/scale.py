@@ -27,6 +27,7 @@ import torch
 
 from ..errors import CrossdistillError, choice_error
 from . import fid as fidlib
+from .prdc import K, in_prompt_diversity, prdc
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SCORERS = ("hpsv2", "imagereward", "hpsv3")
@@ -256,28 +257,44 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("CROSSDISTILL_CACHE", Path.home() / ".cache" / "crossdistill")) / "fid-stats"
 
 
-def reference_stats(refs: list[Path], net, features: str, batch: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    """(mean, covariance, n, cached) of the reference images' features. Cached under
+PRDC_MAX = 10_000   # reference features kept for precision / recall (Naeem et al. use 10k a side)
+
+
+def reference_stats(refs: list[Path], net, features: str, batch: int) -> tuple[np.ndarray, np.ndarray, int, torch.Tensor, bool]:
+    """(mean, covariance, n, sample, cached) of the reference images' features; `sample`: the
+    features of at most PRDC_MAX of them (evenly spaced), for precision / recall. Cached under
     $CROSSDISTILL_CACHE (default ~/.cache/crossdistill) by feature network and the folder's
     files (path, size, mtime): a changed folder or network is recomputed."""
     h = hashlib.sha256(features.encode())
     for p in refs:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    path = _cache_dir() / f"{h.hexdigest()[:32]}.npz"
+    path = _cache_dir() / f"{h.hexdigest()[:32]}-v2.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return z["mu"], z["sigma"], int(z["n"]), True
+                return z["mu"], z["sigma"], int(z["n"]), torch.from_numpy(z["sample"]), True
         except Exception:   # unreadable cache: recompute
             pass
-    mu, sigma, n = fidlib.feature_stats(_feature_batches(refs, batch, "reference features"), net)
+    # running sums: memory holds one batch of features and the sample, whatever the folder's size
+    keep = set(np.linspace(0, len(refs) - 1, min(len(refs), PRDC_MAX)).round().astype(int).tolist())
+    total, outer, sample, n = 0.0, 0.0, [], 0
+    for images in _feature_batches(refs, batch, "reference features"):
+        f = net(images).double().cpu()
+        total, outer = total + f.sum(0), outer + f.T @ f
+        sample += [f[i - n].float() for i in range(n, n + len(f)) if i in keep]
+        n += len(f)
+    mu = (total / n).numpy()
+    sigma = ((outer - n * np.outer(mu, mu)) / (n - 1)).numpy() if n > 1 else None
+    if sigma is None:
+        raise ValueError("FID needs at least 2 images")
+    sample = torch.stack(sample)
     from ..io import atomic_file
 
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma, n=n)
-    return mu, sigma, n, False
+            np.savez(f, mu=mu, sigma=sigma, n=n, sample=sample.numpy())
+    return mu, sigma, n, sample, False
 
 
 def _feature_name(spec: str) -> str:
@@ -305,10 +322,17 @@ def evaluate_scale(paths: list[Path], prompts: list[str], cfg: ScaleConfig) -> d
         net = feature_net(cfg.features, device) if cfg.features else clip.images
         name = "inception" if isinstance(net, InceptionFeatures) else _feature_name(spec)
         feats = clip_feats if clip is not None and net is clip.images else _features(paths, net, cfg.batch, "generated features")
-        mu, sigma, _ = fidlib.feature_stats([feats], lambda x: x)
-        mu_r, sigma_r, n_r, cached = reference_stats(refs, net, _net_identity(spec), cfg.batch)
-        metrics[f"fid_{name}"] = fidlib.frechet_distance(mu, sigma, mu_r, sigma_r)
+        mu_r, sigma_r, n_r, sample, cached = reference_stats(refs, net, _net_identity(spec), cfg.batch)
+        metrics[f"fid_{name}"] = fidlib.frechet_distance(*fidlib.moments(feats.cpu()), mu_r, sigma_r)
         metrics.update(fid_features=spec, n_reference=n_r, reference_stats="cached" if cached else "computed")
+        step = -(-len(feats) // PRDC_MAX)   # at most PRDC_MAX generated features too
+        if min(len(feats[::step]), len(sample)) > K:
+            metrics[f"prdc_{name}"] = prdc(sample, feats[::step].cpu())
+        space = (name, feats)
+    else:
+        space = (_feature_name(cfg.clip_model), clip_feats) if clip_feats is not None else None
+    if space is not None:   # variety among each prompt's images, in the same feature space
+        metrics[f"diversity_{space[0]}"] = in_prompt_diversity(space[1].cpu(), prompts)
     if "clip" in wanted:
         scores = torch.cat([clip(clip_feats[i:i + cfg.batch], prompts[i:i + cfg.batch])
                             for i in range(0, len(paths), cfg.batch)])

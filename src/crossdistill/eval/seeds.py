@@ -28,6 +28,11 @@ def _scalars(row: dict) -> dict[str, float]:
     out["clean"] = row.get("fidelity", {}).get("clean", float("nan"))
     out["bg_level_sd"] = row.get("fidelity", {}).get("bg_level_sd", float("nan"))
     out["fid"] = row.get("fid", float("nan"))
+    out.update({f"spread_{k}": v for k, v in row.get("variety", {}).items()})   # within-prompt spread per free factor
+    if "prdc_in_prompt" in row:
+        out["recall_in_prompt"] = row["prdc_in_prompt"]["recall"]
+    if "diversity" in row:
+        out["diversity"] = row["diversity"]
     out.update({k: v for k, v in row.get("diagnostics", {}).items()})
     return out
 
