@@ -10,6 +10,7 @@ from ..data.sources import DataConfig
 from ..denoisers.flow import DENSITIES as T_DENSITIES
 from ..checks import GUIDANCE, Checked, accepts, check_fields
 from ..errors import CrossdistillError, check_fractions
+from .regress import RegressConfig
 from ..train import DTYPES, TrainConfig
 
 FAKE_KINDS = ("full", "lora")
@@ -168,6 +169,8 @@ class DistillConfig(Checked):
                                                              # straight_through | hard | none
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     manifold: ManifoldConfig = field(default_factory=ManifoldConfig)
+    regress: RegressConfig = field(default_factory=RegressConfig)   # regression onto the Student base's own
+                                # (noise, sample) pairs, decaying to 0 (distill/regress.py)
     fake: FakeConfig = field(default_factory=FakeConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -185,6 +188,9 @@ class DistillConfig(Checked):
         if len(self.teachers) > 1 and self.gan.weight > 0 and self.gan.space == "teacher":
             raise CrossdistillError("gan.space=teacher (a head on one fake score's features) needs a single "
                                     "Teacher; with several use gan.space=student or gan.weight=0")
+        if self.regress.weight > 0 and self.generator.steps != 1:
+            raise CrossdistillError(f"regress.weight={self.regress.weight} regresses a one-step generator onto the "
+                                    f"Student base's samples; it needs generator.steps=1, got {self.generator.steps}")
         check_fractions("t_range", self.t_range)
         self.t_first.validate()
         if self.t_sampling == "adaptive" and (self.t_shift != 1 or self.t_density != "uniform" or self.t_first.steps):

@@ -29,6 +29,7 @@ from .config import DistillConfig
 from .diagnostics import bridge_drift, latent_diagnostics, reencoded
 from .fake import TrainableView, add_lora
 from .generator import StudentGenerator, one_step_scheduler
+from .regress import BasePairs, draw_rows, regression_loss
 from .losses import dmd_disagreement, dmd_generator_loss, latent_std_loss, reencode_loss
 from .teachers import TeacherSide, TeacherTimes, make_bridge
 
@@ -78,6 +79,8 @@ class DistillTask(Task):
         self.text_s, text_t = conditioners or (PromptConditioner(student), [PromptConditioner(t) for t in teachers])
         self.sides = [TeacherSide(t, b, c, tc, cfg.fake, self.device, i)
                       for i, (t, b, c, tc) in enumerate(zip(teachers, bridges, text_t, cfg.teachers))]
+        self.base_student = student   # the Student base as loaded: the regression term's pairs are its samples
+        self.pairs = None             # made in `setup` (regress.weight > 0), one share per process
         self.times = TeacherTimes(cfg, len(self.sides))
         self.times.bins.to(self.device)
         self._disagreement: list[list[torch.Tensor]] = [[] for _ in self.sides]   # a step's, per Teacher
@@ -139,6 +142,9 @@ class DistillTask(Task):
         for side, opt in zip(self.sides, opts_f):
             side.opt = opt
         self.gan_opts = self.gan.setup(acc)
+        if self.cfg.regress.weight > 0:   # before any update: the base's own samples (a resumed run draws them again)
+            self.pairs = BasePairs(self.base_student, self.prompts, self.cfg.regress, self.s_res,
+                                   self.cfg.train.seed + 1, acc.process_index, acc.num_processes)
 
     def modules(self):
         gen, ema = (TrainableView(self.student.model), TrainableView(self.ema)) if self.lora else \
@@ -236,6 +242,23 @@ class DistillTask(Task):
             logs.update(lm)
         return loss_g, logs, z, z_hats, x
 
+    def _regression(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """regress.weight(step) * ||G(n) - z_base(n)||^2 on pairs drawn by `gen`, backpropagated
+        micro-batch by micro-batch; returns the weighted loss and its logs."""
+        w = self.cfg.regress.weight_at(step)
+        rows = draw_rows(self.acc, len(self.pairs), self.cfg.train.batch, gen)   # drawn even at weight 0: the
+        total, logs = torch.zeros((), device=self.device), []                    # same random stream every step
+        if w == 0:
+            return total, {"regress_weight": 0.0}
+        parts = micro_batches(self.cfg.train, len(rows))
+        for part in parts:
+            idx = rows[part].to(self.pairs.z.device)
+            pred = self.generator(self.pairs.noise[idx], self.text_s([self.pairs.prompts[i] for i in idx.tolist()]))
+            loss, lr_ = regression_loss(pred, self.pairs.z[idx])
+            self.acc.backward(w * loss / len(parts))
+            total, logs = total + w * loss.detach() / len(parts), logs + [lr_]
+        return total, {**mean_logs(logs), "regress_weight": w}
+
     def step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         cfg = self.cfg
         noise, cs, cts = self._batch(gen)
@@ -255,6 +278,9 @@ class DistillTask(Task):
             for acc_, z_hat in zip(z_hats, zh):
                 acc_.append(z_hat.detach())
             pixels += [] if x is None else [x.detach()]
+        if self.pairs is not None:   # the regression term, on a batch of pairs of its own
+            loss_r, lr_ = self._regression(step, gen)
+            total, rows = total + loss_r.detach(), rows + [lr_]
         average_gradients(self.acc, self._gen_params())
         logs = mean_logs(rows)
         for side, d in zip(self.sides, self._disagreement):   # adaptive times: this step's measurements
