@@ -515,10 +515,10 @@ def test_adaptive_teacher_times_follow_the_measured_disagreement(tiny_pair):
     frac = torch.cat([times.draw(task.sides[0].den, z, gen, 0, task.acc)[0] for _ in range(200)])
     lo, hi = task.cfg.t_range
     assert frac.min() >= task.sides[0].den.time_at(lo) and frac.max() <= task.sides[0].den.time_at(hi)
-    # the disagreement is the normalised DMD gradient's size: 0 where the two scores agree
-    x = torch.randn(2, 3, 4, 4)
-    assert torch.equal(dmd_disagreement(x, x + 1, x + 1), torch.zeros(2))
-    assert torch.allclose(dmd_disagreement(x, x + 1, x + 3), torch.full((2,), 2.0))
+    # the disagreement is the noise predictions' gap: 0 where the two scores agree
+    x, a, s = torch.randn(2, 3, 4, 4), torch.tensor([0.5, 0.8]).view(2, 1, 1, 1), torch.tensor([0.5, 0.2]).view(2, 1, 1, 1)
+    assert torch.equal(dmd_disagreement(x, x, a, s), torch.zeros(2))
+    assert torch.allclose(dmd_disagreement(x, x + 2, a, s), torch.tensor([2.0, 8.0]))
     with pytest.raises(CrossdistillError, match="t_sampling=adaptive chooses the Teacher times itself"):
         DistillConfig(**{**_cfg(tiny_pair, 1).__dict__, "t_sampling": "adaptive", "t_shift": 3.0}).validate()
     with pytest.raises(CrossdistillError, match="unknown t_sampling 'auto'; allowed: adaptive, fixed"):

@@ -108,10 +108,11 @@ T_SAMPLINGS = ("fixed", "adaptive")
 class AdaptiveTimes(Checked):
     """t_sampling: adaptive. DMD's Teacher times are drawn from `bins` equal slices of
     `t_range` (fractions of the Teacher's range), each with probability `floor` / bins plus
-    (1 - floor) times its share of a running mean of the measured disagreement: the size of
-    the normalised DMD gradient, |fake x0 - real x0| / |B(G(z)) - real x0| per sample, in
-    that slice. The generator's updates go where the real and the fake score disagree most
-    about its current samples, on any Teacher, with no knowledge of the domain."""
+    (1 - floor) times its share of a running mean of the measured disagreement: the gap of
+    the fake and real noise predictions, alpha |fake x0 - real x0| / sigma per sample
+    (`losses.dmd_disagreement`), in that slice. The generator's updates go where the real
+    and the fake score disagree most about its current samples, on any Teacher, with no
+    knowledge of the domain."""
     KEY = "t_adaptive."
     bins: int = accepts(10, ge=2, le=1000)          # slices of t_range
     floor: float = accepts(0.5, ge=0, le=1)         # the uniform share of every draw (1: uniform, 0: all adaptive)

@@ -25,14 +25,17 @@ def dmd_generator_loss(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor,
 
 
 @torch.no_grad()
-def dmd_disagreement(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor, floor: float = 1e-4) -> Tensor:
-    """Per sample, the size of the normalised DMD gradient: mean |fake - real| / w with
-    w = mean |z_hat - real| (as `dmd_generator_loss` weights it): how far the two scores
-    disagree about a sample at its time, relative to how far the sample is from the real
-    score's prediction. Non-finite rows read 0."""
-    dims = tuple(range(1, z_hat.ndim))
-    w = (z_hat.float() - x0_real.float()).abs().mean(dim=dims).clamp_min(floor)
-    d = (x0_fake.float() - x0_real.float()).abs().mean(dim=dims) / w
+def dmd_disagreement(x0_real: Tensor, x0_fake: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """Per sample, how far the fake and the real score disagree in noise units: the mean
+    |eps_fake - eps_real| = alpha |x0_fake - x0_real| / sigma at x_t = alpha x0 + sigma eps
+    (the noise predictions' gap, the quantity an epsilon loss weighs alike at every time).
+    Not the normalised DMD gradient: DMD divides each sample's gradient by
+    |z_hat - x0_real|, and since the fake score predicts the generator's own samples,
+    |x0_fake - x0_real| / |z_hat - x0_real| is ~1 at every time (measured: a rule on it
+    stayed uniform). `alpha`, `sigma`: per sample, broadcastable. Non-finite rows read 0."""
+    dims = tuple(range(1, x0_real.ndim))
+    d = (x0_fake.float() - x0_real.float()).abs().mean(dim=dims) * (alpha.float() / sigma.float().clamp_min(1e-6)
+                                                                   ).flatten()
     return torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
 
 
