@@ -494,6 +494,18 @@ def test_each_student_latent_is_decoded_once_per_generator_pass(tiny_pair):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.student.model.parameters())
 
 
+def _interrupted_run_matches(cfg, tmp_path) -> list[dict]:
+    """`cfg(steps)` trained 4 steps in one go (run a), and 2 then resumed to 4 (run b): the
+    exported generators are bit-identical. Returns run a's history."""
+    distill(cfg(4), tmp_path / "a", PROMPTS, progress=False)
+    distill(cfg(2), tmp_path / "b", PROMPTS, progress=False)
+    distill(cfg(4), tmp_path / "b", PROMPTS, progress=False)
+    a = load_file(str(tmp_path / "a" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    return [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+
+
 def test_adaptive_teacher_times_follow_the_measured_disagreement(tiny_pair):
     """t_sampling=adaptive: with no measurement every slice is equally likely; a step whose
     disagreement is large in the top slice only moves the draws there (the floor keeps a
@@ -533,15 +545,9 @@ def test_adaptive_times_train_log_where_they_aim_and_resume_exactly(tiny_pair, t
         c = _cfg(tiny_pair, steps)
         return DistillConfig(**{**c.__dict__, "t_sampling": "adaptive"})
 
-    distill(cfg(4), tmp_path / "a", PROMPTS, progress=False)
-    distill(cfg(2), tmp_path / "b", PROMPTS, progress=False)
-    distill(cfg(4), tmp_path / "b", PROMPTS, progress=False)
-    a = load_file(str(tmp_path / "a" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    hist = _interrupted_run_matches(cfg, tmp_path)
     state = load_file(str(sorted((tmp_path / "a").glob("ckpt-*"))[-1] / "state.safetensors"))
     assert any(k.startswith("module/t_bins/") for k in state)
-    hist = [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
     assert len(hist) == 4 and all("t_aim" in h for h in hist) and hist[-1]["t_aim"] != pytest.approx(0.5)
 
 
@@ -583,13 +589,7 @@ def test_regression_term_pulls_the_generator_toward_the_pairs_and_resumes_exactl
         c = _cfg(tiny_pair, steps)
         return DistillConfig(**{**c.__dict__, "regress": RegressConfig(weight=1.0, until=3, pairs=6, steps=2), **kw})
 
-    distill(cfg(4), tmp_path / "a", PROMPTS, progress=False)
-    distill(cfg(2), tmp_path / "b", PROMPTS, progress=False)
-    distill(cfg(4), tmp_path / "b", PROMPTS, progress=False)
-    a = load_file(str(tmp_path / "a" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "student" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    hist = [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    hist = _interrupted_run_matches(cfg, tmp_path)
     assert [round(h["regress_weight"], 3) for h in hist] == [1.0, 0.667, 0.333, 0.0] and hist[0]["regress"] > 0
     c = cfg(1, lr=1e-3)
     c.teachers[0].weight = 1e-9
