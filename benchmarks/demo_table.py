@@ -5,7 +5,8 @@
 Columns are the domain's adherence attributes (world I: colour, shape, position; world II:
 colours, shapes, relation, no extra), then all-correct, clean images, the spread of the background level over images
 (renders: 14.7; a diversity measure), domain FID, z_std,
-latency. With several training seeds a row shows mean ± 95 % interval over its seeds;
+latency; then each free factor's within-prompt spread and in-prompt recall with their
+ratios to the Teacher's (`docs/variety.md`). With several training seeds a row shows mean ± 95 % interval over its seeds;
 then the paired differences (a - b per seed), and the held-out Bridge table (with its
 stage-1 seeds' intervals when the demo retrained Bridges per seed).
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import sys
 
+from crossdistill.report import variety_rows
+
 TEACHER = "Teacher (multi-step)"
 BRIDGE_KEYS = ("latent_mse", "roundtrip_drift", "attn_error", "object_attn_error", "psnr")
 
@@ -23,6 +26,11 @@ def pm(stats, value, fmt):
     if stats and stats.get("n", 1) > 1:
         return f"{format(stats['mean'], fmt)} ± {format(stats['ci95'], fmt)}"
     return format(value, fmt)
+
+
+def fmt_pm(v: tuple[float, float], fmt: str) -> str:
+    """(mean, 95 % half-width or nan) as text."""
+    return format(v[0], fmt) if v[1] != v[1] else f"{format(v[0], fmt)} ± {format(v[1], fmt)}"
 
 
 def signed(stats, fmt):
@@ -60,6 +68,16 @@ def main() -> None:
         for k, v in diffs.items():
             print(f"| {k} | " + " | ".join(signed(v[c], ".2f" if c == "fid" else ".3f") if c in v else "-"
                                          for c in keys) + f" | {v['all']['n']} |")
+    variety = variety_rows(m)   # the report's variety table: spreads as ratios to the Teacher's
+    if variety:
+        factors = list(m["generations"][TEACHER]["variety"])
+        print("\n| method | " + " | ".join(f"{f} spread (ratio)" for f in factors)
+              + " | in-prompt recall (ratio) |")
+        print("|---|" + "---|" * (len(factors) + 1))
+        for label, row in variety.items():
+            cell = lambda v, r, fmt: f"{fmt_pm(v, fmt)} ({fmt_pm(r, '.2f')})"   # noqa: E731
+            print(f"| {label} | " + " | ".join(cell(row[f], row[f"{f} ratio"], ".2f") for f in factors)
+                  + f" | {cell(row['recall'], row.get('recall ratio', (float('nan'), float('nan'))), '.3f') if 'recall' in row else '-'} |")
     bridge, bseeds = m.get("bridge") or {}, m.get("bridge_seeds") or {}
     if bridge:
         keys = [k for k in BRIDGE_KEYS if k in next(iter(bridge.values()))]

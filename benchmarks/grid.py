@@ -18,8 +18,8 @@ def main() -> None:
     ap.add_argument("rows", nargs="+", help="LABEL=FOLDER (PNGs + manifest.jsonl), one grid row each")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--columns", type=int, default=8)
-    ap.add_argument("--seeds", type=int, default=0, help="N > 0: every seed of the first N prompts side by side "
-                    "(the report's seeds grid) instead of one image per column")
+    ap.add_argument("--seeds", type=int, default=0, help="N > 0: the first N prompts, columns // N seeds of each side "
+                    "by side (the report's seeds grid), instead of one image per column")
     a = ap.parse_args()
     rows = {}
     for spec in a.rows:

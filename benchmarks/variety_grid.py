@@ -62,8 +62,9 @@ def scores(row: dict, m: dict, root: Path) -> dict:
     """A row's numbers from its generations' metrics.json, ratios to the Teacher's."""
     teacher = json.loads((root / "gen" / "teacher" / "metrics.json").read_text())
     row.update(all=m["adherence"]["all"], clean=m["fidelity"]["clean"], variety=m["variety"],
-               ratio={k: v / teacher["variety"][k] for k, v in m["variety"].items()})
-    if "prdc_in_prompt" in m:
+               ratio={k: v / teacher["variety"][k] if teacher["variety"][k] else float("nan")
+                      for k, v in m["variety"].items()})
+    if "prdc_in_prompt" in m and teacher["prdc_in_prompt"]["recall"]:
         row["ratio"]["recall"] = m["prdc_in_prompt"]["recall"] / teacher["prdc_in_prompt"]["recall"]
         row["recall"] = m["prdc_in_prompt"]["recall"]
     return row
@@ -122,7 +123,7 @@ def main():
     ap.add_argument("--teacher", default="shapes-teacher")
     ap.add_argument("--out", type=Path, default=Path("runs/vgrid"))
     ap.add_argument("--table-out", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()   # KEY=VALUE overrides before or after --config
     if args.what == "teacher":
         print(generate(args.teacher, args.out / "gen" / "teacher", args.prompts)["variety"])
     elif args.what == "run":

@@ -274,7 +274,7 @@ def test_every_teacher_time_draw_of_a_step_uses_that_step(tiny_pair):
     task = DistillTask.from_config(cfg, PROMPTS)
     task.setup(Accelerator(cpu=True))
     seen, draw = [], task.times.draw
-    task.times.draw = lambda den, z, gen, step, acc: seen.append(step) or draw(den, z, gen, step, acc)
+    task.times.draw = lambda den, z, gen, step, acc, **kw: seen.append(step) or draw(den, z, gen, step, acc, **kw)
     for step in (2, 3):
         task.step(step, torch.Generator().manual_seed(step))
     # per step: the generator's draw, then each of the 2 fake updates' own draw and its real (GAN) draw

@@ -194,14 +194,17 @@ def variety_rows(metrics: dict) -> dict[str, dict]:
         st = seeds.get(label, {})
         per_seed = lambda key, value: st[key]["values"] if st.get(key, {}).get("n", 1) > 1 else [value]   # noqa: E731
         spreads = {f: per_seed(f"spread_{f}", r["variety"][f]) for f in factors}
-        ratios = {f: [v / ref["variety"][f] for v in spreads[f]] for f in factors}
+        if len({len(v) for v in spreads.values()}) > 1:   # seeds for some factors only: the means throughout
+            spreads = {f: [r["variety"][f]] for f in factors}
+        ratios = {f: [v / ref["variety"][f] if ref["variety"][f] else float("nan") for v in spreads[f]]
+                  for f in factors}
         row = {f: _mc(spreads[f]) for f in factors}
         row.update({f"{f} ratio": _mc(ratios[f]) for f in factors})
         row["ratio"] = _mc([sum(x) / len(x) for x in zip(*ratios.values())])
         if "prdc_in_prompt" in r:
             rec = per_seed("recall_in_prompt", r["prdc_in_prompt"]["recall"])
             row["recall"] = _mc(rec)
-            if ref_recall:
+            if ref_recall:   # (a Teacher with recall 0: no ratio)
                 row["recall ratio"] = _mc([v / ref_recall for v in rec])
         if "diversity" in r:
             row["diversity"] = _mc(per_seed("diversity", r["diversity"]))

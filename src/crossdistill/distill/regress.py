@@ -59,10 +59,11 @@ class BasePairs:
         mine = torch.arange(process, cfg.pairs, processes)
         self.noise, self.prompts = noise[mine], [prompts[i] for i in which[mine].tolist()]
         out = []
-        for i in tqdm(range(0, len(mine), batch), desc="regress: Student-base pairs", leave=False,
+        gens = [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in mine]   # a stochastic sampler's
+        for i in tqdm(range(0, len(mine), batch), desc="regress: Student-base pairs", leave=False,   # own draws
                       disable=len(mine) <= batch):
             z = student.sample(self.prompts[i:i + batch], steps=cfg.steps, guidance=cfg.guidance,
-                               latents=self.noise[i:i + batch], height=res, width=res)
+                               latents=self.noise[i:i + batch], height=res, width=res, generator=gens[i:i + batch])
             out.append(z.float())
         self.z = torch.cat(out) if out else self.noise[:0]
         self.noise = self.noise.to(self.z.device)

@@ -81,8 +81,8 @@ class DistillTask(Task):
                       for i, (t, b, c, tc) in enumerate(zip(teachers, bridges, text_t, cfg.teachers))]
         self.base_student = student   # the Student base as loaded: the regression term's pairs are its samples
         self.pairs = None             # made in `setup` (regress.weight > 0), one share per process
-        self.times = TeacherTimes(cfg, len(self.sides))
-        self.times.bins.to(self.device)
+        self.times = TeacherTimes(cfg, len(self.sides))   # its slices' running means stay on the CPU (a few
+        # numbers, updated alike and deterministically on every process)
         self._disagreement: list[list[torch.Tensor]] = [[] for _ in self.sides]   # a step's, per Teacher
         if cfg.generator.final_alpha_bar is not None:   # the one-step generator's gentler x0 map
             self.student = student = student.with_components(
@@ -143,8 +143,11 @@ class DistillTask(Task):
             side.opt = opt
         self.gan_opts = self.gan.setup(acc)
         if self.cfg.regress.weight > 0:   # before any update: the base's own samples (a resumed run draws them again)
+            if self.cfg.regress.pairs < acc.num_processes:
+                raise CrossdistillError(f"regress.pairs={self.cfg.regress.pairs} leaves some of the "
+                                        f"{acc.num_processes} processes without pairs; use at least one per process")
             self.pairs = BasePairs(self.base_student, self.prompts, self.cfg.regress, self.s_res,
-                                   self.cfg.train.seed + 1, acc.process_index, acc.num_processes)
+                                   self.cfg.train.seed + 7919, acc.process_index, acc.num_processes)
 
     def modules(self):
         gen, ema = (TrainableView(self.student.model), TrainableView(self.ema)) if self.lora else \
@@ -285,8 +288,9 @@ class DistillTask(Task):
             total, rows = total + loss_r.detach(), rows + [lr_]
         average_gradients(self.acc, self._gen_params())
         logs = mean_logs(rows)
-        for side, d in zip(self.sides, self._disagreement):   # adaptive times: this step's measurements
-            logs.update(side.logs(self.times.observe(side.index, torch.cat(d), self.acc) if d else {}))
+        if math.isfinite(float(total)):   # adaptive times: this step's measurements (a skipped step's are not)
+            for side, d in zip(self.sides, self._disagreement):
+                logs.update(side.logs(self.times.observe(side.index, torch.cat(d), self.acc) if d else {}))
         logs.update(optimizer_step(self.opt_g, total, self._gen_params(), cfg.train, step, cfg.lr, "generator", logs))
         ema_update(self.ema, self.student.model, cfg.ema, step)
         z, z_hats = torch.cat(zs), [torch.cat(zh) for zh in z_hats]

@@ -66,6 +66,7 @@ class TimeBins(torch.nn.Module):
     def __init__(self, bins: int):
         super().__init__()
         self.register_buffer("score", torch.ones(bins, dtype=torch.float64))   # no measurement yet: uniform
+        self.register_buffer("seen", torch.zeros(bins, dtype=torch.bool))    # a slice's first measurement sets it
 
     def probs(self, floor: float, power: float) -> torch.Tensor:
         s = self.score.clamp_min(0).pow(power)
@@ -76,14 +77,17 @@ class TimeBins(torch.nn.Module):
     def observe(self, bins: torch.Tensor, values: torch.Tensor, decay: float) -> None:
         """Fold one step's per-sample disagreement (global: every process the same) into the
         running mean of the slices it fell in; slices with no sample keep theirs."""
-        n = len(self.score)
-        total = torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(0, bins, values.double())
-        count = torch.zeros(n, dtype=torch.float64, device=values.device).index_add_(
-            0, bins, torch.ones_like(values, dtype=torch.float64))
-        seen = count > 0
-        mean = total[seen] / count[seen]
-        self.score[seen.to(self.score.device)] = (decay * self.score[seen.to(self.score.device)]
-                                                  + (1 - decay) * mean.to(self.score.device))
+        n, values, bins = len(self.score), values.detach().double().cpu(), bins.cpu()   # CPU: deterministic
+        total = torch.zeros(n, dtype=torch.float64).index_add_(0, bins, values)
+        count = torch.zeros(n, dtype=torch.float64).index_add_(0, bins, torch.ones_like(values))
+        hit = count > 0
+        mean = total[hit] / count[hit]
+        old = torch.where(self.seen[hit], self.score[hit], mean)   # unmeasured slices start at their first mean
+        self.score[hit] = decay * old + (1 - decay) * mean
+        self.seen |= hit
+        # the other slices' prior (1) would be in other units: until measured they take the measured mean
+        if self.seen.any():
+            self.score[~self.seen] = self.score[self.seen].mean()
 
 
 class TeacherTimes:
@@ -138,7 +142,7 @@ class TeacherTimes:
         values = disagreement.detach().float()
         if acc is not None and acc.num_processes > 1:
             values = acc.gather(values)
-        self.bins[index].observe(self.drawn.pop(index).to(values.device), values, self.cfg.t_adaptive.decay)
+        self.bins[index].observe(self.drawn.pop(index), values, self.cfg.t_adaptive.decay)
         p = self.probs(index)
         lo, hi = self.cfg.t_range
         centres = lo + (hi - lo) * (torch.arange(len(p), dtype=torch.float64) + 0.5) / len(p)

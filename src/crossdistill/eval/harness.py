@@ -121,7 +121,8 @@ def feature_metrics(fake: torch.Tensor, real: torch.Tensor, prompts: list[str]) 
     res_real, res_fake = in_prompt_residuals(real, prompts), in_prompt_residuals(fake, prompts)
     if len(res_fake) > K:
         out["prdc_in_prompt"] = prdc(res_real, res_fake)
-    out["diversity"] = in_prompt_diversity(fake, prompts)
+    if len(set(prompts)) < len(prompts):   # some prompt has several images
+        out["diversity"] = in_prompt_diversity(fake, prompts)
     return out
 
 

@@ -32,7 +32,8 @@ CHUNK = 2048
 
 
 def _dist(a: Tensor, b: Tensor) -> Tensor:
-    return torch.cdist(a.double(), b.double())
+    # not the matmul path: equal rows are exactly 0 apart (a collapsed generator scores exactly 0)
+    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def knn_radii(x: Tensor, k: int = K, chunk: int = CHUNK) -> Tensor:
@@ -87,6 +88,6 @@ def in_prompt_diversity(features: Tensor, prompts: list[str]) -> float:
     prompts with at least two images (nan if none has)."""
     per = []
     for rows in _groups(prompts):
-        f = features[rows].flatten(1).double()
-        per.append(torch.cdist(f, f).sum() / (len(rows) * (len(rows) - 1)))
+        f = features[rows].flatten(1)
+        per.append(_dist(f, f).sum() / (len(rows) * (len(rows) - 1)))
     return torch.stack(per).mean().item() if per else float("nan")

@@ -327,12 +327,12 @@ def evaluate_scale(paths: list[Path], prompts: list[str], cfg: ScaleConfig) -> d
         metrics.update(fid_features=spec, n_reference=n_r, reference_stats="cached" if cached else "computed")
         step = -(-len(feats) // PRDC_MAX)   # at most PRDC_MAX generated features too
         if min(len(feats[::step]), len(sample)) > K:
-            metrics[f"prdc_{name}"] = prdc(sample, feats[::step].cpu())
+            metrics[f"prdc_{name}"] = prdc(sample.to(feats.device), feats[::step])
         space = (name, feats)
     else:
         space = (_feature_name(cfg.clip_model), clip_feats) if clip_feats is not None else None
-    if space is not None:   # variety among each prompt's images, in the same feature space
-        metrics[f"diversity_{space[0]}"] = in_prompt_diversity(space[1].cpu(), prompts)
+    if space is not None and len(set(prompts)) < len(prompts):   # variety among each prompt's images (in the
+        metrics[f"diversity_{space[0]}"] = in_prompt_diversity(space[1].cpu(), prompts)   # same space)
     if "clip" in wanted:
         scores = torch.cat([clip(clip_feats[i:i + cfg.batch], prompts[i:i + cfg.batch])
                             for i in range(0, len(paths), cfg.batch)])
