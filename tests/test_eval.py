@@ -154,3 +154,25 @@ def test_eval_feature_variety_falls_when_every_seed_gives_the_same_picture(tmp_p
     assert v["recall"] > 0.7 and s["recall"] == 0.0, (v, s)
     assert s["coverage"] < v["coverage"] - 0.5, (v, s)
     assert varied["prdc"]["recall"] > 0.9   # renders against renders
+
+
+def test_a_students_card_gives_its_variety_as_ratios_to_the_teacher(tmp_path):
+    """The demo's card metrics (`demo.card_metrics`): each free factor's spread over the
+    Teacher's, here renders against renders of other scenes (ratios near 1) and the same
+    image four times per prompt (ratios 0); a factor the Teacher does not vary has none."""
+    import numpy as np
+
+    from crossdistill.demo import card_metrics
+
+    dom = get_domain("shapes")
+    prompts = [p for p in dom.eval_prompts()[:30] for _ in range(4)]
+    draw = lambda seed: [dom.render_at(dom.random_scene(np.random.default_rng(seed + i), p), dom.size)  # noqa: E731
+                         for i, p in enumerate(prompts)]
+    teacher, student = dom.variety(draw(0), prompts), draw(10_000)
+    same = [student[i - i % 4] for i in range(len(student))]
+    varied = card_metrics({"variety": dom.variety(student, prompts)}, teacher, "shapes")
+    frozen = card_metrics({"variety": dom.variety(same, prompts)}, teacher, "shapes")
+    keys = [f"shapes/variety_ratio_to_teacher/{f}" for f in ("size", "position", "background")]
+    assert all(0.6 < varied[k] < 1.6 for k in keys), varied
+    assert all(frozen[k] == 0 for k in keys) and frozen["shapes/variety/size"] == 0
+    assert "shapes/variety_ratio_to_teacher/size" not in card_metrics({"variety": {"size": 1.0}}, {"size": 0.0}, "shapes")

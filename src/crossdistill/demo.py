@@ -329,7 +329,7 @@ class Demo:
         """Stage 2 for one method and training seed, its export, generations and scores."""
         from .distill.diagnostics import last_logged
         from .distill.run import distill, stored_teachers
-        from .hub import add_metrics, flat_metrics
+        from .hub import add_metrics
 
         slug = _seeded(m.slug, seed)
         self.log.stage(f"stage 2: {m.label}" + (f" (training seed {seed})" if seed else ""))
@@ -347,9 +347,7 @@ class Demo:
             os.replace(run / "student", student)
         row = self.generate(str(student), self.out / "generations" / slug, 90)
         row["diagnostics"] = last_logged(run / "history.jsonl")
-        card = dict(flat_metrics(row), **{f"variety_ratio_to_teacher/{k}": v / self.teacher_variety[k]
-                                          for k, v in row.get("variety", {}).items() if self.teacher_variety.get(k)})
-        add_metrics(student, {f"{self.domain.name}/{k}": v for k, v in card.items()})   # into its card
+        add_metrics(student, card_metrics(row, self.teacher_variety, self.domain.name))   # into its card
         return row, str(student)
 
     def latency(self, models: dict) -> dict:
@@ -375,6 +373,16 @@ class Demo:
         h = {f"stage 1: {v}": str(_bridge_dir(self.out, v) / "history.jsonl") for v in self.variants}
         h.update({f"stage 2: {m.label}": str(self.out / "runs" / m.slug / "history.jsonl") for m in self.methods})
         return {k: v for k, v in h.items() if Path(v).exists()}
+
+
+def card_metrics(row: dict, teacher_variety: dict, domain: str) -> dict:
+    """A Student's evaluation row as its card's metrics (`domain/name`), with each free
+    factor's spread as a ratio to the Teacher's (none where the Teacher's is 0)."""
+    from .hub import flat_metrics
+
+    card = dict(flat_metrics(row), **{f"variety_ratio_to_teacher/{k}": v / teacher_variety[k]
+                                      for k, v in row.get("variety", {}).items() if teacher_variety.get(k)})
+    return {f"{domain}/{k}": v for k, v in card.items()}
 
 
 def run_demo(cfg: DemoConfig) -> dict:
