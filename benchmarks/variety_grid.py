@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
+from crossdistill.eval.seeds import mean_ci
+
 
 PROMPTS = "configs/shapes_prompts.txt"
 N, SEED = 4, 100_000
@@ -82,9 +82,8 @@ def rescore(args) -> None:
 
 
 def interval(v) -> tuple[float, float]:
-    v = np.asarray(v, dtype=float)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return float(v.mean()), half
+    st = mean_ci(list(v))
+    return st["mean"], st["ci95"]
 
 
 def table(args) -> None:

@@ -15,16 +15,14 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
 
 from crossdistill.eval.harness import infer_domain, read_generations
+from crossdistill.eval.seeds import mean_ci
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    v = np.asarray(values, dtype=np.float64)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return {"mean": float(v.mean()), "ci95": half, "prompts": len(v)}
+    st = mean_ci(values)
+    return {"mean": st["mean"], "ci95": st["ci95"], "prompts": st["n"]}
 
 
 def main():

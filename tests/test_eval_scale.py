@@ -97,7 +97,7 @@ def test_clean_resize_is_float_bicubic():
 
 
 def test_fid_uses_the_shared_frechet_code(tiny_clip, tmp_path):
-    """The scale FID is fid.frechet_distance on fid.feature_stats of the feature network."""
+    """The scale FID is fid.frechet_distance on fid.moments of the feature network's features."""
     a, b = _images(4), _images(5, bright=60)
     net = VisionFeatures(str(tiny_clip), torch.device("cpu"))
     ga, gb = _folder(tmp_path / "a", a, PROMPTS), _folder(tmp_path / "b", b, PROMPTS)

@@ -87,22 +87,25 @@ def grid_cells(rows: dict[str, dict], columns: int = 8):
     first = next(iter(gen_rows.values()))
     step = max(1, len(first) // columns)
     picks = [(e["prompt"], e["seed"]) for e in first[::step][:columns]]
+    return picks, _cells(rows, manifests, picks)
+
+
+def _cells(rows: dict[str, dict], manifests: dict[str, list[dict]], picks: list[tuple]) -> dict[str, list]:
+    """Each row's image for each (prompt, seed) of `picks` (None: it has none); real renders
+    (scenes, not seeded samples) show the first render of the prompt."""
     cells = {}
     for label, entries in manifests.items():
         by_key = {(e["prompt"], e["seed"]): e for e in entries}
         by_prompt = {}
         for e in entries:
             by_prompt.setdefault(e["prompt"], e)
-        found = [by_key.get(k) or (by_prompt.get(k[0]) if label == "real renders" else None) for k in picks]
+        found = [by_key.get(k) or (by_prompt.get(k[0]) if label == REAL else None) for k in picks]
         cells[label] = [Path(rows[label]["folder"]) / e["file"] if e else None for e in found]
-    return picks, cells
+    return cells
 
 
-def _grid(rows: dict[str, dict], columns: int = 8) -> str:
+def _grid_table(picks: list[tuple], cells: dict[str, list]) -> str:
     """One row per method, one column per (prompt, seed): the same pair in every row."""
-    picks, cells = grid_cells(rows, columns)
-    if not picks:
-        return "<p>no generations</p>"
     head = "".join(f"<th class='p'>{html.escape(p)}<br><span class='s'>seed {s}</span></th>" for p, s in picks)
     body = []
     for label, paths in cells.items():
@@ -110,6 +113,11 @@ def _grid(rows: dict[str, dict], columns: int = 8) -> str:
                       for f, (p, _) in zip(paths, picks))
         body.append(f"<tr><th class='m'>{html.escape(label)}</th>{tds}</tr>")
     return f"<table class='grid'><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+def _grid(rows: dict[str, dict], columns: int = 8) -> str:
+    picks, cells = grid_cells(rows, columns)
+    return _grid_table(picks, cells) if picks else "<p>no generations</p>"
 
 
 def write_grid_png(rows: dict[str, dict], path: Path, columns: int = 8, cell: int = 96, chosen=None) -> Path:
@@ -300,11 +308,7 @@ def seed_cells(rows: dict[str, dict], prompts: int = 3, per_prompt: int = 4):
     first = next(iter(manifests.values()))
     chosen = list(dict.fromkeys(e["prompt"] for e in first))[:prompts]
     picks = [(p, e["seed"]) for p in chosen for e in [x for x in first if x["prompt"] == p][:per_prompt]]
-    cells = {}
-    for label, entries in manifests.items():
-        by_key = {(e["prompt"], e["seed"]): e for e in entries}
-        cells[label] = [Path(rows[label]["folder"]) / by_key[k]["file"] if k in by_key else None for k in picks]
-    return picks, cells
+    return picks, _cells(rows, manifests, picks)
 
 
 def _seed_grid(rows: dict[str, dict]) -> str:
@@ -313,13 +317,8 @@ def _seed_grid(rows: dict[str, dict]) -> str:
     picks, cells = seed_cells(rows)
     if not picks:
         return ""
-    head = "".join(f"<th class='p'>{html.escape(p)}<br><span class='s'>seed {s}</span></th>" for p, s in picks)
-    body = "".join(f"<tr><th class='m'>{html.escape(label)}</th>" + "".join(
-        f"<td><img src='{_png_uri(f)}' alt='{html.escape(p)}'></td>" if f else "<td>-</td>"
-        for f, (p, _) in zip(paths, picks)) + "</tr>" for label, paths in cells.items())
     return ("<h2 id='seeds'>Seeds side by side</h2><p>The same prompts, several seeds each, in every row: "
-            "a generator whose seed does nothing shows one picture repeated.</p>"
-            f"<table class='grid'><tr><th></th>{head}</tr>{body}</table>")
+            "a generator whose seed does nothing shows one picture repeated.</p>" + _grid_table(picks, cells))
 
 
 def _failures_table(gens: dict) -> str:

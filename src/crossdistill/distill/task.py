@@ -288,7 +288,9 @@ class DistillTask(Task):
             total, rows = total + loss_r.detach(), rows + [lr_]
         average_gradients(self.acc, self._gen_params())
         logs = mean_logs(rows)
-        if math.isfinite(float(total)):   # adaptive times: this step's measurements (a skipped step's are not)
+        # adaptive times: this step's measurements, unless the step will be skipped (the fixed rule
+        # skips the check, a device sync per step)
+        if self.times.adaptive and math.isfinite(float(total)):
             for side, d in zip(self.sides, self._disagreement):
                 logs.update(side.logs(self.times.observe(side.index, torch.cat(d), self.acc) if d else {}))
         logs.update(optimizer_step(self.opt_g, total, self._gen_params(), cfg.train, step, cfg.lr, "generator", logs))

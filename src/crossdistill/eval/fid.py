@@ -31,12 +31,6 @@ def moments(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-def feature_stats(batches: Iterable[torch.Tensor], net: FeatureNet) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean and covariance of the features of all images (float64), and their number."""
-    feats = features(batches, net)
-    return (*moments(feats), len(feats))
-
-
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
     diff = mu1 - mu2

@@ -284,10 +284,10 @@ def reference_stats(refs: list[Path], net, features: str, batch: int) -> tuple[n
         total, outer = total + f.sum(0), outer + f.T @ f
         sample += [f[i - n].float() for i in range(n, n + len(f)) if i in keep]
         n += len(f)
-    mu = (total / n).numpy()
-    sigma = ((outer - n * np.outer(mu, mu)) / (n - 1)).numpy() if n > 1 else None
-    if sigma is None:
+    if n < 2:
         raise ValueError("FID needs at least 2 images")
+    mu = total / n
+    mu, sigma = mu.numpy(), ((outer - n * torch.outer(mu, mu)) / (n - 1)).numpy()
     sample = torch.stack(sample)
     from ..io import atomic_file
 
