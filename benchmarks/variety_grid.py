@@ -87,7 +87,7 @@ def interval(v) -> tuple[float, float]:
 
 
 def table(args) -> None:
-    rows = [json.loads(l) for l in (args.out / "rows.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in (args.rows or args.out / "rows.jsonl").read_text().splitlines()]
     names = list(dict.fromkeys(r["name"] for r in rows))
     factors = list(dict.fromkeys(f for r in rows for f in r["ratio"]))
     lines = ["mean over training seeds +- 95 % t-interval (seeds: n); spreads as ratios to the Teacher's",
@@ -122,6 +122,8 @@ def main():
     ap.add_argument("--teacher", default="shapes-teacher")
     ap.add_argument("--out", type=Path, default=Path("runs/vgrid"))
     ap.add_argument("--table-out", type=Path)
+    ap.add_argument("--rows", type=Path, help="table: a rows file other than OUT/rows.jsonl (e.g. the committed "
+                    "docs/measurements/variety/grid_rows.jsonl)")
     args = ap.parse_intermixed_args()   # KEY=VALUE overrides before or after --config
     if args.what == "teacher":
         print(generate(args.teacher, args.out / "gen" / "teacher", args.prompts)["variety"])
