@@ -506,6 +506,31 @@ def _interrupted_run_matches(cfg, tmp_path) -> list[dict]:
     return [json.loads(x) for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
 
 
+def test_guidance_interval_guides_the_real_score_only_inside_it(tiny_pair):
+    """teachers[].guidance_interval: the real score is guided at Teacher times inside the
+    interval and conditional alone (guidance 1) outside it, per sample, exactly as two
+    separate calls would give; a reversed interval is refused."""
+    task = _task(tiny_pair, guidance=3.0)
+    side = task.sides[0]
+    assert side.guidance_at(torch.zeros(2)) == 3.0   # default: the whole range, one number
+    task = _task(tiny_pair, guidance=3.0, teachers=[TeacherConfig(str(tiny_pair / "teacher"), "roundtrip", guidance=3.0,
+                                                                  guidance_interval=(0.5, 1.0))])
+    side, den = task.sides[0], task.sides[0].den
+    t = den.time_at(torch.tensor([0.2, 0.8])).to(task.device)
+    assert side.guidance_at(t).tolist() == [1.0, 3.0]
+    x = torch.randn(2, *den.latent_shape(32, 32), generator=torch.Generator().manual_seed(0)).to(task.device)
+    cond = side.text(["a red square on the left", "a blue circle on the right"])
+    with torch.no_grad():
+        def x0(i, g):
+            return den.predict_x0(x[i:i + 1], t[i:i + 1], cond.index(torch.tensor([i])), guidance=g,
+                                  uncond=side.uncond.expand(1))
+        both = den.predict_x0(x, t, cond, guidance=side.guidance_at(t), uncond=side.uncond.expand(2))
+        assert torch.allclose(both, torch.cat([x0(0, 1.0), x0(1, 3.0)]), atol=1e-5)
+        assert not torch.allclose(x0(1, 3.0), x0(1, 1.0), atol=1e-4)   # guidance does change the prediction
+    with pytest.raises(CrossdistillError, match=r"guidance_interval must be two fractions lo < hi in \[0, 1\], got \[0.8, 0.2\]"):
+        DistillConfig(**{**_cfg(tiny_pair, 1).__dict__, "teachers": [TeacherConfig("m", "identity", guidance_interval=(0.8, 0.2))]}).validate()
+
+
 def test_adaptive_teacher_times_follow_the_measured_disagreement(tiny_pair):
     """t_sampling=adaptive: with no measurement every slice is equally likely; a step whose
     disagreement is large in the top slice only moves the draws there (the floor keeps a
@@ -531,6 +556,9 @@ def test_adaptive_teacher_times_follow_the_measured_disagreement(tiny_pair):
     x, a, s = torch.randn(2, 3, 4, 4), torch.tensor([0.5, 0.8]).view(2, 1, 1, 1), torch.tensor([0.5, 0.2]).view(2, 1, 1, 1)
     assert torch.equal(dmd_disagreement(x, x, a, s), torch.zeros(2))
     assert torch.allclose(dmd_disagreement(x, x + 2, a, s), torch.tensor([2.0, 8.0]))
+    assert torch.allclose(dmd_disagreement(x, x + 2, a, s, units="x0"), torch.tensor([2.0, 2.0]))   # t_adaptive.signal=x0
+    with pytest.raises(CrossdistillError, match="unknown t_adaptive.signal 'v'; allowed: eps, x0"):
+        AdaptiveTimes(signal="v")
     with pytest.raises(CrossdistillError, match="t_sampling=adaptive chooses the Teacher times itself"):
         DistillConfig(**{**_cfg(tiny_pair, 1).__dict__, "t_sampling": "adaptive", "t_shift": 3.0}).validate()
     with pytest.raises(CrossdistillError, match="unknown t_sampling 'auto'; allowed: adaptive, fixed"):
@@ -549,6 +577,14 @@ def test_adaptive_times_train_log_where_they_aim_and_resume_exactly(tiny_pair, t
     state = load_file(str(sorted((tmp_path / "a").glob("ckpt-*"))[-1] / "state.safetensors"))
     assert any(k.startswith("module/t_bins/") for k in state)
     assert len(hist) == 4 and all("t_aim" in h for h in hist) and hist[-1]["t_aim"] != pytest.approx(0.5)
+    # the same run measuring the gap in clean-image units aims elsewhere (t_adaptive.signal reaches the task)
+    from crossdistill.distill.config import AdaptiveTimes
+
+    c = _cfg(tiny_pair, 4)
+    distill(DistillConfig(**{**c.__dict__, "t_sampling": "adaptive", "t_adaptive": AdaptiveTimes(signal="x0")}),
+            tmp_path / "x0", PROMPTS, progress=False)
+    x0 = [json.loads(x) for x in (tmp_path / "x0" / "history.jsonl").read_text().splitlines()]
+    assert x0[0]["t_aim"] != pytest.approx(hist[0]["t_aim"], abs=1e-4)
 
 
 def test_regression_pairs_are_the_student_bases_own_samples_split_over_processes(tiny_pair):

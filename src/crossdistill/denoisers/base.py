@@ -252,13 +252,18 @@ class Denoiser:
     def guided_output(self, x_t: Tensor, t: Tensor, cond: Conditioning,
                       guidance: float | None = None, uncond: Conditioning | None = None) -> Tensor:
         """Classifier-free guidance, `out_u + w (out_c - out_u)`, with the model's own
-        empty-prompt conditioning; w <= 1 means a single conditional call."""
-        w = self.defaults.guidance if guidance is None else float(guidance)
-        if w <= 1.0:
+        empty-prompt conditioning; w <= 1 means a single conditional call. `guidance`: one
+        number, or a tensor of one per sample (stage 2's guidance interval)."""
+        w = self.defaults.guidance if guidance is None else guidance
+        if not torch.is_tensor(w):
+            w = float(w)
+        if (w <= 1.0 if isinstance(w, float) else bool((w <= 1.0).all())):
             return self.model_output(x_t, t, cond)
         uncond = self.uncond(len(x_t)) if uncond is None else uncond
         out = self.model_output(torch.cat([x_t, x_t]), torch.cat([t, t]), uncond.cat(cond))
         out_u, out_c = out.chunk(2)
+        if torch.is_tensor(w):   # per sample: broadcast over the rest
+            w = w.to(out_c.device, out_c.dtype).reshape(-1, *[1] * (out_c.ndim - 1))
         return out_u + w * (out_c - out_u)
 
     def predict_x0(self, x_t: Tensor, t: Tensor, cond: Conditioning,

@@ -56,7 +56,8 @@ class FluxDenoiser(FlowDenoiser):
         g = None
         if self.guidance_embedded:
             scale = self.defaults.guidance if guidance is None else guidance
-            g = torch.full((b,), float(scale), device=x_t.device, dtype=torch.float32)
+            g = scale.to(x_t.device, torch.float32).expand(b) if torch.is_tensor(scale) else \
+                torch.full((b,), float(scale), device=x_t.device, dtype=torch.float32)
         out = self.model(hidden_states=self.space.pack(x_t), timestep=t.to(x_t.dtype), guidance=g,
                          pooled_projections=cond.pooled, encoder_hidden_states=cond.embeds,
                          txt_ids=txt_ids, img_ids=img_ids.reshape(-1, 3), return_dict=False)[0]

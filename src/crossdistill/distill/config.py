@@ -102,18 +102,23 @@ class FirstTimes(Checked):
 
 
 T_SAMPLINGS = ("fixed", "adaptive")
+T_SIGNALS = ("eps", "x0")
 
 
 @dataclass
 class AdaptiveTimes(Checked):
     """t_sampling: adaptive. DMD's Teacher times are drawn from `bins` equal slices of
     `t_range` (fractions of the Teacher's range), each with probability `floor` / bins plus
-    (1 - floor) times its share of a running mean of the measured disagreement: the gap of
-    the fake and real noise predictions, alpha |fake x0 - real x0| / sigma per sample
-    (`losses.dmd_disagreement`), in that slice. The generator's updates go where the real
-    and the fake score disagree most about its current samples, on any Teacher, with no
-    knowledge of the domain."""
+    (1 - floor) times its share of a running mean of the measured disagreement, to the
+    `power`, in that slice (`losses.dmd_disagreement`): per sample, the gap of the fake and
+    real predictions in `signal`'s units. `eps`: the noise predictions' gap,
+    alpha |fake x0 - real x0| / sigma, widest at the clean end. `x0`: the clean-image
+    predictions' gap |fake x0 - real x0|, widest where the two distributions differ in
+    what the Teacher decides at that noise level (layout at high noise). The generator's
+    updates go where the real and the fake score disagree most about its current samples,
+    on any Teacher, with no knowledge of the domain."""
     KEY = "t_adaptive."
+    signal: str = accepts("eps", choices=T_SIGNALS)    # eps | x0: the units the disagreement is measured in
     bins: int = accepts(10, ge=2, le=1000)          # slices of t_range
     floor: float = accepts(0.5, ge=0, le=1)         # the uniform share of every draw (1: uniform, 0: all adaptive)
     decay: float = accepts(0.98, ge=0, lt=1)        # running-mean decay per generator step
@@ -128,6 +133,9 @@ class TeacherConfig(Checked):
     model: str = ""                 # a model name, diffusers folder or hub id (required)
     bridge_dir: str = "identity"    # a stage-1 Bridge from the Student to this Teacher, or identity / roundtrip
     guidance: float | None = accepts(None, **GUIDANCE)   # its real-score CFG; its default if None
+    guidance_interval: tuple[float, float] = accepts((0.0, 1.0), ge=0, le=1)   # Teacher times (fractions of its
+                                    # range) where `guidance` applies; outside, the conditional score alone
+                                    # (guidance 1: Kynkaanniemi et al. 2024, guidance at high noise drops modes)
     weight: float = accepts(1.0, gt=0)   # its DMD term's weight in the generator's loss
 
     @classmethod
@@ -138,6 +146,7 @@ class TeacherConfig(Checked):
     def check(self, key: str):
         if not self.model:
             raise CrossdistillError(f"{key}.model is required (a model name, diffusers folder or hub id)")
+        check_fractions(f"{key}.guidance_interval", self.guidance_interval)
         return check_fields(self, key + ".")   # again: a list item may have changed since it was built
 
 

@@ -21,12 +21,15 @@ def dmd_generator_loss(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor,
         target = z_hat.float() - grad
     loss = 0.5 * F.mse_loss(z_hat.float(), target)
     return loss, {"dmd": loss.item(), "dmd_grad_norm": grad.norm().item() / z_hat.shape[0],
-                  "dmd_weight": w.mean().item()}
+                  "dmd_weight": w.mean().item(),   # |z_hat - real|: the normaliser
+                  "dmd_x0_gap": (x0_fake.float() - x0_real.float()).abs().mean().item()}   # |fake - real|: how far
+                  # the two scores disagree about these samples at these times, in clean-latent units
 
 
 @torch.no_grad()
-def dmd_disagreement(x0_real: Tensor, x0_fake: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """Per sample, how far the fake and the real score disagree in noise units: the mean
+def dmd_disagreement(x0_real: Tensor, x0_fake: Tensor, alpha: Tensor, sigma: Tensor, units: str = "eps") -> Tensor:
+    """Per sample, how far the fake and the real score disagree: the mean |x0_fake - x0_real|
+    in clean-image units (`units="x0"`), or in noise units (`"eps"`): the mean
     |eps_fake - eps_real| = alpha |x0_fake - x0_real| / sigma at x_t = alpha x0 + sigma eps
     (the noise predictions' gap, the quantity an epsilon loss weighs alike at every time).
     Not the normalised DMD gradient: DMD divides each sample's gradient by
@@ -34,8 +37,11 @@ def dmd_disagreement(x0_real: Tensor, x0_fake: Tensor, alpha: Tensor, sigma: Ten
     |x0_fake - x0_real| / |z_hat - x0_real| is ~1 at every time (measured: a rule on it
     stayed uniform). `alpha`, `sigma`: per sample, broadcastable. Non-finite rows read 0."""
     dims = tuple(range(1, x0_real.ndim))
-    d = (x0_fake.float() - x0_real.float()).abs().mean(dim=dims) * (alpha.float() / sigma.float().clamp_min(1e-6)
-                                                                   ).flatten()
+    d = (x0_fake.float() - x0_real.float()).abs().mean(dim=dims)
+    if units == "eps":
+        d = d * (alpha.float() / sigma.float().clamp_min(1e-6)).flatten()
+    elif units != "x0":
+        raise ValueError(f"units={units!r}; allowed: eps, x0")
     return torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
 
 

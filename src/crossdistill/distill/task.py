@@ -208,13 +208,14 @@ class DistillTask(Task):
         eps = eps.to(z_hat.dtype)
         x_t = teacher.add_noise(z_hat, t, eps)
         with torch.no_grad():
-            real = teacher.predict_x0(x_t, t, ct, guidance=side.guidance, uncond=side.uncond.expand(len(z)))
+            real = teacher.predict_x0(x_t, t, ct, guidance=side.guidance_at(t), uncond=side.uncond.expand(len(z)))
         fake_x0, gan_loss, lgan = self.gan.fake_x0(side, x_t, t, ct)
         loss, logs = dmd_generator_loss(z_hat, real, fake_x0)
         if self.times.adaptive:   # where real and fake disagree: what the adaptive Teacher times follow
             one = torch.ones(len(t), 1, 1, 1, device=z_hat.device)   # the family's alpha_t, sigma_t at these times
             self._disagreement[side.index].append(dmd_disagreement(
-                real, fake_x0, teacher.add_noise(one, t, 0 * one), teacher.add_noise(0 * one, t, one)))
+                real, fake_x0, teacher.add_noise(one, t, 0 * one), teacher.add_noise(0 * one, t, one),
+                units=self.cfg.t_adaptive.signal))
         if not math.isfinite(logs["dmd"]):   # a Bridge gone non-finite is named, not just its loss (it makes dmd
             bad = (~torch.isfinite(z_hat)).float().mean().item()   # non-finite; nothing to look for otherwise)
             if bad > 0:

@@ -38,11 +38,22 @@ class TeacherSide:
         self.uncond = text.uncond()
         self.fake_cfg, self.fake = fake, None   # made by `make_fake`, once the generator exists
         self.guidance = den.defaults.guidance if tc.guidance is None else tc.guidance
+        lo, hi = tc.guidance_interval
+        self.interval = None if (float(lo), float(hi)) == (0.0, 1.0) else den.time_at(torch.tensor([lo, hi]))   # native times
         self.suffix = "" if index == 0 else f"_t{index}"
         self.key = "fake" + self.suffix   # its fake score's checkpoint / optimizer name: fake, fake_t1, ...
         # the exact map the Bridge stands in for, for the drift diagnostic (nothing to compare for these two)
         self.roundtrip = None if bridge.kind in ("roundtrip", "identity") else Bridge(
             bridge.student, bridge.teacher, bridge.student_res, bridge.teacher_res, BridgeConfig("roundtrip"))
+
+    def guidance_at(self, t: torch.Tensor) -> float | torch.Tensor:
+        """The real score's guidance at Teacher times `t`: `guidance` inside the interval,
+        1 (the conditional score alone) outside it; one number when the interval is the
+        whole range."""
+        if self.interval is None:
+            return self.guidance
+        lo, hi = self.interval.to(t.device)
+        return torch.where((t >= lo) & (t <= hi), float(self.guidance), 1.0)
 
     def make_fake(self) -> FakeScore:
         self.fake = make_fake(self.den, self.fake_cfg)
