@@ -133,10 +133,10 @@ class TeacherConfig(Checked):
     model: str = ""                 # a model name, diffusers folder or hub id (required)
     bridge_dir: str = "identity"    # a stage-1 Bridge from the Student to this Teacher, or identity / roundtrip
     guidance: float | None = accepts(None, **GUIDANCE)   # its real-score CFG; its default if None
+    weight: float = accepts(1.0, gt=0)   # its DMD term's weight in the generator's loss
     guidance_interval: tuple[float, float] = accepts((0.0, 1.0), ge=0, le=1)   # Teacher times (fractions of its
                                     # range) where `guidance` applies; outside, the conditional score alone
                                     # (guidance 1: Kynkaanniemi et al. 2024, guidance at high noise drops modes)
-    weight: float = accepts(1.0, gt=0)   # its DMD term's weight in the generator's loss
 
     @classmethod
     def from_str(cls, model: str) -> "TeacherConfig":
