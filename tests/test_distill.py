@@ -527,6 +527,13 @@ def test_guidance_interval_guides_the_real_score_only_inside_it(tiny_pair):
         both = den.predict_x0(x, t, cond, guidance=side.guidance_at(t), uncond=side.uncond.expand(2))
         assert torch.allclose(both, torch.cat([x0(0, 1.0), x0(1, 3.0)]), atol=1e-5)
         assert not torch.allclose(x0(1, 3.0), x0(1, 1.0), atol=1e-4)   # guidance does change the prediction
+        calls = []   # every sample outside the interval: one conditional call, no unconditional batch
+        real_output = den.model_output
+        den.model_output = lambda x_t, *a, **k: calls.append(len(x_t)) or real_output(x_t, *a, **k)
+        t_out = den.time_at(torch.tensor([0.1, 0.3])).to(task.device)
+        den.predict_x0(x, t_out, cond, guidance=side.guidance_at(t_out), uncond=side.uncond.expand(2))
+        den.model_output = real_output
+        assert calls == [2]
     with pytest.raises(CrossdistillError, match=r"guidance_interval must be two fractions lo < hi in \[0, 1\], got \[0.8, 0.2\]"):
         DistillConfig(**{**_cfg(tiny_pair, 1).__dict__, "teachers": [TeacherConfig("m", "identity", guidance_interval=(0.8, 0.2))]}).validate()
 

@@ -118,11 +118,11 @@ class AdaptiveTimes(Checked):
     updates go where the real and the fake score disagree most about its current samples,
     on any Teacher, with no knowledge of the domain."""
     KEY = "t_adaptive."
-    signal: str = accepts("eps", choices=T_SIGNALS)    # eps | x0: the units the disagreement is measured in
     bins: int = accepts(10, ge=2, le=1000)          # slices of t_range
     floor: float = accepts(0.5, ge=0, le=1)         # the uniform share of every draw (1: uniform, 0: all adaptive)
     decay: float = accepts(0.98, ge=0, lt=1)        # running-mean decay per generator step
     power: float = accepts(1.0, ge=0, le=10)        # probabilities follow the disagreement to this power
+    signal: str = accepts("eps", choices=T_SIGNALS)    # eps | x0: the units the disagreement is measured in
 
 
 @dataclass
@@ -136,7 +136,8 @@ class TeacherConfig(Checked):
     weight: float = accepts(1.0, gt=0)   # its DMD term's weight in the generator's loss
     guidance_interval: tuple[float, float] = accepts((0.0, 1.0), ge=0, le=1)   # Teacher times (fractions of its
                                     # range) where `guidance` applies; outside, the conditional score alone
-                                    # (guidance 1: Kynkaanniemi et al. 2024, guidance at high noise drops modes)
+                                    # (guidance 1: Kynkaanniemi et al. 2024, guidance at high noise drops modes;
+                                    # a guidance-embedded Teacher, Flux-dev: embedded guidance 1 there)
 
     @classmethod
     def from_str(cls, model: str) -> "TeacherConfig":

@@ -7,6 +7,7 @@ export OMP_NUM_THREADS=1
 B=.venv/bin/crossdistill
 last() { tail -1 "$1/history.jsonl"; }
 R=runs/gap; mkdir -p $R
+rm -rf $R/p1a $R/p1b $R/sa $R/sb $R/c1   # trained afresh (--overwrite would resume a run folder)
 
 # 1. Code and Bridge: the committed uniform-time row `pairs-cross-s0` (300 steps, trained
 #    through runs/demo-pairs/bridge/bridge on the revision before the preset existed),
