@@ -17,13 +17,13 @@ def dmd_generator_loss(z_hat: Tensor, x0_real: Tensor, x0_fake: Tensor,
     with torch.no_grad():
         dims = tuple(range(1, z_hat.ndim))
         w = (z_hat.float() - x0_real.float()).abs().mean(dim=dims, keepdim=True).clamp_min(floor)
-        grad = torch.nan_to_num((x0_fake.float() - x0_real.float()) / w, nan=0.0, posinf=0.0, neginf=0.0)
+        gap = x0_fake.float() - x0_real.float()   # how far the two scores disagree about these samples
+        grad = torch.nan_to_num(gap / w, nan=0.0, posinf=0.0, neginf=0.0)
         target = z_hat.float() - grad
     loss = 0.5 * F.mse_loss(z_hat.float(), target)
     return loss, {"dmd": loss.item(), "dmd_grad_norm": grad.norm().item() / z_hat.shape[0],
                   "dmd_weight": w.mean().item(),   # |z_hat - real|: the normaliser
-                  "dmd_x0_gap": (x0_fake.float() - x0_real.float()).abs().mean().item()}   # |fake - real|: how far
-                  # the two scores disagree about these samples at these times, in clean-latent units
+                  "dmd_x0_gap": gap.abs().mean().item()}   # |fake - real| at these times, in clean-latent units
 
 
 @torch.no_grad()
